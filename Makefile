@@ -1,0 +1,35 @@
+# The two promises of the README: `make demo` and `make test`, each doing its own set-up.
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+
+.PHONY: demo test setup setup-dev bench clean
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/cnnkit train configs/lenet5_mnist5k.yaml
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -n 2
+
+setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(VENV)/bin/python
+	$(PIP) install --quiet -e '.[dev]'
+	touch $(VENV)/.installed $@
+
+bench: $(VENV)/.installed-dev
+	$(PY) benchmarks/trainer_overhead.py
+	$(PY) benchmarks/reference_vs_torch.py
+
+clean:
+	rm -rf runs .pytest_cache .hypothesis

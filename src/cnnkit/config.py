@@ -1,0 +1,341 @@
+"""Typed configuration: YAML file, then dotted command-line overrides, validated.
+
+Sections: ``data``, ``model``, ``optim``, ``schedule``, ``regularization``,
+``augment``, ``train`` (and ``finetune`` / ``distill`` for later commands).
+Unknown keys and wrong types are rejected with a message that names the key
+path and what is allowed.
+
+Example::
+
+    cfg = load_config("configs/lenet5_mnist5k.yaml", ["optim.lr=0.01", "train.epochs=3"])
+    cfg.optim.lr   # 0.01
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cnnkit.errors import ConfigError, UserError, did_you_mean
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "lenet5_mnist5k.yaml"
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    name: str = "mnist5k"
+    path: str | None = None
+    batch_size: int = Field(64, gt=0)
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    split_seed: int = Field(0, description="seed of the held-out validation split (fixed across training seeds)")
+    eval_batch_size: int | None = Field(None, gt=0)
+    num_workers: int = Field(0, ge=0)
+    image_size: int | None = Field(None, gt=0, description="resize images to this square size")
+    classes: list[int] | None = None
+    per_class: int | None = Field(None, gt=0)
+    subset: int | None = Field(None, gt=0, description="keep only the first N training images")
+    cache_dir: str | None = None
+    download: bool = True
+    device_resident: Literal["auto", "on", "off"] = "auto"
+
+
+class EarlyStoppingConfig(Section):
+    monitor: str = "val_loss"
+    mode: Literal["min", "max", "auto"] = "auto"
+    patience: int = Field(5, ge=0)
+    min_delta: float = Field(0.0, ge=0.0)
+    restore_best: bool = True
+
+
+class InitConfig(Section):
+    scheme: Literal["default", "random", "xavier", "he"] = "default"
+    distribution: Literal["normal", "uniform"] = "normal"
+    scale: float = Field(0.05, gt=0.0, description="std (normal) or bound (uniform) for 'random'")
+
+
+class ModelConfig(Section):
+    name: str | None = None
+    layers: list[Any] | None = None
+    input: list[int] | None = Field(None, description="[C, H, W]; taken from the data when unset")
+    num_classes: int | None = Field(None, gt=0)
+    init: InitConfig = Field(default_factory=InitConfig)
+    options: dict[str, Any] = Field(default_factory=dict, description="extra builder arguments")
+    pretrained: str | None = None
+    weights: str | None = None
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _init_shorthand(cls, v: Any) -> Any:
+        # "he", "xavier_uniform", "random_normal" are accepted as shorthands.
+        if isinstance(v, str):
+            scheme, _, dist = v.partition("_")
+            out: dict[str, Any] = {"scheme": scheme}
+            if dist:
+                out["distribution"] = dist
+            return out
+        return v
+
+    @field_validator("input")
+    @classmethod
+    def _input_chw(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 3 or min(v) < 1):
+            raise ValueError(f"model.input must be [C, H, W] with positive sizes, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _name_or_layers(self) -> "ModelConfig":
+        if (self.name is None) == (self.layers is None):
+            raise ValueError("set exactly one of model.name (a registered model) or model.layers (a layer list)")
+        return self
+
+
+class OptimConfig(Section):
+    name: str = "adam"
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, description="decoupled weight decay")
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    gamma: float | None = Field(None, ge=0.0, lt=1.0)
+    beta1: float | None = Field(None, ge=0.0, lt=1.0)
+    beta2: float | None = Field(None, ge=0.0, lt=1.0)
+    eps: float | None = Field(None, gt=0.0)
+    nesterov: bool | None = None
+
+    def hyper(self) -> dict[str, Any]:
+        """The optional hyperparameters that were set, as keyword arguments."""
+        keys = ("momentum", "gamma", "beta1", "beta2", "eps", "nesterov")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+        if self.weight_decay:
+            out["weight_decay"] = self.weight_decay
+        return out
+
+
+class ScheduleConfig(Section):
+    name: Literal["constant", "step", "cosine", "onecycle", "linear"] = "constant"
+    warmup_epochs: float = Field(0.0, ge=0.0)
+    step_size: float = Field(10.0, gt=0.0, description="epochs between decays ('step')")
+    gamma: float = Field(0.1, gt=0.0, description="decay factor ('step')")
+    min_factor: float = Field(0.0, ge=0.0, le=1.0, description="final lr as a fraction of optim.lr")
+    pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="rising part of 'onecycle'")
+
+
+class RegularizationConfig(Section):
+    l1: float = Field(0.0, ge=0.0)
+    l2: float = Field(0.0, ge=0.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    grad_clip: float | None = Field(None, gt=0.0)
+    early_stopping: EarlyStoppingConfig | None = None
+
+
+class AugmentConfig(Section):
+    crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels")
+    rotation: float = Field(0.0, ge=0.0, le=180.0, description="max degrees of random rotation")
+    hflip: bool = False
+    brightness: float = Field(0.0, ge=0.0, lt=1.0)
+    contrast: float = Field(0.0, ge=0.0, lt=1.0)
+    cutout: int = Field(0, ge=0, description="side of a random square set to zero")
+
+    def active(self) -> bool:
+        return bool(self.crop_padding or self.rotation or self.hflip or self.brightness
+                    or self.contrast or self.cutout)
+
+
+class DistillConfig(Section):
+    teacher: str
+    temperature: float = Field(4.0, gt=0.0)
+    alpha: float = Field(0.7, ge=0.0, le=1.0, description="weight of the soft-target term")
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, gt=0)
+    seed: int = 0
+    device: str = "auto"
+    runs_dir: str = "runs"
+    name: str | None = Field(None, description="run folder name prefix")
+    loss: Literal["cross_entropy", "mse", "bce"] = "cross_entropy"
+    engine: Literal["torch", "reference"] = "torch"
+    deterministic: bool = False
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = False
+    compile: Literal["off", "default", "max-autotune"] = "off"
+    ema: float | None = Field(None, gt=0.0, lt=1.0)
+    eval_tta: Literal["none", "flip", "flip_translate"] = "none"
+    checkpoint_every: int = Field(1, gt=0)
+    distill: DistillConfig | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v in ("auto", "cpu", "cuda", "mps") or v.startswith("cuda:"):
+            return v
+        raise ValueError(f"train.device must be one of auto, cpu, cuda, cuda:N, mps; got {v!r}")
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_bool(cls, v: Any) -> Any:
+        # YAML reads `off`/`on` as booleans.
+        if v is False:
+            return "off"
+        if v is True:
+            return "default"
+        return v
+
+
+class FinetuneConfig(Section):
+    freeze: str = "none"
+    lr_mult: dict[str, float] = Field(default_factory=dict)
+    unfreeze_at: dict[str, int] = Field(default_factory=dict)
+
+
+class Config(Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="lenet5"))
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    regularization: RegularizationConfig = Field(default_factory=RegularizationConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+# --------------------------------------------------------------------------- loading
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        kind = e["type"]
+        if kind == "extra_forbidden":
+            section, _, key = loc.rpartition(".")
+            allowed = _allowed_keys(section)
+            hint = did_you_mean(key, allowed)
+            lines.append(f"unknown config key {loc!r}{hint}; allowed keys here: {', '.join(allowed)}")
+        elif kind == "literal_error":
+            allowed = e.get("ctx", {}).get("expected", "")
+            lines.append(f"{loc}: {e['input']!r} is not allowed; expected {allowed}")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg} (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else f"{loc}: {msg}")
+    return "invalid config: " + "; ".join(lines)
+
+
+def _allowed_keys(section_path: str) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in filter(None, section_path.split(".")):
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        sub = _section_type(ann)
+        if sub is None:
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _section_type(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``'optim.lr=0.01'`` -> ``(['optim', 'lr'], 0.01)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"override {text!r} is not of the form key.path=value (e.g. optim.lr=0.01)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: value {raw!r} is not valid YAML ({e.problem})") from None
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``key.path=value`` applied."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not a section")
+            node = nxt
+        node[path[-1]] = value
+        # Setting model.layers replaces a registered model name, and vice versa.
+        if path == ["model", "layers"]:
+            out["model"].pop("name", None)
+        elif path == ["model", "name"]:
+            out["model"].pop("layers", None)
+    return out
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"config file {str(p)!r} does not exist")
+    if p.is_dir():
+        raise UserError(f"config path {str(p)!r} is a folder; expected a YAML file")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read config file {str(p)!r}: {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(p)!r} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (the demo recipe when ``path`` is None), apply overrides, validate."""
+    raw = read_yaml(path if path is not None else DEFAULT_CONFIG)
+    raw = apply_overrides(raw, overrides or [])
+    return validate(raw)
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

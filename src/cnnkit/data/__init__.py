@@ -1,0 +1,148 @@
+"""Data: the dataset registry, the held-out split, class subsets, and loaders.
+
+Example::
+
+    bundle = load_data(cfg.data)           # DataBundle with train / val / test
+    bundle.classes, bundle.input_shape     # ['0', ..., '9'], (1, 28, 28)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from cnnkit.config import DataConfig
+from cnnkit.data.base import DataBundle, TensorData, TensorLoader, channel_stats
+from cnnkit.data.registry import DATASETS, register_dataset
+from cnnkit.errors import UserError
+
+__all__ = ["DATASETS", "DataBundle", "TensorData", "TensorLoader", "list_datasets", "load_data", "register_dataset"]
+
+
+def _load_families() -> None:
+    from cnnkit.data import builtin  # noqa: F401
+    try:
+        from cnnkit.data import torchvision_sets  # noqa: F401
+    except ImportError as e:  # pragma: no cover - only while it is being written
+        if "torchvision_sets" not in str(e):
+            raise
+
+
+def list_datasets(pattern: str | None = None) -> list[str]:
+    _load_families()
+    return DATASETS.names(pattern)
+
+
+def targets_of(ds: Any) -> torch.Tensor:
+    if isinstance(ds, TensorData):
+        return ds.labels
+    t = getattr(ds, "targets", None)
+    if t is None:
+        raise TypeError(f"dataset {type(ds).__name__} has no .targets")
+    return torch.as_tensor(list(t), dtype=torch.long)
+
+
+def select(ds: Any, index: torch.Tensor) -> Any:
+    """The items of ``ds`` at ``index`` (a TensorData slice or a Subset with targets)."""
+    if isinstance(ds, TensorData):
+        return ds.subset(index)
+    sub = Subset(ds, index.tolist())
+    sub.targets = targets_of(ds)[index].tolist()  # type: ignore[attr-defined]
+    return sub
+
+
+class RemappedLabels(Dataset):
+    """A dataset whose labels go through ``mapping`` (old label -> new label)."""
+
+    def __init__(self, ds: Dataset, mapping: dict[int, int]) -> None:
+        self.ds, self.mapping = ds, mapping
+        self.targets = [mapping[int(t)] for t in targets_of(ds).tolist()]
+
+    def __len__(self) -> int:
+        return len(self.ds)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.ds[i]
+        return x, self.mapping[int(y)]
+
+
+def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val): ``fraction`` of every class goes to val, chosen by ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    train, val = [], []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        idx = idx[torch.randperm(len(idx), generator=g)]
+        k = int(round(fraction * len(idx)))
+        val.append(idx[:k])
+        train.append(idx[k:])
+    tr, va = torch.cat(train), torch.cat(val)
+    return tr.sort().values, va.sort().values
+
+
+def _keep_classes(ds: Any, keep: Sequence[int]) -> Any:
+    labels = targets_of(ds)
+    mapping = {int(c): i for i, c in enumerate(keep)}
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for c in keep:
+        mask |= labels == c
+    idx = torch.nonzero(mask).flatten()
+    sub = select(ds, idx)
+    if isinstance(sub, TensorData):
+        lut = torch.full((max(int(labels.max()) if len(labels) else 0, max(keep)) + 1,), -1, dtype=torch.long)
+        for old, new in mapping.items():
+            lut[old] = new
+        return TensorData(sub.images, lut[sub.labels])
+    return RemappedLabels(sub, mapping)
+
+
+def _per_class(ds: Any, n: int, seed: int) -> Any:
+    labels = targets_of(ds)
+    g = torch.Generator().manual_seed(seed + 17)
+    keep = []
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:n]])
+    return select(ds, torch.cat(keep).sort().values)
+
+
+def load_data(cfg: DataConfig) -> DataBundle:
+    """Build the dataset named by ``cfg.name``, cut the held-out split and apply class subsets."""
+    _load_families()
+    bundle: DataBundle = DATASETS.get(cfg.name)(cfg)
+    classes = list(bundle.classes)
+    pool, val, test = bundle.train, bundle.val, bundle.test
+    if val is None:
+        if cfg.val_fraction <= 0:
+            raise UserError(f"dataset {cfg.name!r} has no validation split of its own; "
+                            f"set data.val_fraction > 0 (got {cfg.val_fraction})")
+        tr_idx, va_idx = stratified_split(targets_of(pool), cfg.val_fraction, cfg.split_seed)
+        pool, val = select(pool, tr_idx), select(pool, va_idx)
+    if cfg.classes is not None:
+        keep = list(cfg.classes)
+        bad = [c for c in keep if not 0 <= c < len(classes)]
+        if bad or len(set(keep)) != len(keep) or not keep:
+            raise UserError(f"data.classes={keep} must be distinct labels in 0..{len(classes) - 1} "
+                            f"of dataset {cfg.name!r}")
+        pool, val = _keep_classes(pool, keep), _keep_classes(val, keep)
+        test = _keep_classes(test, keep) if test is not None else None
+        classes = [classes[c] for c in keep]
+    if len(val) == 0:
+        raise UserError(f"the validation split of {cfg.name!r} is empty; raise data.val_fraction "
+                        f"(got {cfg.val_fraction}) or keep more classes")
+    if len(pool) == 0:
+        raise UserError(f"the training split of {cfg.name!r} is empty; lower data.val_fraction "
+                        f"(got {cfg.val_fraction})")
+    if cfg.per_class is not None:
+        pool = _per_class(pool, cfg.per_class, cfg.split_seed)
+    if cfg.subset is not None and cfg.subset < len(pool):
+        pool = select(pool, torch.arange(cfg.subset))
+    mean, std = bundle.mean, bundle.std
+    if not mean:
+        if not isinstance(pool, TensorData):
+            raise AssertionError(f"dataset {cfg.name} must give its normalisation")
+        mean, std = channel_stats(pool.images)
+    return DataBundle(pool, val, test, classes, bundle.input_shape, tuple(mean), tuple(std),
+                      DATASETS.entry(cfg.name).description, bundle.extra)

@@ -1,0 +1,200 @@
+"""One entry point for batches: :func:`make_loader`.
+
+In-memory data (:class:`~cnnkit.data.base.TensorData`) goes through a
+:class:`~cnnkit.data.base.TensorLoader` on the device with batched augmentation;
+file-based torch Datasets (items ``(uint8 tensor (C, H, W), int label)``) go
+through a :class:`DatasetLoader` around ``torch.utils.data.DataLoader`` with
+per-sample v2 transforms in the workers. Both yield ``(x, y)`` with ``x`` float,
+normalised as ``(x / 255 - mean) / std`` on the device, and both order epoch
+``e`` from ``(seed, e)`` alone, cutting the same global batches and sharding
+them over ranks the same way.
+
+Example::
+
+    loader = make_loader(bundle.train, batch_size=128, mean=bundle.mean, std=bundle.std,
+                         shuffle=True, seed=0, device="cuda", augment=cfg.augment)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for x, y in loader: ...
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from cnnkit.config import AugmentConfig
+from cnnkit.data.augment import make_batch_augment, make_transforms
+from cnnkit.data.base import TensorData, TensorLoader
+
+__all__ = ["DatasetLoader", "make_loader", "epoch_order", "rank_batches"]
+
+
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
+    """The order of ``n`` items in ``epoch``: a permutation from ``(seed, epoch)`` (the same as TensorLoader's)."""
+    if not shuffle:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+def rank_batches(order: torch.Tensor, batch_size: int, *, drop_last: bool, rank: int = 0,
+                 world_size: int = 1) -> list[torch.Tensor]:
+    """Cut ``order`` into global batches of ``batch_size``; each rank keeps its slice of every batch.
+
+    Rank ``r`` takes items ``[r * per, (r + 1) * per)`` of a batch with
+    ``per = batch_size // world_size``; the last rank also takes the remainder, so
+    every index of a global batch goes to exactly one rank (as TensorLoader does).
+    """
+    n = len(order)
+    nb = n // batch_size if drop_last else -(-n // batch_size)
+    out = []
+    per = batch_size // world_size
+    for b in range(nb):
+        chunk = order[b * batch_size:(b + 1) * batch_size]
+        if world_size > 1:
+            lo = min(rank * per, len(chunk))
+            hi = len(chunk) if rank == world_size - 1 else min(lo + per, len(chunk))
+            chunk = chunk[lo:hi]
+        out.append(chunk)
+    return out
+
+
+class _EpochBatches(Sampler[list[tuple[int, int]]]):
+    """Batch sampler yielding this rank's ``[(index, epoch), ...]`` for every global batch.
+
+    The epoch travels with each index so that per-sample augmentation in the
+    dataset is seeded by ``(seed, epoch, index)``, also in persistent workers.
+    """
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool,
+                 rank: int, world_size: int) -> None:
+        self.n, self.batch_size = n, batch_size
+        self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
+        for idx in rank_batches(order, self.batch_size, drop_last=self.drop_last,
+                                rank=self.rank, world_size=self.world_size):
+            yield [(i, self.epoch) for i in idx.tolist()]
+
+
+class _Items(Dataset):
+    """``ds`` indexed by ``(index, epoch)``, then ``transform``; both run under a torch seed from
+    ``(seed, epoch, index)``, so random crops inside ``ds`` (ImageNet's) and the augmentation are
+    reproducible and do not depend on the number of workers."""
+
+    def __init__(self, ds: Dataset, transform: Any | None, seed: int) -> None:
+        self.ds, self.transform, self.seed = ds, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.ds)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+        index, epoch = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_033 + index) % (1 << 63))
+            x, y = self.ds[index]
+            if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 3:
+                raise TypeError(f"dataset {type(self.ds).__name__} item {index} must be (uint8 tensor (C, H, W), "
+                                f"label), got {type(x).__name__} {getattr(x, 'dtype', '')} "
+                                f"{tuple(getattr(x, 'shape', ()))}")
+            if self.transform is not None:
+                x = self.transform(x)
+        return x, int(y)
+
+
+def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    if not items:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
+    return torch.stack([x for x, _ in items]), torch.tensor([y for _, y in items], dtype=torch.long)
+
+
+class DatasetLoader:
+    """Batches of a torch Dataset of ``(uint8 (C, H, W), label)`` items, normalised on ``device``.
+
+    Order and sharding are those of :class:`~cnnkit.data.base.TensorLoader`: epoch
+    ``e`` is a permutation from ``(seed, e)``, cut into global batches of
+    ``batch_size`` of which rank ``r`` gets its slice. Items are read and
+    ``transform`` (per-sample v2 transforms) applied in the workers under a torch
+    seed from ``(seed, epoch, index)``, so the result does not depend on
+    ``num_workers``. Uses pinned memory and non-blocking copies for CUDA, and
+    persistent workers when ``num_workers > 0``.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, mean: Sequence[float], std: Sequence[float], *,
+                 shuffle: bool = False, seed: int = 0, drop_last: bool = False,
+                 device: torch.device | str = "cpu", transform: Any | None = None, num_workers: int = 0,
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+        self.dataset = dataset
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.channels_last = channels_last
+        self.sampler = _EpochBatches(len(dataset), batch_size, shuffle=shuffle, seed=seed,  # type: ignore[arg-type]
+                                     drop_last=drop_last, rank=rank, world_size=world_size)
+        cuda = self.device.type == "cuda"
+        self.loader = DataLoader(_Items(dataset, transform, seed), batch_sampler=self.sampler,
+                                 num_workers=num_workers, collate_fn=_collate, pin_memory=cuda,
+                                 persistent_workers=num_workers > 0)
+        c = len(mean)
+        mean_t = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        std_t = torch.tensor(list(std), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
+        # (x / 255 - mean) / std  ==  x * scale + shift, exactly as TensorLoader computes it
+        self._scale = 1.0 / (255.0 * std_t)
+        self._shift = -mean_t / std_t
+        self._shape: tuple[int, ...] | None = None
+
+    @property
+    def epoch(self) -> int:
+        return self.sampler.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in self.loader:
+            if x.ndim == 4:
+                self._shape = tuple(x.shape[1:])
+            else:  # an empty slice of the last global batch on this rank
+                if self._shape is None:
+                    self._shape = tuple(self.dataset[0][0].shape)
+                x = x.reshape(0, *self._shape)
+            x = x.to(self.device, non_blocking=True).float()
+            y = y.to(self.device, non_blocking=True)
+            x = torch.addcmul(self._shift, x, self._scale)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+
+def make_loader(data: TensorData | Dataset, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
+                shuffle: bool, seed: int, device: torch.device | str, augment: AugmentConfig | None,
+                num_workers: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1,
+                channels_last: bool = False) -> TensorLoader | DatasetLoader:
+    """A loader yielding normalised ``(x, y)`` on ``device``, with ``len()`` and ``set_epoch(e)``.
+
+    ``TensorData`` gets a :class:`TensorLoader` (data moved to the device once,
+    augmented in batches there); any other Dataset gets a :class:`DatasetLoader`.
+    ``augment`` is for training splits; pass None for evaluation.
+    """
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
+    if isinstance(data, TensorData):
+        return TensorLoader(data, batch_size, mean, std, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                            device=device, augment=make_batch_augment(augment), rank=rank,
+                            world_size=world_size, channels_last=channels_last)
+    return DatasetLoader(data, batch_size, mean, std, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                         device=device, transform=make_transforms(augment), num_workers=num_workers,
+                         rank=rank, world_size=world_size, channels_last=channels_last)

@@ -1,0 +1,130 @@
+"""The course's layers in torch: convolution with valid/same padding (also with
+stride > 1), L2 and global pooling, maxout, and a residual wrapper.
+
+torch's own ``padding='same'`` refuses stride > 1, so :class:`Conv2d` pads
+explicitly by the TF/Keras rule: out = ceil(in / stride), the odd pixel of
+padding on the bottom/right.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"expected an int or a pair, got {v!r}")
+        return int(v[0]), int(v[1])
+    return int(v), int(v)
+
+
+def same_padding(in_size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TF/Keras 'same' padding of one dimension as (before, after).
+
+    >>> same_padding(5, 3, 2), same_padding(6, 3, 2)
+    ((1, 1), (0, 1))
+    """
+    out = math.ceil(in_size / stride)
+    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - in_size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_out_size(in_size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
+                  dilation: int = 1) -> int:
+    """floor((in + p_before + p_after - d(k-1) - 1) / s) + 1."""
+    return (in_size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` that also accepts ``padding='same'`` with stride > 1 (TF/Keras rule).
+
+    With symmetric same padding (odd kernel, stride 1) it uses torch's fast path
+    directly; otherwise it pads the input explicitly before the convolution.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1,
+                 padding: str | int | tuple[int, int] = 0, dilation=1, groups: int = 1,
+                 bias: bool = True) -> None:
+        k, s, d = pair(kernel_size), pair(stride), pair(dilation)
+        self.same = padding == "same"
+        if padding == "valid":
+            padding = 0
+        super().__init__(in_channels, out_channels, k, s, 0 if self.same else padding, d, groups, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same:
+            ph = same_padding(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
+            pw = same_padding(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
+            if ph[0] == ph[1] and pw[0] == pw[1]:
+                return F.conv2d(x, self.weight, self.bias, self.stride, (ph[0], pw[0]), self.dilation, self.groups)
+            x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
+        return super().forward(x)
+
+
+class L2Pool2d(nn.Module):
+    """L2 pooling: the square root of the sum of squares over each window."""
+
+    def __init__(self, kernel_size, stride=None, padding=0) -> None:
+        super().__init__()
+        self.kernel_size = pair(kernel_size)
+        self.stride = pair(stride) if stride is not None else self.kernel_size
+        self.padding = pair(padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.kernel_size[0] * self.kernel_size[1]
+        sq = F.avg_pool2d(x * x, self.kernel_size, self.stride, self.padding, count_include_pad=True)
+        return (sq * n).sqrt()
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class GlobalAvgPool(nn.Module):
+    """(N, C, H, W) -> (N, C): the mean of each feature map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(-2, -1))
+
+
+class GlobalMaxPool(nn.Module):
+    """(N, C, H, W) -> (N, C): the maximum of each feature map."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(-2, -1))
+
+
+class Maxout(nn.Module):
+    """Maxout (Goodfellow et al., 2013): max over groups of ``pieces`` consecutive channels.
+
+    Put it after a conv or dense layer with ``pieces`` times the wanted outputs:
+    max(w1.x + b1, w2.x + b2) is ``dense(2 * n)`` followed by ``Maxout(2)``.
+    """
+
+    def __init__(self, pieces: int) -> None:
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c = x.shape[:2]
+        return x.reshape(n, c // self.pieces, self.pieces, *x.shape[2:]).amax(dim=2)
+
+    def extra_repr(self) -> str:
+        return f"pieces={self.pieces}"
+
+
+class Residual(nn.Module):
+    """y = body(x) + shortcut(x), then an optional activation (He et al., 2016)."""
+
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None = None, post: nn.Module | None = None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut if shortcut is not None else nn.Identity()
+        self.post = post if post is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.body(x) + self.shortcut(x))

@@ -1,0 +1,511 @@
+"""The training loop, readable top to bottom (nanoGPT's train.py, airbench's main).
+
+:func:`train` turns a validated :class:`~cnnkit.config.Config` into a run folder:
+data -> model -> optimiser -> epochs of (schedule, forward, loss + L1/L2,
+backward, clip, step, metrics) -> validation -> metrics line -> checkpoint.
+Speed switches (device, precision, channels_last, compile) cost nothing when off.
+
+Example::
+
+    result = train(load_config("configs/lenet5_mnist5k.yaml", ["train.epochs=2"]))
+    result.run_dir, result.final["val_accuracy"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import cnnkit
+from cnnkit.config import Config, dump_yaml, read_yaml, validate, apply_overrides, atomic_write_text
+from cnnkit.data import DataBundle, load_data
+from cnnkit.errors import UserError
+from cnnkit.models import create_model
+from cnnkit.rundir import (append_jsonl, atomic_torch_save, check_run_dir, git_revision, load_checkpoint,
+                           new_run_dir, read_metrics, write_json)
+from cnnkit.train import distributed as dist_utils
+from cnnkit.train.callbacks import Callback, EarlyStopping, ProgressBar, monitor_mode
+from cnnkit.train.losses import make_loss
+from cnnkit.train.optim import create as create_optimizer
+from cnnkit.train.schedules import make_schedule
+
+
+# --------------------------------------------------------------------------- helpers
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an unavailable device is a UserError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device={name!r} but no CUDA device is available; use cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UserError("train.device='mps' but MPS is not available; use cpu or auto")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued device work, so that a clock read after it is honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def input_shape_for(cfg: Config, bundle: DataBundle) -> tuple[int, int, int]:
+    shape = tuple(bundle.input_shape)
+    if cfg.model.input is not None and tuple(cfg.model.input) != shape:
+        raise UserError(f"model.input={list(cfg.model.input)} does not match the data's images "
+                        f"{list(shape)} (dataset {cfg.data.name!r}); remove model.input or set data.image_size")
+    return shape  # type: ignore[return-value]
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
+    """L1 and L2 penalty terms on the weights (not biases or norm parameters)."""
+    total: torch.Tensor | float = 0.0
+    if not (l1 or l2):
+        return total
+    for p in model.parameters():
+        if p.ndim > 1 and p.requires_grad:
+            if l1:
+                total = total + l1 * p.abs().sum()
+            if l2:
+                total = total + l2 * p.pow(2).sum()
+    return total
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, loss_fn, device: torch.device, precision: str = "fp32",
+             tta: str = "none") -> dict[str, float]:
+    """Mean loss and accuracy of ``model`` over ``loader`` (summed over DDP ranks)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+    correct = torch.zeros((), device=device, dtype=torch.float64)
+    count = torch.zeros((), device=device, dtype=torch.float64)
+    for x, y in loader:
+        with autocast(device, precision):
+            logits = predict_logits(model, x, tta)
+        logits = logits.float()
+        loss_sum += loss_fn(logits, y).double() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        count += len(y)
+    totals = dist_utils.all_reduce_sum(torch.stack([loss_sum, correct, count]))
+    model.train(was_training)
+    n = max(float(totals[2]), 1.0)
+    return {"loss": float(totals[0]) / n, "accuracy": float(totals[1]) / n, "n": int(totals[2])}
+
+
+def predict_logits(model: nn.Module, x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """Logits, averaged over test-time views: ``flip`` adds the mirror image, ``flip_translate``
+    also one-pixel shifts of both."""
+    logits = model(x)
+    if tta == "none":
+        return logits
+    views = [x.flip(-1)]
+    if tta == "flip_translate":
+        pad = F.pad(x, (1, 1, 1, 1), mode="reflect")
+        shifted = [pad[..., :-2, :-2], pad[..., 2:, 2:]]
+        views += shifted + [s.flip(-1) for s in shifted]
+    for v in views:
+        logits = logits + model(v)
+    return logits / (1 + len(views))
+
+
+# --------------------------------------------------------------------------- the run
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Trainer:
+    """State the callbacks can see: ``epochs``, ``steps_per_epoch``, ``should_stop``, ``model``."""
+
+    def __init__(self, cfg: Config, *, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,
+                 log: Callable[[str], None] | None = None, callbacks: list[Callback] | None = None,
+                 model: nn.Module | None = None, bundle: DataBundle | None = None,
+                 param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None) -> None:
+        self.cfg = cfg
+        self.quiet = quiet
+        self.dist = dist_utils.setup(cfg.train.device)
+        self.is_main = self.dist.rank == 0
+        self._log = log or (lambda s: print(s, flush=True))
+        self.device = self.dist.device or resolve_device(cfg.train.device)
+        self.epochs = cfg.train.epochs
+        self.should_stop = False
+        self.extra_callbacks = callbacks or []
+        self._model_override = model
+        self._bundle_override = bundle
+        self._param_groups = param_groups
+        self.run_dir = run_dir
+        self.resume = resume
+
+    def log(self, text: str) -> None:
+        if self.is_main and not self.quiet:
+            self._log(text)
+
+    def running_metrics(self) -> tuple[float, float]:
+        n = max(float(self._seen), 1.0)
+        return float(self._loss_sum) / n, float(self._correct) / n
+
+    def fit(self) -> RunResult:
+        cfg, device = self.cfg, self.device
+        t_start = time.perf_counter()
+        seed_everything(cfg.train.seed + self.dist.rank, cfg.train.deterministic)
+
+        # Data.
+        bundle = self._bundle_override or load_data(cfg.data)
+        input_shape = input_shape_for(cfg, bundle)
+        from cnnkit.data.loaders import make_loader
+
+        bs = cfg.data.batch_size
+        if bs % self.dist.world_size:
+            raise UserError(f"data.batch_size={bs} must be divisible by the number of processes "
+                            f"({self.dist.world_size})")
+        train_loader = make_loader(bundle.train, batch_size=bs, mean=bundle.mean, std=bundle.std, shuffle=True,
+                                   seed=cfg.train.seed, device=device, augment=cfg.augment,
+                                   num_workers=cfg.data.num_workers, rank=self.dist.rank,
+                                   world_size=self.dist.world_size, channels_last=cfg.train.channels_last)
+        val_loader = make_loader(bundle.val, batch_size=cfg.data.eval_batch_size or max(bs, 256), mean=bundle.mean,
+                                 std=bundle.std, shuffle=False, seed=0, device=device, augment=None,
+                                 num_workers=cfg.data.num_workers, rank=self.dist.rank,
+                                 world_size=self.dist.world_size, channels_last=cfg.train.channels_last)
+        self.steps_per_epoch = len(train_loader)
+
+        # Model, loss, optimiser, schedule.
+        model = self._model_override or create_model(cfg.model, input_shape, bundle.num_classes)
+        model = model.to(device)
+        if cfg.train.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        loss_fn = make_loss(cfg.train.loss, cfg.regularization.label_smoothing)
+        groups = self._param_groups(model) if self._param_groups else [{"params": [p for p in model.parameters()]}]
+        optimizer = create_optimizer(cfg.optim.name, groups, lr=cfg.optim.lr, **cfg.optim.hyper())
+        for g in optimizer.param_groups:
+            g.setdefault("lr_mult", 1.0)
+        schedule = make_schedule(cfg.schedule, cfg.train.epochs)
+        total_steps = self.steps_per_epoch * cfg.train.epochs
+        teacher = self._load_teacher(bundle) if cfg.train.distill else None
+        ema = EMA(model, cfg.train.ema) if cfg.train.ema else None
+
+        train_model: nn.Module = model
+        if self.dist.world_size > 1:
+            train_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        step_fn = train_model
+        if cfg.train.compile != "off":
+            step_fn = torch.compile(train_model, mode=None if cfg.train.compile == "default" else "max-autotune")
+
+        # Callbacks.
+        callbacks: list[Callback] = [ProgressBar(enabled=None if not self.quiet and self.is_main else False)]
+        early = None
+        if cfg.regularization.early_stopping is not None:
+            es = cfg.regularization.early_stopping
+            early = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta, es.restore_best)
+            callbacks.append(early)
+        callbacks += self.extra_callbacks
+        best_monitor = early.monitor if early else "val_accuracy"
+        best_mode = early.mode if early else "max"
+
+        # Run folder, or the state of the run being resumed.
+        start_epoch, best_value, best_epoch, history = 1, (math.inf if best_mode == "min" else -math.inf), 0, []
+        train_time = 0.0
+        if self.resume:
+            ckpt_path = self.run_dir / "checkpoints" / "last.pt"
+            if ckpt_path.exists():
+                ckpt = load_checkpoint(ckpt_path)
+                model.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                if ema is not None and ckpt.get("ema") is not None:
+                    ema.load_state_dict(ckpt["ema"])
+                for cb in callbacks:
+                    state = ckpt.get("callbacks", {}).get(type(cb).__name__)
+                    if state:
+                        cb.load_state_dict(state)
+                set_rng_state(ckpt["rng"])
+                start_epoch = ckpt["epoch"] + 1
+                best_value, best_epoch = ckpt["best_value"], ckpt["best_epoch"]
+                history = ckpt["history"]
+                train_time = ckpt.get("train_time_s", 0.0)
+                self.should_stop = ckpt.get("stopped", False)
+            if self.is_main:
+                self._repair_metrics(history)
+            self.log(f"resuming {self.run_dir} at epoch {start_epoch}/{cfg.train.epochs}")
+        elif self.is_main:
+            label = cfg.train.name or f"{cfg.model.name or 'layers'}-{cfg.data.name}"
+            self.run_dir = self.run_dir or new_run_dir(cfg.train.runs_dir, label)
+            atomic_write_text(self.run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
+            write_json(self.run_dir / "meta.json", self._meta(bundle, input_shape))
+            atomic_write_text(self.run_dir / "summary.txt", self._summary_text(model, bundle, input_shape))
+        self.run_dir = self.dist.broadcast_path(self.run_dir)
+        meta = self._meta(bundle, input_shape)
+
+        self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
+                 f"{len(bundle.val)} val images) for {cfg.train.epochs} epochs on {device}"
+                 + (f" x{self.dist.world_size} processes" if self.dist.world_size > 1 else ""))
+        for cb in callbacks:
+            cb.on_train_begin(self) if start_epoch == 1 else None
+
+        # Epochs.
+        step = (start_epoch - 1) * self.steps_per_epoch
+        l1, l2 = cfg.regularization.l1, cfg.regularization.l2
+        clip = cfg.regularization.grad_clip
+        precision = cfg.train.precision
+        scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+        base_lrs = [cfg.optim.lr * g["lr_mult"] for g in optimizer.param_groups]
+        epoch = start_epoch - 1
+        for epoch in range(start_epoch, cfg.train.epochs + 1):
+            if self.should_stop:
+                break
+            for cb in callbacks:
+                cb.on_epoch_begin(self, epoch)
+            train_loader.set_epoch(epoch)
+            sync(device)
+            t0 = time.perf_counter()
+            model.train()
+            self._loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            self._correct = torch.zeros((), device=device, dtype=torch.float64)
+            self._seen = torch.zeros((), device=device, dtype=torch.float64)
+            for x, y in train_loader:
+                factor = schedule(step / total_steps)
+                for g, base in zip(optimizer.param_groups, base_lrs):
+                    g["lr"] = base * factor
+                with autocast(device, precision):
+                    logits = step_fn(x)
+                    loss = loss_fn(logits.float(), y)
+                    if teacher is not None:
+                        loss = distill_loss(loss, logits.float(), teacher(x).float(), cfg.train.distill)
+                    if l1 or l2:
+                        loss = loss + penalty(model, l1, l2)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if clip:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                if ema is not None:
+                    ema.update(model)
+                with torch.no_grad():
+                    self._loss_sum += loss.detach().double() * len(y)
+                    self._correct += (logits.argmax(1) == y).sum()
+                    self._seen += len(y)
+                step += 1
+                for cb in callbacks:
+                    cb.on_batch_end(self, step)
+            eval_model = ema.model if ema is not None else model
+            val = evaluate(eval_model, val_loader, loss_fn, device, precision, cfg.train.eval_tta)
+            sync(device)
+            epoch_time = time.perf_counter() - t0
+            train_time += epoch_time
+
+            totals = dist_utils.all_reduce_sum(torch.stack([self._loss_sum, self._correct, self._seen]))
+            n = max(float(totals[2]), 1.0)
+            metrics = {"epoch": epoch, "train_loss": float(totals[0]) / n, "train_accuracy": float(totals[1]) / n,
+                       "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                       "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(epoch_time, 4)}
+            history.append(metrics)
+            for cb in callbacks:
+                cb.on_epoch_end(self, epoch, metrics)
+            value = metrics[best_monitor]
+            improved = value < best_value if best_mode == "min" else value > best_value
+            if improved:
+                best_value, best_epoch = value, epoch
+            self.log(f"epoch {epoch:>3}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}  "
+                     f"train_acc {metrics['train_accuracy']:.4f}  val_loss {val['loss']:.4f}  "
+                     f"val_acc {val['accuracy']:.4f}  lr {metrics['lr']:.3g}  {epoch_time:.2f}s")
+            if self.is_main:
+                append_jsonl(self.run_dir / "metrics.jsonl", metrics)
+                state = {"model": eval_model.state_dict(), "epoch": epoch, "config": cfg.to_dict(), "meta": meta,
+                         "metrics": metrics}
+                if improved:
+                    atomic_torch_save(state, self.run_dir / "checkpoints" / "best.pt")
+                if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or self.should_stop:
+                    atomic_torch_save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                       "ema": ema.state_dict() if ema is not None else None,
+                                       "rng": rng_state(), "best_value": best_value, "best_epoch": best_epoch,
+                                       "history": history, "train_time_s": train_time, "stopped": self.should_stop,
+                                       "callbacks": {type(cb).__name__: cb.state_dict() for cb in callbacks}},
+                                      self.run_dir / "checkpoints" / "last.pt")
+
+        # The end: restore the best weights if asked, evaluate, write final.json.
+        for cb in callbacks:
+            cb.on_train_end(self)
+        final_model = ema.model if ema is not None else model
+        if early is not None and early.restore_best and best_epoch and best_epoch != epoch:
+            best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt")
+            final_model.load_state_dict(best["model"])
+        val = evaluate(final_model, val_loader, loss_fn, device, precision, cfg.train.eval_tta)
+        sync(device)
+        final = {
+            "val_accuracy": val["accuracy"], "val_loss": val["loss"], "best_epoch": best_epoch,
+            "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
+            "epochs": len(history), "n_train": len(bundle.train), "n_val": val["n"],
+            "num_classes": bundle.num_classes, "classes": bundle.classes,
+            "train_time_s": round(train_time, 3), "end_to_end_s": round(time.perf_counter() - t_start, 3),
+            "world_size": self.dist.world_size, "device": str(device), "engine": "torch",
+            "stopped_early": bool(early and early.stopped_epoch),
+        }
+        if self.is_main:
+            write_json(self.run_dir / "final.json", final)
+        dist_utils.barrier()
+        return RunResult(self.run_dir, final, history)
+
+    # ---------------------------------------------------------------- pieces
+
+    def _repair_metrics(self, history: list[dict[str, Any]]) -> None:
+        """Make metrics.jsonl hold each checkpointed epoch exactly once, keeping lines already there."""
+        path = self.run_dir / "metrics.jsonl"
+        done = {h["epoch"]: h for h in history}
+        rows = [r for r in read_metrics(path) if r.get("epoch") in done]
+        seen = {r["epoch"] for r in rows}
+        rows = list({r["epoch"]: r for r in rows}.values())
+        rows += [done[e] for e in sorted(done) if e not in seen]
+        rows.sort(key=lambda r: r["epoch"])
+        import json
+
+        text = "".join(json.dumps(r) + "\n" for r in rows)
+        if not path.exists() or path.read_text() != text:
+            atomic_write_text(path, text)
+
+    def _meta(self, bundle: DataBundle, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+        return {"classes": bundle.classes, "input_shape": list(input_shape), "mean": list(bundle.mean),
+                "std": list(bundle.std), "dataset": self.cfg.data.name, "cnnkit_version": cnnkit.__version__,
+                "torch_version": torch.__version__, "git_revision": git_revision(), "seed": self.cfg.train.seed,
+                "command": " ".join(sys.argv)}
+
+    def _summary_text(self, model: nn.Module, bundle: DataBundle, input_shape: tuple[int, int, int]) -> str:
+        from cnnkit.summary import summarize
+
+        try:
+            table = summarize(model, input_shape).to_text()
+        except Exception as e:  # the summary must never stop a training run
+            table = f"(summary unavailable: {e})"
+        return (f"model: {self.cfg.model.name or 'layer list'}\ndataset: {self.cfg.data.name} "
+                f"({bundle.description})\nclasses: {', '.join(bundle.classes)}\n"
+                f"train/val images: {len(bundle.train)}/{len(bundle.val)}\n\n{table}\n")
+
+    def _load_teacher(self, bundle: DataBundle) -> nn.Module:
+        from cnnkit.inference import load_run_model
+
+        teacher, _ = load_run_model(self.cfg.train.distill.teacher, device=self.device)
+        teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher
+
+
+def distill_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                 cfg) -> torch.Tensor:
+    """Knowledge distillation (Hinton et al., 2015): (1 - α) hard loss + α T² KL(teacher_T || student_T)."""
+    t = cfg.temperature
+    soft = F.kl_div(F.log_softmax(student_logits / t, dim=1), F.softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean") * (t * t)
+    return (1 - cfg.alpha) * hard_loss + cfg.alpha * soft
+
+
+class EMA:
+    """An exponential moving average of the weights (and a copy of the buffers), used for evaluation."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        import copy
+
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        ema_p = [p for p in self.model.parameters()]
+        cur_p = [p.detach() for p in model.parameters()]
+        torch._foreach_lerp_(ema_p, cur_p, 1 - self.decay)
+        for b_ema, b in zip(self.model.buffers(), model.buffers()):
+            b_ema.copy_(b)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state)
+
+
+def train(cfg: Config, *, quiet: bool = False, log: Callable[[str], None] | None = None,
+          callbacks: list[Callback] | None = None) -> RunResult:
+    """Train a new run from a config; returns the run folder and final metrics."""
+    if cfg.train.engine == "reference":
+        from cnnkit.reference.trainer import train_reference
+
+        return train_reference(cfg, quiet=quiet, log=log)
+    return Trainer(cfg, quiet=quiet, log=log, callbacks=callbacks).fit()
+
+
+def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, quiet: bool = False,
+           log: Callable[[str], None] | None = None) -> RunResult:
+    """Continue a run from ``checkpoints/last.pt`` (model, optimiser, schedule position, RNG, epoch)."""
+    path = check_run_dir(run_dir, need_checkpoint=False)
+    raw = apply_overrides(read_yaml(path / "config.yaml"), overrides or [])
+    cfg = validate(raw)
+    if overrides:
+        atomic_write_text(path / "config.yaml", dump_yaml(cfg.to_dict()))
+    if cfg.train.engine == "reference":
+        from cnnkit.reference.trainer import train_reference
+
+        return train_reference(cfg, quiet=quiet, log=log, run_dir=path, resume=True)
+    return Trainer(cfg, run_dir=path, resume=True, quiet=quiet, log=log).fit()

@@ -1,0 +1,203 @@
+"""ReferenceNet (the NumPy network) against the torch DeclarativeNet of the same layer list.
+
+First step in float32: same weights, same batch -> the same loss and gradients (max|a-b|/max|b|
+below 1e-5) for LeNet and for two lists that together use every supported layer type, with each
+of the three losses. Then one step of each course optimiser in float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cnnkit.errors import UserError
+from cnnkit.models.lenet import lenet5_layers
+from cnnkit.models.spec import build_torch, parse_layers
+from cnnkit.optim import create as torch_optimizer
+from cnnkit.reference.network import SUPPORTED, ReferenceNet
+from cnnkit.reference.optim import create as reference_optimizer
+from cnnkit.reference.trainer import make_reference_loss
+from cnnkit.train.losses import make_loss
+
+FIRST_STEP_TOL = 1e-5
+
+# Convolutions (same padding with stride 2, dilation, groups), L2/avg/max pooling, batchnorm 2-D,
+# residual blocks with a projection and with identity, maxout, elu, leaky_relu, sigmoid, tanh,
+# dropout p=0, global average pooling. Convs feeding a batchnorm have no bias (its gradient is 0).
+SPATIAL = [
+    {"conv": {"out": 8, "kernel": 3, "padding": "same", "stride": 2}}, "elu",
+    {"conv": {"out": 8, "kernel": 3, "padding": 2, "dilation": 2, "groups": 2, "bias": False}}, "batchnorm",
+    {"leaky_relu": 0.2},
+    {"l2pool": {"kernel": 2, "stride": 1}},
+    {"residual": {"layers": [{"conv": {"out": 12, "kernel": 3, "stride": 2, "padding": "same"}}, "tanh"],
+                  "activation": "relu"}},
+    {"residual": {"layers": [{"conv": {"out": 12, "kernel": 3, "padding": 1}}, "elu"]}},
+    {"avgpool": {"kernel": 3, "stride": 2, "padding": 1}},
+    {"conv": {"out": 16, "kernel": 1}}, {"maxout": 2}, "sigmoid",
+    {"maxpool": {"kernel": 3, "stride": 1, "padding": 1}},
+    {"dropout": 0.0}, "globalavgpool", {"dense": 20}, {"maxout": 2}, {"dense": 10},
+]
+# The rest: relu, max pooling, global max pooling, flatten, batchnorm 1-D, dropout with torch's mask.
+VECTOR = [
+    {"conv": {"out": 6, "kernel": 3, "padding": 1}}, "relu", {"maxpool": 2},
+    {"conv": {"out": 12, "kernel": [3, 2], "stride": [1, 2], "padding": "same"}}, "relu", "globalmaxpool",
+    "flatten", {"dense": {"out": 32, "bias": False}}, "batchnorm", "relu", {"dropout": 0.5}, {"dense": 10},
+]
+NETS = {"lenet": (lenet5_layers(), (1, 28, 28)), "spatial": (SPATIAL, (3, 15, 14)), "vector": (VECTOR, (3, 12, 12))}
+
+
+def nerr(a, b):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    scale = np.abs(b).max()
+    return float(np.abs(a - b).max() / (scale if scale > 0 else 1.0))
+
+
+def twins(layers, shape, seed=0, dtype=np.float32):
+    torch.manual_seed(seed)
+    specs = parse_layers(layers)
+    tnet = build_torch(specs, shape, 10)
+    net = ReferenceNet(specs, shape, 10, dtype=dtype)
+    net.load_state_dict(tnet.state_dict())
+    return tnet, net
+
+
+def share_dropout_masks(tnet, net, x):
+    """Run torch once to read its dropout masks and give them to the reference layers."""
+    masks = {}
+
+    def hook(mod, inp, out):
+        masks[mod] = ((out != 0).to(out.dtype) / (1 - mod.p)).detach().numpy()
+
+    handles = [m.register_forward_hook(hook) for m in tnet.modules() if isinstance(m, torch.nn.Dropout)]
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        tnet(x)
+    torch.set_rng_state(state)  # the real forward draws the same masks again
+    for h in handles:
+        h.remove()
+    by_name = {name: masks[m] for name, m in tnet.named_modules() if m in masks}
+    for layer in net.iter_layers():
+        if layer.type == "dropout":
+            layer.mask_override = by_name.get(layer.prefix.rstrip("."))
+
+
+def test_supported_types_are_all_covered():
+    used = set()
+
+    def walk(specs):
+        for s in specs:
+            used.add(s.type)
+            walk(list(s.children))
+
+    for layers, _ in NETS.values():
+        walk(parse_layers(layers))
+    assert used == set(SUPPORTED)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "bce"])
+@pytest.mark.parametrize("net_name", list(NETS))
+def test_first_step_matches_torch(net_name, loss, record_error):
+    layers, shape = NETS[net_name]
+    tnet, net = twins(layers, shape)
+    tnet.train()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(32, *shape, generator=gen)
+    y = torch.randint(0, 10, (32,), generator=gen)
+    share_dropout_masks(tnet, net, x)
+    assert list(net.state_dict()) == list(tnet.state_dict())
+
+    smoothing = 0.1 if loss != "mse" else 0.0
+    t_loss = make_loss(loss, smoothing)(tnet(x), y)
+    t_loss.backward()
+    ref_loss_fn = make_reference_loss(loss, smoothing)
+    logits = net.forward(x.numpy(), training=True)
+    value, dlogits = ref_loss_fn(logits, y.numpy())
+    grads = net.backward(dlogits)
+
+    assert abs(value - t_loss.item()) / abs(t_loss.item()) < FIRST_STEP_TOL
+    for name, p in tnet.named_parameters():
+        e = record_error(f"first step {net_name} {loss}", nerr(grads[name], p.grad.numpy()))
+        assert e < FIRST_STEP_TOL, f"{name}: normalised gradient error {e:.2e}"
+    # batchnorm running statistics moved the same way
+    t_state = tnet.state_dict()
+    for name, v in net.state_dict().items():
+        if "running" in name:
+            assert nerr(v.numpy(), t_state[name].numpy()) < FIRST_STEP_TOL, name
+        if "num_batches_tracked" in name:
+            assert int(v) == int(t_state[name]) == 1
+
+
+def test_eval_mode_and_float64_match_torch():
+    tnet, net = twins(SPATIAL, (3, 15, 14), dtype=np.float64)
+    tnet = tnet.double()
+    x = torch.randn(8, 3, 15, 14, dtype=torch.float64)
+    tnet.train()
+    tnet(x)                                  # move the running stats once
+    net.forward(x.numpy(), training=True)
+    tnet.eval()
+    with torch.no_grad():
+        want = tnet(x).numpy()
+    assert nerr(net.forward(x.numpy(), training=False), want) < 1e-12
+
+
+@pytest.mark.parametrize("name,hyper", [
+    ("sgd", {}), ("momentum", {"gamma": 0.8}), ("adagrad", {}), ("adadelta", {"beta1": 0.9}),
+    ("rmsprop", {"beta2": 0.9}), ("adam", {"weight_decay": 0.1}),
+])
+def test_one_optimizer_step_matches_torch_course_optimizers(name, hyper):
+    tnet, net = twins(lenet5_layers(), (1, 28, 28), dtype=np.float64)
+    tnet = tnet.double().train()
+    x = torch.randn(16, 1, 28, 28, dtype=torch.float64)
+    y = torch.randint(0, 10, (16,))
+    lr = 1.0 if name == "adadelta" else 0.01
+    opt_t = torch_optimizer(name, tnet.parameters(), lr=lr, **hyper)
+    opt_r = reference_optimizer(name, lr, **hyper)
+    for _ in range(2):  # two steps: the state is used too
+        opt_t.zero_grad()
+        make_loss("cross_entropy")(tnet(x), y).backward()
+        opt_t.step()
+        value, d = make_reference_loss("cross_entropy")(net.forward(x.numpy(), True), y.numpy())
+        grads = net.backward(d)
+        opt_r.step(net.parameters(), [grads[k] for k in net.params])
+    for k, p in tnet.named_parameters():
+        assert nerr(net.params[k], p.detach().numpy()) < 1e-10, k
+
+
+def test_state_dict_round_trip_and_errors():
+    tnet, net = twins(VECTOR, (3, 12, 12))
+    sd = net.state_dict()
+    assert all(isinstance(v, torch.Tensor) for v in sd.values())
+    fresh = build_torch(parse_layers(VECTOR), (3, 12, 12), 10)
+    fresh.load_state_dict(sd, strict=True)
+    bad = dict(sd)
+    bad.pop("conv1.weight")
+    with pytest.raises(UserError, match="conv1.weight"):
+        net.load_state_dict(bad)
+    with pytest.raises(UserError, match="shape"):
+        net.load_state_dict({**sd, "dense2.weight": torch.zeros(3, 3)})
+
+
+def test_init_schemes():
+    specs = parse_layers(lenet5_layers())
+    net = ReferenceNet(specs, (1, 28, 28), 10)
+    net.init("he", np.random.default_rng(0))
+    w = net.params["dense1.weight"]
+    assert w.dtype == np.float32 and abs(w.std() - np.sqrt(2 / 256)) < 0.01
+    assert not net.params["dense1.bias"].any()
+    a, b = ReferenceNet(specs, (1, 28, 28), 10), ReferenceNet(specs, (1, 28, 28), 10)
+    a.init("default", seed=3)
+    b.init("default", seed=3)
+    torch.manual_seed(3)
+    want = build_torch(specs, (1, 28, 28), 10).state_dict()
+    for k in want:
+        assert torch.equal(a.state_dict()[k], want[k]) and torch.equal(b.state_dict()[k], want[k])
+
+
+def test_unsupported_layer_is_a_user_error(monkeypatch):
+    import cnnkit.reference.network as network
+
+    monkeypatch.setattr(network, "SUPPORTED", tuple(t for t in SUPPORTED if t != "l2pool"))
+    with pytest.raises(UserError, match="l2pool1"):
+        ReferenceNet(parse_layers([{"l2pool": 2}, "flatten"]), (1, 4, 4))
