@@ -85,11 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("datasets", help="list registered datasets")
     d.set_defaults(func=cmd_datasets)
 
-    try:  # TEMP until explain lands
-        from cnnkit.explain.cli import add_parser as add_explain
-        add_explain(sub)
-    except ImportError:
-        pass
+    from cnnkit.explain.cli import add_parser as add_explain
+
+    add_explain(sub)
     for extra in _EXTRA_COMMANDS:
         extra(sub)
     return p

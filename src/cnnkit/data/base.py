@@ -100,6 +100,15 @@ class TensorLoader:
         self._scale = 1.0 / (255.0 * std_t)
         self._shift = -mean_t / std_t
         self.epoch = 0
+        # Without augmentation the normalised images never change: keep one float copy
+        # (when it is small) instead of converting every batch.
+        self._normalised: torch.Tensor | None = None
+        if augment is None and data.images.numel() * 4 <= self.FLOAT_CACHE_BYTES:
+            self._normalised = torch.addcmul(self._shift, self.data.images.float(), self._scale)
+            if channels_last:
+                self._normalised = self._normalised.contiguous(memory_format=torch.channels_last)
+
+    FLOAT_CACHE_BYTES = 1 << 30
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -141,6 +150,9 @@ class TensorLoader:
         images, labels = self.data.images, self.data.labels
         for idx in batches:
             idx = idx.to(self.device)
+            if self._normalised is not None:
+                yield self._normalised.index_select(0, idx), labels.index_select(0, idx)
+                continue
             x = images.index_select(0, idx).float()
             if self.augment is not None:
                 x = self.augment(x, g)

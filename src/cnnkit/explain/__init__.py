@@ -1,0 +1,7 @@
+"""``cnnkit explain``: the course's arithmetic written out, computed with the NumPy reference engine.
+
+Modules (data only, no printing): :mod:`~cnnkit.explain.ops` (sliding windows: conv and pooling),
+:mod:`~cnnkit.explain.activations`, :mod:`~cnnkit.explain.shapes` (output size, receptive field,
+parameters), :mod:`~cnnkit.explain.optimizers` (the six update rules on a 2-D function);
+:mod:`~cnnkit.explain.plots` draws, :mod:`~cnnkit.explain.cli` wires ``cnnkit explain``.
+"""

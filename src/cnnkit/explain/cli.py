@@ -1,0 +1,337 @@
+"""``cnnkit explain``: the course's arithmetic written out, step by step.
+
+Wired into the main CLI with :func:`add_parser`::
+
+    p = argparse.ArgumentParser(); sub = p.add_subparsers()
+    add_parser(sub)
+    args = p.parse_args(["explain", "avgpool", "--example", "course"])
+    args.func(args)   # prints, returns 0
+
+Every handler prints to stdout and returns the exit code; user mistakes raise
+:class:`cnnkit.errors.UserError` (the main CLI prints it and exits 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+
+from cnnkit.errors import UserError, did_you_mean
+
+EXAMPLES = ("course",)
+
+_WINDOW_HELP = {
+    "conv": "a 2-D convolution (cross-correlation, like torch), every window written out",
+    "maxpool": "max pooling, every window written out",
+    "avgpool": "average pooling, every window written out",
+    "l2pool": "L2 pooling (square root of the sum of squares), every window written out",
+}
+
+_WINDOW_EPILOG = """\
+matrices: rows separated by ';', values by spaces or commas (fractions like 1/9 work).
+padding: an int (symmetric), 'valid' (none) or 'same' (TF rule, also for stride > 1:
+out = ceil(in/stride), the odd pixel of padding on the bottom/right).
+pool stride defaults to the window size (as torch), conv stride to 1.
+
+examples:
+  cnnkit explain {op} --example course
+  cnnkit explain {op} --input "3 3 2 1 0; 0 0 1 3 1; 3 1 2 2 3; 2 0 0 2 2; 2 0 0 0 1" {extra}--stride 2 --padding same
+  cnnkit explain {op} --example course --format json
+  cnnkit explain {op} --example course --save frames.gif      (or frames.png: a grid of panels)
+"""
+
+_ACTIVATION_EPILOG = """\
+NAME: sigmoid, tanh, relu, leaky_relu (--slope, default 0.1: max(0.1x, x)), elu (--alpha),
+maxout (--pieces, default 2). Maxout keeps the largest of each group of --pieces consecutive
+values of a row: the values are the pieces' outputs z_k = w_k.x + b_k, so a row "z1 z2" gives
+the course's max(w1.x + b1, w2.x + b2). Without --input a sample row is used.
+
+examples:
+  cnnkit explain activation relu --example course
+  cnnkit explain activation leaky_relu --input "-2 -1 0 1 2" --slope 0.2
+  cnnkit explain activation maxout --input "1 -2 3 0; -1 -1 2 5" --pieces 2
+  cnnkit explain activation elu --plot elu.png
+"""
+
+_SHAPES_EPILOG = """\
+TARGET is a registered model name (lenet5, resnet18, ...) or a YAML config (its model.layers
+or model.name; key.path=value overrides may follow). The input shape is --input, else the
+config's model.input, else the dataset's known shape (mnist5k 1x28x28, digits 1x8x8,
+cifar* 3x32x32), else the model's default input.
+
+examples:
+  cnnkit explain shapes lenet5
+  cnnkit explain shapes configs/lenet5_mnist5k.yaml
+  cnnkit explain shapes resnet18 --input 3,32,32
+  cnnkit explain shapes lenet5 --format json
+"""
+
+_OPT_EPILOG = """\
+functions: quadratic f = 0.5*(x^2 + 10 y^2) from (-4, 2), 100 steps;
+rosenbrock f = (1-x)^2 + 100 (y-x^2)^2 from (-1.5, 2), 2000 steps.
+Default learning rates (quadratic / rosenbrock): sgd 0.15 / 0.001, momentum 0.15 / 0.002,
+adagrad 1.0 / 0.1, adadelta 1.0 / 1.0, rmsprop 0.05 / 0.005, adam 0.3 / 0.02.
+
+examples:
+  cnnkit explain optimizers
+  cnnkit explain optimizers --function rosenbrock --plot rosenbrock.png
+  cnnkit explain optimizers --steps 20 --show 5 --format json
+"""
+
+_BACKPROP_EPILOG = """\
+examples:
+  cnnkit explain backprop configs/lenet5_mnist5k.yaml
+  cnnkit explain backprop configs/lenet5_mnist5k.yaml --format json
+"""
+
+
+# --------------------------------------------------------------------------- output helpers
+
+def _json_default(o: Any):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+def _clean(o: Any):
+    """Non-finite floats -> None so the output is strict JSON."""
+    if isinstance(o, float):
+        return o if np.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, np.ndarray):
+        return _clean(o.tolist())
+    if isinstance(o, np.generic):
+        return _clean(o.item())
+    return o
+
+
+def print_json(obj: Any) -> None:
+    print(json.dumps(_clean(obj), indent=2, ensure_ascii=False, default=_json_default, allow_nan=False))
+
+
+def _example(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if value not in EXAMPLES:
+        raise UserError(f"--example {value!r} is not known{did_you_mean(value, EXAMPLES)}; allowed: "
+                        f"{', '.join(EXAMPLES)}")
+    return value
+
+
+def _add_format(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", default="text", choices=("text", "json"), help="output format (default text)")
+
+
+# --------------------------------------------------------------------------- handlers
+
+def _run_window(args: argparse.Namespace) -> int:
+    from cnnkit.explain import ops, plots
+
+    op = args.explain_op
+    if args.decimals < 0:
+        raise UserError(f"--decimals {args.decimals} is not allowed; use an int >= 0")
+    if args.save:
+        plots.check_path(args.save, (".png", ".gif"), "--save")
+    if _example(args.example):
+        given = [f for f, v in (("--input", args.input), ("--kernel", getattr(args, "kernel", None)),
+                                ("--size", getattr(args, "size", None)), ("--stride", args.stride),
+                                ("--padding", args.padding)) if v is not None]
+        if given:
+            raise UserError(f"--example course sets the input, window, stride and padding itself; "
+                            f"drop {', '.join(given)} or drop --example")
+        res = ops.course_example(op)
+    else:
+        if args.input is None:
+            raise UserError(f"explain {op} needs --input \"3 3 2; 0 0 1; 3 1 2\" (rows by ';'), "
+                            f"or --example course")
+        x = ops.parse_matrix(args.input, "--input")
+        kernel = ops.parse_matrix(args.kernel, "--kernel") if getattr(args, "kernel", None) is not None else None
+        res = ops.explain_window_op(op, x, kernel=kernel, size=getattr(args, "size", None), stride=args.stride,
+                                    padding=args.padding if args.padding is not None else 0)
+    saved = plots.save_window_frames(res, args.save) if args.save else None
+    if args.format == "json":
+        out = ops.to_json(res)
+        if saved:
+            out["saved"] = saved
+        print_json(out)
+    else:
+        print(ops.render_text(res, decimals=args.decimals))
+        if saved:
+            cut = f" (the first {saved['frames']} of {saved['total_steps']} steps)" \
+                if saved["frames"] < saved["total_steps"] else ""
+            print(f"saved {saved['frames']} frame{'s' if saved['frames'] != 1 else ''} to {saved['path']}{cut}")
+    return 0
+
+
+def _run_activation(args: argparse.Namespace) -> int:
+    from cnnkit.explain import activations as act
+    from cnnkit.explain import ops, plots
+
+    name = act.canonical_name(args.name)
+    if args.plot:
+        plots.check_path(args.plot, (".png",), "--plot")
+    params = {"slope": args.slope, "alpha": args.alpha, "pieces": args.pieces}
+    if _example(args.example):
+        if args.input is not None:
+            raise UserError("--example course sets the input itself; drop --input or drop --example")
+        res = act.course_example(name, **params)
+    else:
+        x = ops.parse_matrix(args.input, "--input") if args.input is not None else None
+        res = act.explain_activation(name, x, **params)
+    plotted = plots.plot_activation(name, args.plot, slope=args.slope, alpha=args.alpha) if args.plot else None
+    if args.format == "json":
+        out = act.to_json(res)
+        if plotted:
+            out["plot"] = plotted
+        print_json(out)
+    else:
+        print(act.render_text(res))
+        if plotted:
+            what = " (an illustrative 2-piece maxout on a scalar x)" if name == "maxout" else ""
+            print(f"saved the curve and its derivative on [-5, 5]{what} to {plotted}")
+    return 0
+
+
+def _run_shapes(args: argparse.Namespace) -> int:
+    from cnnkit.explain import shapes
+
+    shape = shapes.parse_input_shape(args.input)
+    if args.num_classes is not None and args.num_classes < 1:
+        raise UserError(f"--num-classes {args.num_classes} is not allowed; use a positive int")
+    res = shapes.explain_shapes(args.target, input_shape=shape, num_classes=args.num_classes,
+                                overrides=args.overrides)
+    if args.format == "json":
+        print_json(shapes.to_json(res))
+    else:
+        print(shapes.render_text(res))
+    return 0
+
+
+def _run_optimizers(args: argparse.Namespace) -> int:
+    from cnnkit.explain import optimizers as opt
+    from cnnkit.explain import plots
+
+    if args.plot:
+        plots.check_path(args.plot, (".png",), "--plot")
+    if args.show < 0:
+        raise UserError(f"--show {args.show} is not allowed; use an int >= 0")
+    res = opt.run_optimizers(args.function, steps=args.steps, show=args.show)
+    plotted = plots.plot_optimizers(res, args.plot) if args.plot else None
+    if args.format == "json":
+        out = opt.to_json(res)
+        if plotted:
+            out["plot"] = plotted
+        print_json(out)
+    else:
+        print(opt.render_text(res))
+        if plotted:
+            print(f"saved the trajectories over the contour plot to {plotted}")
+    return 0
+
+
+def _run_backprop(args: argparse.Namespace) -> int:
+    from cnnkit.config import load_config
+
+    if args.batch_size < 1:
+        raise UserError(f"--batch-size {args.batch_size} is not allowed; use a positive int")
+    cfg = load_config(args.config, args.overrides)
+    from cnnkit.reference.backprop import explain_backprop, render_backprop_text
+
+    result = explain_backprop(cfg, batch_size=args.batch_size)
+    if args.format == "json":
+        print_json(result)
+    else:
+        print(render_backprop_text(result))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``explain`` and its sub-subcommands to the main CLI's ``subparsers``."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "explain", help="the course's arithmetic step by step: conv, pooling, activations, shapes, optimisers",
+        description="Write out the arithmetic behind the course's examples, computed with the NumPy "
+                    "reference engine.", formatter_class=fmt,
+        epilog="examples:\n  cnnkit explain avgpool --example course\n  cnnkit explain conv --example course\n"
+               "  cnnkit explain activation relu --example course\n  cnnkit explain shapes lenet5\n"
+               "  cnnkit explain optimizers --plot optimizers.png\n  cnnkit explain backprop configs/lenet5_mnist5k.yaml\n"
+               "\nrun 'cnnkit explain WHAT --help' for each one's options")
+    sub = p.add_subparsers(dest="explain_command", metavar="WHAT")
+    sub.required = True
+
+    for op, helptext in _WINDOW_HELP.items():
+        extra = '--kernel "1 0 -1; 1 0 -1; 1 0 -1" ' if op == "conv" else "--size 3 "
+        q = sub.add_parser(op, help=helptext, description=helptext + ".", formatter_class=fmt,
+                           epilog=_WINDOW_EPILOG.format(op=op, extra=extra))
+        q.add_argument("--input", help='the input matrix, e.g. "3 3 2; 0 0 1; 3 1 2"')
+        if op == "conv":
+            q.add_argument("--kernel", help='the kernel matrix, e.g. "1 0 -1; 1 0 -1; 1 0 -1"')
+        else:
+            q.add_argument("--size", type=int, help="the window size K (KxK, default 2)")
+        q.add_argument("--stride", type=int, help="step between windows (conv default 1, pools default the size)")
+        q.add_argument("--padding", help="int, 'valid' or 'same' (default 0)")
+        q.add_argument("--example", help="'course': the course's worked example (5x5 input, 3x3 window, stride 1)")
+        q.add_argument("--decimals", type=int, default=1,
+                       help="decimals of the final matrix in text output (default 1, as the course)")
+        q.add_argument("--save", metavar="FILE", help="draw the frames: FILE.png (a grid of panels) or FILE.gif")
+        _add_format(q)
+        q.set_defaults(func=_run_window, explain_op=op)
+
+    q = sub.add_parser("activation", help="an activation function value by value, with its derivative",
+                       description="Apply one of the course's activation functions to a small matrix.",
+                       formatter_class=fmt, epilog=_ACTIVATION_EPILOG)
+    q.add_argument("name", metavar="NAME", help="sigmoid, tanh, relu, leaky_relu, elu or maxout")
+    q.add_argument("--input", help='the input matrix, e.g. "-249 -91 -37; 250 -134 101"')
+    q.add_argument("--example", help="'course': the course's ReLU example input")
+    q.add_argument("--slope", type=float, default=0.1, help="leaky_relu's negative slope (default 0.1)")
+    q.add_argument("--alpha", type=float, default=1.0, help="elu's alpha (default 1.0)")
+    q.add_argument("--pieces", type=int, default=2, help="maxout's group size (default 2)")
+    q.add_argument("--plot", metavar="FILE.png", help="draw the curve and its derivative on [-5, 5]")
+    _add_format(q)
+    q.set_defaults(func=_run_activation)
+
+    q = sub.add_parser("shapes", help="layer by layer: output size, receptive field, stride and parameters",
+                       description="Write out each layer's output-size, receptive-field and parameter arithmetic.",
+                       formatter_class=fmt, epilog=_SHAPES_EPILOG)
+    q.add_argument("target", metavar="MODEL_OR_CONFIG", help="a registered model name or a YAML config")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.input=[1,32,32]")
+    q.add_argument("--input", metavar="C,H,W", help="input shape, e.g. 1,28,28")
+    q.add_argument("--num-classes", type=int, help="classes for the last layer (default: the config's data, else 10)")
+    _add_format(q)
+    q.set_defaults(func=_run_shapes)
+
+    q = sub.add_parser("optimizers", help="the six update rules of the course raced on a 2-D function",
+                       description="Run sgd, momentum, adagrad, adadelta, rmsprop and adam (the NumPy reference "
+                                   "optimisers) from the same start on a 2-D function.",
+                       formatter_class=fmt, epilog=_OPT_EPILOG)
+    q.add_argument("--function", default="quadratic", help="quadratic (default) or rosenbrock")
+    q.add_argument("--steps", type=int, help="steps per rule (default 100 quadratic, 2000 rosenbrock)")
+    q.add_argument("--show", type=int, default=3, help="how many first steps to write out per rule (default 3)")
+    q.add_argument("--plot", metavar="FILE.png", help="draw the trajectories over the contour plot")
+    _add_format(q)
+    q.set_defaults(func=_run_optimizers)
+
+    q = sub.add_parser("backprop", help="one backward pass of a config's network, layer by layer",
+                       description="Forward and backward through the config's network with the NumPy reference "
+                                   "engine, explained layer by layer.", formatter_class=fmt, epilog=_BACKPROP_EPILOG)
+    q.add_argument("config", metavar="CONFIG.yaml", help="a YAML config")
+    q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.batch_size=4")
+    q.add_argument("--batch-size", type=int, default=8, help="examples in the batch (default 8)")
+    _add_format(q)
+    q.set_defaults(func=_run_backprop)
+    return p
+
+
+__all__ = ["add_parser", "print_json"]

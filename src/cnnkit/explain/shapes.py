@@ -1,0 +1,542 @@
+"""Layer-by-layer shape, receptive-field and parameter arithmetic, written out with each layer's numbers.
+
+For every layer:
+
+* output size: ``out = floor((in + 2p - d(k-1) - 1) / s) + 1 = floor((28 + 0 - 1*(5-1) - 1)/1) + 1 = 24``
+  and, for ``same`` padding, the padding it adds
+  (``same: out = ceil(28/2) = 14, total padding = max((14-1)*2 + 1*(3-1) + 1 - 28, 0) = 1 -> 0 top, 1 bottom``);
+* receptive field and cumulative stride (jump): ``rf = rf_prev + (k-1)*d*jump_prev``, ``jump = jump_prev*s``;
+* parameters: ``(5*5*1 + 1)*6 = 156``.
+
+Sources: a declarative layer list (a config's ``model.layers``, or a registered model that is a
+layer list such as ``lenet5``), or any other registered (torchvision-based) model, whose
+conv/pool/linear modules are walked with forward hooks in execution order.
+
+Example::
+
+    >>> r = explain_shapes("lenet5")
+    >>> [l["output_shape"] for l in r["layers"] if l["type"] == "conv"]
+    [[6, 24, 24], [16, 8, 8]]
+    >>> r["total_params"]
+    44426
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+from typing import Any
+
+from cnnkit.errors import UserError
+
+# Shapes of the built-in datasets, so `explain shapes` needs no data on disk.
+KNOWN_DATA = {
+    "mnist5k": ((1, 28, 28), 10),
+    "mnist": ((1, 28, 28), 10),
+    "fashion_mnist": ((1, 28, 28), 10),
+    "digits": ((1, 8, 8), 10),
+    "cifar10": ((3, 32, 32), 10),
+    "cifar10_jpeg": ((3, 32, 32), 10),
+    "cifar100": ((3, 32, 32), 100),
+    "imagenet": ((3, 224, 224), 1000),
+}
+
+SIZE_RULE = "out = floor((in + 2p - d(k-1) - 1) / s) + 1"
+RF_RULE = "rf = rf_prev + (k-1)*d*jump_prev"
+JUMP_RULE = "jump = jump_prev*s"
+
+
+def _layer_list_models() -> dict[str, Any]:
+    """Registered models that are declarative layer lists: name -> function returning the list."""
+    from cnnkit.models.lenet import lenet5_layers
+
+    return {"lenet5": lenet5_layers}
+
+
+# --------------------------------------------------------------------------- small helpers
+
+def parse_input_shape(text: str | None) -> tuple[int, int, int] | None:
+    """``"1,28,28"`` (or ``1x28x28``) -> (1, 28, 28); None stays None."""
+    if text is None:
+        return None
+    parts = [p for p in str(text).replace("x", ",").replace(" ", ",").split(",") if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise UserError(f"--input {text!r} is not allowed; write C,H,W with three positive ints, e.g. 1,28,28")
+    return shape  # type: ignore[return-value]
+
+
+def _fmt_shape(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def _thousands(n: int) -> str:
+    return f"{n:,}"
+
+
+def _pair(v) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1] if len(v) > 1 else v[0])
+    return int(v), int(v)
+
+
+def _pad_term(p0: int, p1: int) -> str:
+    if p0 == p1 == 0:
+        return "0"
+    return f"2*{p0}" if p0 == p1 else f"{p0}+{p1}"
+
+
+def size_formula(n: int, k: int, s: int, p0: int, p1: int, d: int = 1, ceil_mode: bool = False,
+                 same: bool = False, axis: str = "H") -> tuple[int, str]:
+    """Output length along one axis and its arithmetic written out."""
+    span = d * (k - 1) + 1
+    padded = n + p0 + p1
+    if padded < span:
+        raise UserError(f"a window of {k} (dilation {d}) does not fit an input of {n} with padding {p0}+{p1}")
+    rule = SIZE_RULE if p0 == p1 else "out = floor((in + p_before + p_after - d(k-1) - 1) / s) + 1"
+    inner = f"({n} + {_pad_term(p0, p1)} - {d}*({k}-1) - 1)/{s}"
+    prefix = ""
+    if same:
+        o = -(-n // s)
+        total = max((o - 1) * s + d * (k - 1) + 1 - n, 0)
+        before, after = ("top", "bottom") if axis == "H" else ("left", "right")
+        prefix = (f"same: out = ceil({n}/{s}) = {o}, total padding = max(({o}-1)*{s} + {d}*({k}-1) + 1 - {n}, 0)"
+                  f" = {total} -> {p0} {before}, {p1} {after}; ")
+    if ceil_mode:
+        out = -(-(padded - span) // s) + 1
+        text = f"{rule.replace('floor', 'ceil')} = ceil({inner}) + 1 = {out}"
+        if (out - 1) * s >= n + p0:
+            out -= 1
+            text += f", minus 1 (the last window would start in the padding) = {out}"
+        return out, prefix + text
+    out = (padded - span) // s + 1
+    return out, f"{prefix}{rule} = floor({inner}) + 1 = {out}"
+
+
+def _both_axes(in_hw, k, s, pads, d, ceil_mode=False, same=False) -> tuple[tuple[int, int], list[str]]:
+    (kh, kw), (sh, sw), (dh, dw) = k, s, d
+    pt, pb, pl, pr = pads
+    oh, th = size_formula(in_hw[0], kh, sh, pt, pb, dh, ceil_mode, same, "H")
+    ow, tw = size_formula(in_hw[1], kw, sw, pl, pr, dw, ceil_mode, same, "W")
+    if (in_hw[0], kh, sh, pt, pb, dh) == (in_hw[1], kw, sw, pl, pr, dw):
+        return (oh, ow), [f"{th}   (H and W)"]
+    return (oh, ow), [f"H: {th}", f"W: {tw}"]
+
+
+class _RF:
+    """Receptive field and jump along H and W."""
+
+    def __init__(self, rf=(1, 1), jump=(1, 1)) -> None:
+        self.rf, self.jump = tuple(rf), tuple(jump)
+
+    def step(self, k, s, d) -> tuple["_RF", str]:
+        rf = tuple(self.rf[a] + (k[a] - 1) * d[a] * self.jump[a] for a in range(2))
+        jump = tuple(self.jump[a] * s[a] for a in range(2))
+        texts = [f"{RF_RULE} = {self.rf[a]} + ({k[a]}-1)*{d[a]}*{self.jump[a]} = {rf[a]}; "
+                 f"{JUMP_RULE} = {self.jump[a]}*{s[a]} = {jump[a]}" for a in range(2)]
+        if texts[0] == texts[1]:
+            text = texts[0]
+        else:
+            text = f"H: {texts[0]}; W: {texts[1]}"
+        return _RF(rf, jump), text
+
+    def value(self, which="rf"):
+        v = self.rf if which == "rf" else self.jump
+        return v[0] if v[0] == v[1] else list(v)
+
+    def bigger(self, other: "_RF") -> "_RF":
+        return other if sum(other.rf) > sum(self.rf) else self
+
+
+def _record(name, kind, desc, in_shape, out_shape, formulas, rf: _RF | None, params=0, params_formula=None,
+            depth=0, layer_stride=None, note=None) -> dict[str, Any]:
+    return {"name": name, "type": kind, "description": desc, "input_shape": list(in_shape),
+            "output_shape": list(out_shape), "formulas": formulas,
+            "receptive_field": rf.value("rf") if rf is not None else None,
+            "stride": rf.value("jump") if rf is not None else None,
+            "layer_stride": layer_stride, "params": int(params), "params_formula": params_formula,
+            "depth": depth, "note": note}
+
+
+# --------------------------------------------------------------------------- layer lists
+
+def _describe(spec) -> str:
+    a = spec.args
+    if not a or spec.type == "residual":
+        extra = f"shortcut={a['shortcut']}" if spec.type == "residual" else ""
+        return f"{spec.type}({extra})" if extra else spec.type
+
+    def show(v):
+        if isinstance(v, tuple) and len(v) == 2 and v[0] == v[1]:
+            return str(v[0])
+        return "x".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
+
+    defaults = {"dilation": (1, 1), "groups": 1, "bias": True}
+    shown = {k: v for k, v in a.items() if not (k in defaults and v == defaults[k])}
+    return f"{spec.type}(" + ", ".join(f"{k}={show(v)}" for k, v in shown.items()) + ")"
+
+
+def _walk_specs(specs, shape, rf: _RF, num_classes, depth, out: list) -> tuple[tuple, _RF]:
+    from cnnkit.models.spec import POOLS, conv_geometry, layer_output_shape
+
+    for spec in specs:
+        t, a = spec.type, spec.args
+        new_shape = tuple(layer_output_shape(spec, tuple(shape), num_classes))
+        desc = _describe(spec)
+        if t == "conv" or t in POOLS:
+            geo = conv_geometry(spec, shape)
+            k, s = a["kernel"], a["stride"]
+            d = a.get("dilation", (1, 1))
+            (oh, ow), formulas = _both_axes(shape[1:], k, s, geo["pad"], d, same=a["padding"] == "same")
+            assert (oh, ow) == tuple(new_shape[1:]), (spec.name, (oh, ow), new_shape)
+            rf, rf_text = rf.step(k, s, d)
+            formulas.append(rf_text)
+            params, pf = 0, None
+            if t == "conv":
+                cin, cout, g = shape[0], a["out"], a["groups"]
+                cin_txt = str(cin) if g == 1 else f"({cin}/{g})"
+                params = (k[0] * k[1] * (cin // g) + (1 if a["bias"] else 0)) * cout
+                pf = (f"({k[0]}*{k[1]}*{cin_txt} + 1)*{cout} = {params}" if a["bias"]
+                      else f"{k[0]}*{k[1]}*{cin_txt}*{cout} = {params}")
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth,
+                               layer_stride=list(s) if s[0] != s[1] else s[0]))
+        elif t in ("globalavgpool", "globalmaxpool"):
+            k = (shape[1], shape[2])
+            rf, rf_text = rf.step(k, (1, 1), (1, 1))
+            rf = _RF(rf.rf, (rf.jump[0] * shape[1], rf.jump[1] * shape[2]))
+            formulas = [f"out = C = {shape[0]} (one value per feature map)",
+                        f"the window is the whole {shape[1]}x{shape[2]} map: {rf_text}"]
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
+        elif t == "flatten":
+            formulas = [f"out = {'*'.join(str(v) for v in shape)} = {new_shape[0]}"]
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
+        elif t == "dense":
+            n_in, n_out = shape[0], new_shape[0]
+            params = (n_in + (1 if a["bias"] else 0)) * n_out
+            pf = f"({n_in} + 1)*{n_out} = {params}" if a["bias"] else f"{n_in}*{n_out} = {params}"
+            src = " (num_classes)" if a["out"] == "num_classes" else ""
+            out.append(_record(spec.name, t, desc, shape, new_shape, [f"out = {n_out}{src}"], None, params, pf, depth))
+        elif t == "batchnorm":
+            c = shape[0]
+            params = 2 * c if a["affine"] else 0
+            pf = f"2*{c} = {params} (γ and β per channel)" if a["affine"] else "0 (affine=False)"
+            out.append(_record(spec.name, t, desc, shape, new_shape, ["shape unchanged"], rf, params, pf, depth))
+        elif t == "maxout":
+            formulas = [f"out = {shape[0]}/{a['pieces']} = {new_shape[0]} {'channels' if len(shape) == 3 else 'features'}"]
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf if len(shape) == 3 else None,
+                               depth=depth))
+        elif t == "residual":
+            head = _record(spec.name, t, desc, shape, new_shape, [], None, depth=depth)
+            out.append(head)
+            start = len(out)
+            body_shape, body_rf = _walk_specs(list(spec.children), shape, rf, num_classes, depth + 1, out)
+            params = sum(r["params"] for r in out[start:] if r["depth"] == depth + 1)
+            parts = [str(r["params"]) for r in out[start:] if r["depth"] == depth + 1 and r["params"]]
+            needs_proj = tuple(body_shape) != tuple(shape) or a["shortcut"] == "conv"
+            if needs_proj:
+                sp = shape[0] * new_shape[0]
+                sh = max(1, -(-shape[1] // new_shape[1])) if len(shape) == 3 else 1
+                out.append(_record(f"{spec.name}.shortcut", "conv", f"shortcut conv(out={new_shape[0]}, kernel=1, "
+                                   f"stride={sh}, bias=False)", shape, new_shape,
+                                   ["1x1 projection so the shortcut matches the body's shape"], None, sp,
+                                   f"1*1*{shape[0]}*{new_shape[0]} = {sp}", depth + 1))
+                params += sp
+                parts.append(str(sp))
+            head["params"] = params
+            head["params_formula"] = (" + ".join(parts) + f" = {params}") if parts else "0"
+            head["formulas"] = [f"y = body(x) + shortcut(x): {_fmt_shape(shape)} -> {_fmt_shape(new_shape)}"
+                                + ("" if needs_proj else " (identity shortcut)"),
+                                "receptive field along the main path (the body); the shortcut adds no larger one"]
+            rf = body_rf
+            head["receptive_field"] = rf.value("rf") if len(new_shape) == 3 else None
+            head["stride"] = rf.value("jump") if len(new_shape) == 3 else None
+        else:  # activations, dropout
+            out.append(_record(spec.name, t, desc, shape, new_shape, ["shape unchanged"],
+                               rf if len(shape) == 3 else None, depth=depth))
+        shape = new_shape
+    return shape, rf
+
+
+def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str = "layer list") -> dict[str, Any]:
+    """The arithmetic of a declarative layer list (raw YAML-like list or parsed LayerSpecs)."""
+    from cnnkit.models.spec import LayerSpec, parse_layers
+
+    specs = layers if layers and isinstance(layers[0], LayerSpec) else parse_layers(list(layers))
+    records: list[dict[str, Any]] = []
+    shape = tuple(int(v) for v in input_shape)
+    _walk_specs(specs, shape, _RF(), num_classes, 0, records)
+    top = [r for r in records if r["depth"] == 0]
+    total = sum(r["params"] for r in top)
+    parts = [str(r["params"]) for r in top if r["params"]]
+    return {"source": source, "kind": "layer list", "input_shape": list(shape), "num_classes": num_classes,
+            "layers": records, "total_params": total,
+            "total_params_formula": (" + ".join(parts) + f" = {_thousands(total)}") if parts else "0",
+            "notes": []}
+
+
+# --------------------------------------------------------------------------- torch models (hooks)
+
+def _torch_kinds():
+    from torch import nn
+
+    from cnnkit.nn.layers import GlobalAvgPool, GlobalMaxPool, L2Pool2d
+
+    return nn, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear,
+                L2Pool2d, GlobalAvgPool, GlobalMaxPool)
+
+
+def _conv_pads(m, in_hw, k, s, d) -> tuple[tuple[int, int, int, int], bool]:
+    """(top, bottom, left, right) padding of a torch conv, and whether it is a 'same' rule."""
+    from cnnkit.reference.shapes import same_padding
+
+    if getattr(m, "same", False):  # cnnkit.nn.layers.Conv2d: TF 'same', also for stride > 1
+        (t, b), (l, r) = same_padding(in_hw[0], k[0], s[0], d[0]), same_padding(in_hw[1], k[1], s[1], d[1])
+        return (t, b, l, r), True
+    p = m.padding
+    if isinstance(p, str):
+        if p == "valid":
+            return (0, 0, 0, 0), False
+        th, tw = d[0] * (k[0] - 1), d[1] * (k[1] - 1)   # torch 'same' (stride 1): extra pixel after
+        return (th // 2, th - th // 2, tw // 2, tw - tw // 2), True
+    ph, pw = _pair(p)
+    return (ph, ph, pw, pw), False
+
+
+def explain_torch_model(model, input_shape, source: str = "model") -> dict[str, Any]:
+    """Walk the conv/pool/linear modules of a torch model with forward hooks, in execution order."""
+    import torch
+
+    nn, kinds = _torch_kinds()
+    from cnnkit.nn.layers import GlobalAvgPool, GlobalMaxPool, L2Pool2d
+
+    events: list[tuple[str, Any, tuple, tuple]] = []
+    handles = []
+    for qname, m in model.named_modules():
+        if isinstance(m, kinds):
+            def hook(mod, inp, out, qname=qname):
+                x = inp[0] if isinstance(inp, tuple) and inp else inp
+                y = out[0] if isinstance(out, (tuple, list)) else out
+                events.append((qname, mod, tuple(x.shape[1:]), tuple(y.shape[1:])))
+            handles.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    except RuntimeError as e:
+        raise UserError(f"the model does not run on input {_fmt_shape(input_shape)}: {str(e).splitlines()[0]}; "
+                        f"try another --input C,H,W") from None
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    # Receptive field along the main path: the largest rf seen on a feature map of each shape.
+    states: dict[tuple, _RF] = {tuple(input_shape): _RF()}
+    last = _RF()
+    records, seen = [], set()
+    for qname, m, in_shape, out_shape in events:
+        first_call = id(m) not in seen
+        seen.add(id(m))
+        params, pf, note = 0, None, None
+        if isinstance(m, nn.Linear):
+            n_in, n_out = m.in_features, m.out_features
+            has_b = m.bias is not None
+            params = (n_in + (1 if has_b else 0)) * n_out if first_call else 0
+            pf = (f"({n_in} + 1)*{n_out} = {params}" if has_b else f"{n_in}*{n_out} = {params}") if first_call \
+                else "0 (shared module, counted once)"
+            records.append(_record(qname, "linear", f"Linear({n_in}, {n_out})", in_shape, out_shape,
+                                   [f"out = {n_out}"], None, params, pf))
+            continue
+        if len(in_shape) != 3:
+            continue
+        state = states.get(in_shape)
+        if state is None:   # a concat or a reshaped map: continue from the largest rf of that spatial size
+            same_size = [v for sh, v in states.items() if len(sh) == 3 and sh[1:] == in_shape[1:]]
+            state = max(same_size, key=lambda v: sum(v.rf)) if same_size else last
+        in_hw = in_shape[1:]
+        formulas: list[str]
+        if isinstance(m, nn.Conv2d):
+            k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+            pads, same = _conv_pads(m, in_hw, k, s, d)
+            (oh, ow), formulas = _both_axes(in_hw, k, s, pads, d, same=same)
+            cout, cin_g, kh, kw = m.weight.shape
+            has_b = m.bias is not None
+            if first_call:
+                params = (kh * kw * cin_g + (1 if has_b else 0)) * cout
+                g = m.groups
+                cin_txt = str(cin_g) if g == 1 else f"({cin_g * g}/{g})"
+                pf = (f"({kh}*{kw}*{cin_txt} + 1)*{cout} = {params}" if has_b
+                      else f"{kh}*{kw}*{cin_txt}*{cout} = {params}")
+            else:
+                pf = "0 (shared module, counted once)"
+            kind = "conv"
+            desc = (f"Conv2d({m.in_channels}, {m.out_channels}, kernel={_fmt_shape(k)}, stride={_fmt_shape(s)}, "
+                    f"padding={'same' if same else _fmt_shape(pads[::2])}" + (f", groups={m.groups}" if m.groups > 1 else "")
+                    + (", bias=False" if not has_b else "") + ")")
+        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, L2Pool2d)):
+            k = _pair(m.kernel_size)
+            s = _pair(m.stride if m.stride is not None else m.kernel_size)
+            d = _pair(getattr(m, "dilation", 1))
+            ph, pw = _pair(m.padding)
+            pads = (ph, ph, pw, pw)
+            ceil_mode = bool(getattr(m, "ceil_mode", False))
+            (oh, ow), formulas = _both_axes(in_hw, k, s, pads, d, ceil_mode=ceil_mode)
+            kind = {nn.MaxPool2d: "maxpool", nn.AvgPool2d: "avgpool"}.get(type(m), "l2pool")
+            desc = (f"{type(m).__name__}(kernel={_fmt_shape(k)}, stride={_fmt_shape(s)}, padding={ph}"
+                    + (", ceil_mode=True" if ceil_mode else "") + ")")
+        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, GlobalAvgPool, GlobalMaxPool)):
+            osz = getattr(m, "output_size", 1)
+            o = _pair(osz if osz is not None else 1)
+            o = tuple(in_hw[a] if o[a] in (None, 0) else o[a] for a in range(2))
+            k = tuple(-(-in_hw[a] // o[a]) for a in range(2))
+            s = tuple(in_hw[a] // o[a] if in_hw[a] % o[a] == 0 else k[a] for a in range(2))
+            d, oh, ow = (1, 1), o[0], o[1]
+            exact = all(in_hw[a] % o[a] == 0 for a in range(2))
+            formulas = [f"adaptive: out = {_fmt_shape(o)} (fixed); window = in/out = "
+                        f"{in_hw[0]}/{o[0]} = {k[0]}" + ("" if k[0] == k[1] else f", {in_hw[1]}/{o[1]} = {k[1]}")
+                        + ("" if exact else " (rounded up; windows overlap, rf approximate)")]
+            kind = "globalpool" if o == (1, 1) else "adaptivepool"
+            desc = f"{type(m).__name__}({_fmt_shape(o)})"
+        else:  # pragma: no cover - kinds and branches agree
+            continue
+        if (oh, ow) != tuple(out_shape[-2:]) and len(out_shape) == 3:
+            note = f"observed output {_fmt_shape(out_shape)} differs from the formula's {oh}x{ow}"
+        new, rf_text = state.step(k, s, d)
+        formulas.append(rf_text)
+        records.append(_record(qname, kind, desc, in_shape, out_shape, formulas, new, params, pf,
+                               layer_stride=s[0] if s[0] == s[1] else list(s), note=note))
+        key = tuple(out_shape) if len(out_shape) == 3 else (out_shape[0], 1, 1)
+        states[key] = states[key].bigger(new) if key in states else new
+        last = new
+    total = sum(p.numel() for p in model.parameters())
+    listed = sum(r["params"] for r in records)
+    parts = [str(r["params"]) for r in records if r["params"]]
+    notes = ["receptive field along the main path: each conv/pool continues from the largest receptive field "
+             "seen so far on a feature map of its input's shape (or spatial size); skip connections and "
+             "parallel branches are not added up (a sum or concat has its largest branch's field)"]
+    if total != listed:
+        notes.append(f"the model has {_thousands(total)} parameters: {_thousands(listed)} in the conv and linear "
+                     f"layers listed, {_thousands(total - listed)} in other layers (batch norm, ...)")
+    formula = " + ".join(parts) if len(parts) <= 12 else f"sum of the {len(parts)} layers"
+    return {"source": source, "kind": "torch modules (forward hooks)", "input_shape": list(input_shape),
+            "num_classes": None, "layers": records, "total_params": total, "listed_params": listed,
+            "total_params_formula": f"{formula} = {_thousands(listed)}" + (
+                f" (+ {_thousands(total - listed)} in other layers = {_thousands(total)})" if total != listed else ""),
+            "notes": notes}
+
+
+# --------------------------------------------------------------------------- entry point
+
+def _is_config(target: str) -> bool:
+    return str(target).lower().endswith((".yaml", ".yml")) or os.path.isfile(str(target))
+
+
+def _data_shape(cfg) -> tuple[tuple[int, int, int] | None, int | None]:
+    known = KNOWN_DATA.get(cfg.data.name)
+    if known is None:
+        return None, None
+    (c, h, w), classes = known
+    if cfg.data.image_size:
+        h = w = cfg.data.image_size
+    if cfg.data.classes:
+        classes = len(cfg.data.classes)
+    return (c, h, w), classes
+
+
+def _layer_list_of(name: str, options: dict[str, Any]):
+    fn = _layer_list_models()[name]
+    allowed = [p for p in inspect.signature(fn).parameters]
+    bad = [k for k in options if k not in allowed]
+    if bad:
+        raise UserError(f"model {name!r} has no option {bad[0]!r}; allowed options: {', '.join(allowed)}")
+    return fn(**options), f"{fn.__module__}.{fn.__name__}({', '.join(f'{k}={v!r}' for k, v in options.items())})"
+
+
+def explain_shapes(target: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
+                   overrides: list[str] | None = None) -> dict[str, Any]:
+    """Shapes of a registered model name or a YAML config (its ``model.layers`` or ``model.name``)."""
+    from cnnkit.models.registry import MODELS, default_input, list_models
+
+    if _is_config(target):
+        from cnnkit.config import load_config
+
+        cfg = load_config(target, overrides or [])
+        data_shape, data_classes = _data_shape(cfg)
+        shape = input_shape or (tuple(cfg.model.input) if cfg.model.input else None) or data_shape
+        if shape is None:
+            raise UserError(f"cannot tell the input shape of {target!r}: set model.input [C, H, W] in the config "
+                            f"or pass --input C,H,W (data.name {cfg.data.name!r} has no known shape)")
+        classes = num_classes or cfg.model.num_classes or data_classes or 10
+        if cfg.model.layers is not None:
+            res = explain_layer_list(cfg.model.layers, shape, classes, source=f"{target} (model.layers)")
+        elif cfg.model.name in _layer_list_models():
+            layers, how = _layer_list_of(cfg.model.name, dict(cfg.model.options))
+            res = explain_layer_list(layers, shape, classes, source=f"{target} (model.name {cfg.model.name}: {how})")
+        else:
+            res = _zoo(cfg.model.name, shape, classes, dict(cfg.model.options), f"{target} (model.name {cfg.model.name})")
+        return res
+    if overrides:
+        raise UserError(f"overrides {overrides!r} only apply to a config file; {target!r} is a model name")
+    list_models()  # imports every family, registering its models
+    if target not in MODELS:
+        MODELS.entry(target)  # raises the registry's UserError listing the known models
+    shape = input_shape or default_input(target)
+    classes = num_classes or 10
+    if target in _layer_list_models():
+        layers, how = _layer_list_of(target, {})
+        return explain_layer_list(layers, shape, classes, source=f"{target} ({how})")
+    return _zoo(target, shape, classes, {}, target)
+
+
+def _zoo(name: str, shape, classes: int, options: dict[str, Any], source: str) -> dict[str, Any]:
+    from cnnkit.models.registry import get_model
+
+    c, h, w = shape
+    model = get_model(name, num_classes=classes, in_chans=c, input_size=h, **options)
+    res = explain_torch_model(model, shape, source=source)
+    res["num_classes"] = classes
+    return res
+
+
+# --------------------------------------------------------------------------- rendering
+
+def render_text(res: dict[str, Any]) -> str:
+    lines = [f"shapes of {res['source']} on input {_fmt_shape(res['input_shape'])}"
+             + (f", {res['num_classes']} classes" if res.get("num_classes") else ""),
+             f"  {SIZE_RULE};  {RF_RULE};  {JUMP_RULE}   (input: rf 1, jump 1)"]
+    for n in res["notes"]:
+        lines.append(f"  note: {n}")
+    lines.append("")
+    for r in res["layers"]:
+        ind = "  " * r["depth"]
+        lines.append(f"{ind}{r['name']}: {r['description']}  {_fmt_shape(r['input_shape'])} -> "
+                     f"{_fmt_shape(r['output_shape'])}")
+        for f in r["formulas"]:
+            lines.append(f"{ind}  {f}")
+        if r["type"] not in ("conv", "maxpool", "avgpool", "l2pool", "globalpool", "adaptivepool",
+                             "globalavgpool", "globalmaxpool") and r["receptive_field"] is not None \
+                and r["type"] != "residual":
+            lines.append(f"{ind}  rf {r['receptive_field']}, jump {r['stride']} (unchanged)")
+        if r["type"] == "residual" and r["receptive_field"] is not None:
+            lines.append(f"{ind}  rf {r['receptive_field']}, jump {r['stride']} after the block")
+        if r["params_formula"]:
+            lines.append(f"{ind}  params = {r['params_formula']}")
+        if r.get("note"):
+            lines.append(f"{ind}  note: {r['note']}")
+    lines.append("")
+    lines.append(f"total params = {res['total_params_formula']}")
+    return "\n".join(lines)
+
+
+def to_json(res: dict[str, Any]) -> dict[str, Any]:
+    return {k: res[k] for k in ("source", "kind", "input_shape", "num_classes", "layers", "total_params",
+                                "total_params_formula", "notes") if k in res}
+
+
+__all__ = ["KNOWN_DATA", "SIZE_RULE", "RF_RULE", "JUMP_RULE", "parse_input_shape", "size_formula",
+           "explain_layer_list", "explain_torch_model", "explain_shapes", "render_text", "to_json"]

@@ -1,0 +1,49 @@
+"""Test setup for ``cnnkit explain``: ``src/`` importable, torch on one thread, and a
+``cli`` fixture that builds the argparse wiring the way the main CLI does."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+try:  # pragma: no cover - depends on how the package is installed
+    import cnnkit  # noqa: F401
+except ImportError:  # pragma: no cover
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
+
+try:
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from cnnkit.explain.cli import add_parser
+
+    p = argparse.ArgumentParser(prog="cnnkit")
+    sub = p.add_subparsers()
+    add_parser(sub)
+    return p
+
+
+@pytest.fixture
+def make_parser():
+    """The parser builder: ``ArgumentParser(); add_subparsers(); add_parser(sub)``."""
+    return build_parser
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli("avgpool", "--example", "course") -> (exit_code, stdout)``."""
+
+    def run(*argv):
+        args = build_parser().parse_args(["explain", *argv])
+        code = args.func(args)
+        return code, capsys.readouterr().out
+
+    return run
