@@ -8,6 +8,7 @@ missing or unreadable file, folder or run, an unknown name), printed as one
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import traceback
@@ -88,13 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     from cnnkit.explain.cli import add_parser as add_explain
 
     add_explain(sub)
-    for extra in _EXTRA_COMMANDS:
-        extra(sub)
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
     return p
 
 
-# Later commands (finetune, tune, compress, export, lr-find) register through this list.
-_EXTRA_COMMANDS: list = []
+# Modules that add their own subcommand with ``add_parser(subparsers)``.
+_COMMAND_MODULES: list[str] = []
 
 
 def _version() -> str:
