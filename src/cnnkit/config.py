@@ -216,7 +216,7 @@ class Config(Section):
 def _format_validation_error(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        loc = ".".join(str(p) for p in e["loc"])
         kind = e["type"]
         if kind == "extra_forbidden":
             section, _, key = loc.rpartition(".")
@@ -228,7 +228,9 @@ def _format_validation_error(err: ValidationError) -> str:
             lines.append(f"{loc}: {e['input']!r} is not allowed; expected {allowed}")
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            lines.append(f"{loc}: {msg} (got {e['input']!r})" if "input" in e and not isinstance(e["input"], dict) else f"{loc}: {msg}")
+            shown = e.get("input")
+            plain = isinstance(shown, dict) or shown is None or "got" in msg
+            lines.append(f"{loc}: {msg}" if plain else f"{loc}: {msg} (got {shown!r})")
     return "invalid config: " + "; ".join(lines)
 
 
@@ -309,10 +311,16 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def validate(raw: dict[str, Any]) -> Config:
+    """Check a raw config mapping: section keys and types, and a layer list's names and arguments."""
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e)) from None
+    if cfg.model.layers is not None:
+        from cnnkit.models.spec import parse_layers
+
+        parse_layers(cfg.model.layers)  # raises SpecError naming the layer
+    return cfg
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:

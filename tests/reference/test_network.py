@@ -71,10 +71,11 @@ def share_dropout_masks(tnet, net, x):
         masks[mod] = ((out != 0).to(out.dtype) / (1 - mod.p)).detach().numpy()
 
     handles = [m.register_forward_hook(hook) for m in tnet.modules() if isinstance(m, torch.nn.Dropout)]
-    state = torch.get_rng_state()
+    state, buffers = torch.get_rng_state(), {k: v.clone() for k, v in tnet.state_dict().items()}
     with torch.no_grad():
         tnet(x)
     torch.set_rng_state(state)  # the real forward draws the same masks again
+    tnet.load_state_dict(buffers)  # and starts from the same running statistics
     for h in handles:
         h.remove()
     by_name = {name: masks[m] for name, m in tnet.named_modules() if m in masks}

@@ -290,23 +290,27 @@ class Trainer:
                 history = ckpt["history"]
                 train_time = ckpt.get("train_time_s", 0.0)
                 self.should_stop = ckpt.get("stopped", False)
+            if ckpt_path.exists() and ckpt.get("engine", "torch") != "torch":
+                raise UserError(f"{str(ckpt_path)!r} was written by the {ckpt['engine']} engine; resume it with "
+                                f"train.engine={ckpt['engine']}")
             if self.is_main:
-                self._repair_metrics(history)
+                repair_metrics(self.run_dir, history)
             self.log(f"resuming {self.run_dir} at epoch {start_epoch}/{cfg.train.epochs}")
         elif self.is_main:
             label = cfg.train.name or f"{cfg.model.name or 'layers'}-{cfg.data.name}"
             self.run_dir = self.run_dir or new_run_dir(cfg.train.runs_dir, label)
             atomic_write_text(self.run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
-            write_json(self.run_dir / "meta.json", self._meta(bundle, input_shape))
-            atomic_write_text(self.run_dir / "summary.txt", self._summary_text(model, bundle, input_shape))
+            write_json(self.run_dir / "meta.json", run_meta(cfg, bundle, input_shape))
+            atomic_write_text(self.run_dir / "summary.txt", summary_text(cfg, model, bundle, input_shape))
         self.run_dir = self.dist.broadcast_path(self.run_dir)
-        meta = self._meta(bundle, input_shape)
+        meta = run_meta(cfg, bundle, input_shape)
 
         self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
                  f"{len(bundle.val)} val images) for {cfg.train.epochs} epochs on {device}"
                  + (f" x{self.dist.world_size} processes" if self.dist.world_size > 1 else ""))
-        for cb in callbacks:
-            cb.on_train_begin(self) if start_epoch == 1 else None
+        if start_epoch == 1:  # a resumed run keeps the callbacks' restored state
+            for cb in callbacks:
+                cb.on_train_begin(self)
 
         # Epochs.
         step = (start_epoch - 1) * self.steps_per_epoch
@@ -421,38 +425,6 @@ class Trainer:
 
     # ---------------------------------------------------------------- pieces
 
-    def _repair_metrics(self, history: list[dict[str, Any]]) -> None:
-        """Make metrics.jsonl hold each checkpointed epoch exactly once, keeping lines already there."""
-        path = self.run_dir / "metrics.jsonl"
-        done = {h["epoch"]: h for h in history}
-        rows = [r for r in read_metrics(path) if r.get("epoch") in done]
-        seen = {r["epoch"] for r in rows}
-        rows = list({r["epoch"]: r for r in rows}.values())
-        rows += [done[e] for e in sorted(done) if e not in seen]
-        rows.sort(key=lambda r: r["epoch"])
-        import json
-
-        text = "".join(json.dumps(r) + "\n" for r in rows)
-        if not path.exists() or path.read_text() != text:
-            atomic_write_text(path, text)
-
-    def _meta(self, bundle: DataBundle, input_shape: tuple[int, int, int]) -> dict[str, Any]:
-        return {"classes": bundle.classes, "input_shape": list(input_shape), "mean": list(bundle.mean),
-                "std": list(bundle.std), "dataset": self.cfg.data.name, "cnnkit_version": cnnkit.__version__,
-                "torch_version": torch.__version__, "git_revision": git_revision(), "seed": self.cfg.train.seed,
-                "command": " ".join(sys.argv)}
-
-    def _summary_text(self, model: nn.Module, bundle: DataBundle, input_shape: tuple[int, int, int]) -> str:
-        from cnnkit.summary import summarize
-
-        try:
-            table = summarize(model, input_shape).to_text()
-        except Exception as e:  # the summary must never stop a training run
-            table = f"(summary unavailable: {e})"
-        return (f"model: {self.cfg.model.name or 'layer list'}\ndataset: {self.cfg.data.name} "
-                f"({bundle.description})\nclasses: {', '.join(bundle.classes)}\n"
-                f"train/val images: {len(bundle.train)}/{len(bundle.val)}\n\n{table}\n")
-
     def _load_teacher(self, bundle: DataBundle) -> nn.Module:
         from cnnkit.inference import load_run_model
 
@@ -461,6 +433,49 @@ class Trainer:
         for p in teacher.parameters():
             p.requires_grad_(False)
         return teacher
+
+
+def repair_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Make metrics.jsonl hold each checkpointed epoch exactly once.
+
+    Lines already there for those epochs are kept as they are (the first of any
+    duplicates); lines of epochs after the checkpoint (written before a kill) are
+    dropped, and an epoch the checkpoint knows but the file lacks is added back.
+    """
+    import json
+
+    path = run_dir / "metrics.jsonl"
+    done = {h["epoch"]: h for h in history}
+    rows: dict[int, dict[str, Any]] = {}
+    for r in read_metrics(path):
+        if r.get("epoch") in done and r["epoch"] not in rows:
+            rows[r["epoch"]] = r
+    for e, h in done.items():
+        rows.setdefault(e, h)
+    text = "".join(json.dumps(rows[e]) + "\n" for e in sorted(rows))
+    if not path.exists() or path.read_text() != text:
+        atomic_write_text(path, text)
+
+
+def run_meta(cfg: Config, bundle: DataBundle, input_shape: tuple[int, int, int]) -> dict[str, Any]:
+    """What a run folder records besides its config: classes, normalisation, versions, seed, command."""
+    return {"classes": bundle.classes, "input_shape": list(input_shape), "mean": list(bundle.mean),
+            "std": list(bundle.std), "dataset": cfg.data.name, "cnnkit_version": cnnkit.__version__,
+            "torch_version": torch.__version__, "git_revision": git_revision(), "seed": cfg.train.seed,
+            "command": " ".join(sys.argv)}
+
+
+def summary_text(cfg: Config, model: nn.Module, bundle: DataBundle, input_shape: tuple[int, int, int]) -> str:
+    """The run folder's summary.txt: data, classes and the model's layer table."""
+    from cnnkit.summary import summarize
+
+    try:
+        table = summarize(model, input_shape).to_text()
+    except Exception as e:  # the summary must never stop a training run
+        table = f"(summary unavailable: {e})"
+    return (f"model: {cfg.model.name or 'layer list'}\ndataset: {cfg.data.name} ({bundle.description})\n"
+            f"classes: {', '.join(bundle.classes)}\ntrain/val images: {len(bundle.train)}/{len(bundle.val)}\n\n"
+            f"{table}\n")
 
 
 def distill_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -1,0 +1,690 @@
+"""A whole network in NumPy, built from the same declarative layer list as the torch engine.
+
+:class:`ReferenceNet` takes the parsed :class:`~cnnkit.models.spec.LayerSpec` list and runs
+``forward(x, training) -> logits`` and ``backward(dlogits) -> {param name: gradient}`` with
+every layer written out in NumPy. Parameter and buffer names are those of the torch
+:class:`~cnnkit.models.spec.DeclarativeNet` (``conv1.weight``, ``batchnorm1.running_mean``,
+``residual1.body.conv2.weight``, ``residual1.shortcut.weight``), so ``state_dict()`` loads
+into the torch network and back.
+
+The layers follow the glass-box ops of :mod:`cnnkit.reference` (same formulas, same
+tie rules: a max goes to the first maximum in row-major window order, as torch) but are
+arranged for speed on a whole batch: convolution is one im2col copy (a strided view made
+contiguous, kept for the backward) and one matrix product; pooling loops over the KH*KW
+window offsets with strided slices instead of building windows.
+
+Example::
+
+    specs = parse_layers(lenet5_layers())
+    net = ReferenceNet(specs, (1, 28, 28), num_classes=10)
+    net.load_state_dict(build_torch(specs, (1, 28, 28), 10).state_dict())
+    logits = net.forward(x, training=True)          # x: (N, 1, 28, 28) float32
+    grads = net.backward(dlogits)                    # {"conv1.weight": (6, 1, 5, 5), ...}
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from cnnkit.errors import UserError
+from cnnkit.models.spec import LayerSpec, _residual_shortcut, conv_geometry, infer_shapes, layer_output_shape
+
+SUPPORTED = ("conv", "dense", "flatten", "maxpool", "avgpool", "l2pool", "globalavgpool", "globalmaxpool",
+             "dropout", "batchnorm", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "residual")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _pad(x: np.ndarray, pads: tuple[int, int, int, int], value: float = 0.0) -> np.ndarray:
+    """x: (N, C, H, W) -> (N, C, H+t+b, W+l+r), padded with ``value``; x itself when no padding."""
+    t, b, l, r = pads
+    if t == b == l == r == 0:
+        return x
+    out = np.full((x.shape[0], x.shape[1], x.shape[2] + t + b, x.shape[3] + l + r), value, dtype=x.dtype)
+    out[:, :, t:t + x.shape[2], l:l + x.shape[3]] = x
+    return out
+
+
+def _crop(xp: np.ndarray, pads: tuple[int, int, int, int]) -> np.ndarray:
+    """Undo :func:`_pad`: (N, C, Hp, Wp) -> (N, C, H, W) (a view)."""
+    t, b, l, r = pads
+    return xp[:, :, t:xp.shape[2] - b, l:xp.shape[3] - r]
+
+
+def _offset(p: int, q: int, out_hw: tuple[int, int], stride: tuple[int, int],
+            dilation: tuple[int, int] = (1, 1)) -> tuple[slice, slice, slice, slice]:
+    """The slice of a padded input that window offset (p, q) sees at every output position."""
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    r0, c0 = p * dh, q * dw
+    return (slice(None), slice(None), slice(r0, r0 + sh * (ho - 1) + 1, sh), slice(c0, c0 + sw * (wo - 1) + 1, sw))
+
+
+class Layer:
+    """One layer: ``forward(x, training) -> y`` keeps what ``backward(dy) -> dx`` needs.
+
+    Parameters live in the owning net's ``params`` dict under ``prefix + 'weight'`` etc.;
+    ``backward`` writes their gradients into the net's ``grads`` dict.
+    """
+
+    type = "layer"
+
+    def __init__(self, net: "ReferenceNet", prefix: str, name: str) -> None:
+        self.net, self.prefix, self.name = net, prefix, name
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, dy: np.ndarray, need_dx: bool = True) -> np.ndarray | None:  # pragma: no cover
+        raise NotImplementedError
+
+    def param_keys(self) -> list[str]:
+        """Names of this layer's parameters (a residual block's include its body and shortcut)."""
+        return [k for k in self.net.params if k.startswith(self.prefix)]
+
+
+# --------------------------------------------------------------------------- conv and dense
+
+class Conv(Layer):
+    """Convolution (cross-correlation) with im2col + GEMM.
+
+    x: (N, C, H, W), weight (F, C/groups, KH, KW), bias (F,) -> y: (N, F, H', W').
+    The column matrix cols (C*KH*KW, N*H'*W') is built once per forward and reused for dW.
+    The output is returned as a transposed view of an (F, N, H', W') buffer (no copy); the input
+    gradient is scattered (col2im) into a (C, Hp, Wp, N) buffer and returned as an (N, C, H, W) view.
+    """
+
+    type = "conv"
+
+    def __init__(self, net, prefix, name, in_ch, out_ch, kernel, stride, pads, dilation, groups, bias, out_hw):
+        super().__init__(net, prefix, name)
+        self.kernel, self.stride, self.pads, self.dilation = kernel, stride, pads, dilation
+        self.groups, self.out_hw, self.in_ch, self.out_ch = groups, out_hw, in_ch, out_ch
+        self.has_bias = bias
+        net._add_param(prefix + "weight", (out_ch, in_ch // groups, *kernel))
+        if bias:
+            net._add_param(prefix + "bias", (out_ch,))
+
+    def _im2col(self, xp: np.ndarray) -> np.ndarray:
+        # xp: (N, C, Hp, Wp) any strides -> cols: (C, KH, KW, N, H', W') contiguous
+        n, c = xp.shape[:2]
+        (kh, kw), (sh, sw), (dh, dw), (ho, wo) = self.kernel, self.stride, self.dilation, self.out_hw
+        s_n, s_c, s_h, s_w = xp.strides
+        view = as_strided(xp, shape=(c, kh, kw, n, ho, wo),
+                          strides=(s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw), writeable=False)
+        return np.ascontiguousarray(view)
+
+    def forward(self, x, training):
+        n = x.shape[0]
+        ho, wo = self.out_hw
+        w = self.net.params[self.prefix + "weight"]
+        xp = _pad(x, self.pads)                                          # (N, C, Hp, Wp)
+        self.xp_shape = xp.shape
+        g = self.groups
+        cg, fg = self.in_ch // g, self.out_ch // g
+        self.cols = []
+        y = np.empty((self.out_ch, n, ho, wo), dtype=x.dtype)          # (F, N, H', W')
+        for i in range(g):
+            cols = self._im2col(xp[:, i * cg:(i + 1) * cg] if g > 1 else xp)  # (Cg, KH, KW, N, H', W')
+            cols = cols.reshape(-1, n * ho * wo)                          # (Cg*KH*KW, N*H'*W')
+            self.cols.append(cols)
+            wg = w[i * fg:(i + 1) * fg].reshape(fg, -1)                   # (Fg, Cg*KH*KW)
+            np.matmul(wg, cols, out=y[i * fg:(i + 1) * fg].reshape(fg, -1))
+        if self.has_bias:
+            y += self.net.params[self.prefix + "bias"].reshape(-1, 1, 1, 1)
+        return y.transpose(1, 0, 2, 3)                                   # (N, F, H', W') view
+
+    def backward(self, dy, need_dx=True):
+        n = dy.shape[0]
+        ho, wo = self.out_hw
+        (kh, kw), (sh, sw), (dh, dw_), g = self.kernel, self.stride, self.dilation, self.groups
+        w = self.net.params[self.prefix + "weight"]
+        cg, fg = self.in_ch // g, self.out_ch // g
+        dy2 = dy.transpose(1, 0, 2, 3).reshape(self.out_ch, n * ho * wo)  # (F, N*H'*W'); free for our views
+        dw = np.empty_like(w)
+        for i in range(g):
+            # dW[f, (c, p, q)] = sum over (n, i, j) of dy[f, (n, i, j)] * cols[(c, p, q), (n, i, j)]
+            np.matmul(dy2[i * fg:(i + 1) * fg], self.cols[i].T, out=dw[i * fg:(i + 1) * fg].reshape(fg, -1))
+        self.net.grads[self.prefix + "weight"] = dw
+        if self.has_bias:
+            self.net.grads[self.prefix + "bias"] = dy2.sum(axis=1)
+        self.cols = None
+        if not need_dx:
+            return None
+        # col2im with the batch innermost, so that each window offset is one add of long contiguous runs:
+        # dcols[(p, q, c), (i, j, n)] = sum_f W[f, c, p, q] dy[f, (i, j, n)];  dx[c, i*s + p*d, j*s + q*d, n] += it
+        dyr = np.ascontiguousarray(dy.transpose(1, 2, 3, 0)).reshape(self.out_ch, -1)  # (F, H'*W'*N)
+        hp, wp = self.xp_shape[2:]
+        dxp = np.zeros((self.in_ch, hp, wp, n), dtype=dy.dtype)         # (C, Hp, Wp, N)
+        for i in range(g):
+            wr = w[i * fg:(i + 1) * fg].transpose(2, 3, 1, 0).reshape(kh * kw * cg, fg)  # (KH*KW*Cg, Fg)
+            dcols = (wr @ dyr[i * fg:(i + 1) * fg]).reshape(kh, kw, cg, ho, wo, n)
+            dxg = dxp[i * cg:(i + 1) * cg]
+            for p in range(kh):
+                for q in range(kw):
+                    r0, c0 = p * dh, q * dw_
+                    dxg[:, r0:r0 + sh * (ho - 1) + 1:sh, c0:c0 + sw * (wo - 1) + 1:sw, :] += dcols[p, q]
+        return _crop(dxp.transpose(3, 0, 1, 2), self.pads)                # (N, C, H, W) view
+
+
+class Dense(Layer):
+    """Fully connected: x (N, in), weight (out, in), bias (out,) -> y (N, out) = x W^T + b."""
+
+    type = "dense"
+
+    def __init__(self, net, prefix, name, n_in, n_out, bias):
+        super().__init__(net, prefix, name)
+        self.has_bias = bias
+        net._add_param(prefix + "weight", (n_out, n_in))
+        if bias:
+            net._add_param(prefix + "bias", (n_out,))
+
+    def forward(self, x, training):
+        self.x = x
+        y = x @ self.net.params[self.prefix + "weight"].T                # (N, out)
+        if self.has_bias:
+            y += self.net.params[self.prefix + "bias"]
+        return y
+
+    def backward(self, dy, need_dx=True):
+        w = self.net.params[self.prefix + "weight"]
+        self.net.grads[self.prefix + "weight"] = dy.T @ self.x            # (out, in)
+        if self.has_bias:
+            self.net.grads[self.prefix + "bias"] = dy.sum(axis=0)         # (out,)
+        self.x = None
+        return dy @ w if need_dx else None                               # (N, in)
+
+
+class Flatten(Layer):
+    """x (N, C, H, W) -> (N, C*H*W) in C order (torch's flatten)."""
+
+    type = "flatten"
+
+    def forward(self, x, training):
+        self.shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx=True):
+        return dy.reshape(self.shape)
+
+
+# --------------------------------------------------------------------------- pooling
+
+class Pool(Layer):
+    """Max, average or L2 pooling over KH x KW windows; symmetric padding like torch.
+
+    x: (N, C, H, W) -> y: (N, C, H', W'). Padded cells are -inf for max, 0 for avg/L2
+    (avg divides by KH*KW). The loops run over the KH*KW window offsets, each a strided slice.
+    """
+
+    def __init__(self, net, prefix, name, kind, kernel, stride, padding, out_hw):
+        super().__init__(net, prefix, name)
+        self.type, self.kernel, self.stride, self.out_hw = kind, kernel, stride, out_hw
+        self.pads = (padding[0], padding[0], padding[1], padding[1])
+
+    def _slices(self):
+        kh, kw = self.kernel
+        return [_offset(p, q, self.out_hw, self.stride) for p in range(kh) for q in range(kw)]
+
+    def forward(self, x, training):
+        fill = -np.inf if self.type == "maxpool" else 0.0
+        xp = _pad(x, self.pads, fill)                                    # (N, C, Hp, Wp)
+        sl = self._slices()
+        if self.type == "maxpool":
+            y = xp[sl[0]].copy(order="K")
+            for s in sl[1:]:
+                np.maximum(y, xp[s], out=y)
+        elif self.type == "avgpool":
+            y = xp[sl[0]].copy(order="K")
+            for s in sl[1:]:
+                y += xp[s]
+            y *= x.dtype.type(1.0 / len(sl))
+        else:  # l2pool: sqrt(sum of squares)
+            y = np.square(xp[sl[0]])
+            for s in sl[1:]:
+                y += np.square(xp[s])
+            np.sqrt(y, out=y)
+        self.xp, self.y, self.x_shape = xp, y, x.shape
+        return y
+
+    def backward(self, dy, need_dx=True):
+        xp, y = self.xp, self.y
+        dxp = np.zeros_like(xp, dtype=dy.dtype)                          # (N, C, Hp, Wp), xp's layout
+        sl = self._slices()
+        overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
+        if self.type == "maxpool":
+            # each window's gradient goes to its first maximum (row-major), as torch
+            taken = np.zeros(y.shape, dtype=bool)
+            for s in sl:
+                hit = xp[s] == y
+                hit &= ~taken
+                taken |= hit
+                if overlap:
+                    dxp[s] += dy * hit
+                else:
+                    np.multiply(dy, hit, out=dxp[s])
+        elif self.type == "avgpool":
+            g = dy * dy.dtype.type(1.0 / len(sl))
+            for s in sl:
+                dxp[s] += g
+        else:  # l2pool: dy/dx = x / y, 0 where y == 0
+            scale = np.divide(dy, y, out=np.zeros_like(y), where=y > 0)
+            for s in sl:
+                dxp[s] += xp[s] * scale
+        self.xp = self.y = None
+        return _crop(dxp, self.pads)
+
+
+class GlobalPool(Layer):
+    """Mean or max over the spatial axes: x (N, C, H, W) -> y (N, C); max ties go to the first."""
+
+    def __init__(self, net, prefix, name, kind):
+        super().__init__(net, prefix, name)
+        self.type = kind
+
+    def forward(self, x, training):
+        self.shape = x.shape
+        if self.type == "globalavgpool":
+            return x.mean(axis=(2, 3))
+        flat = x.reshape(x.shape[0], x.shape[1], -1)                     # (N, C, H*W)
+        self.arg = flat.argmax(axis=-1)                                  # (N, C)
+        return np.take_along_axis(flat, self.arg[..., None], axis=-1)[..., 0]
+
+    def backward(self, dy, need_dx=True):
+        n, c, h, w = self.shape
+        if self.type == "globalavgpool":
+            return np.broadcast_to((dy * dy.dtype.type(1.0 / (h * w)))[:, :, None, None], self.shape).copy()
+        dx = np.zeros((n, c, h * w), dtype=dy.dtype)
+        np.put_along_axis(dx, self.arg[..., None], dy[..., None], axis=-1)
+        return dx.reshape(self.shape)
+
+
+# --------------------------------------------------------------------------- elementwise
+
+class Activation(Layer):
+    """sigmoid, tanh, relu, leaky_relu(slope), elu(alpha), maxout(pieces): any shape (maxout on axis 1)."""
+
+    def __init__(self, net, prefix, name, kind, args):
+        super().__init__(net, prefix, name)
+        self.type, self.args = kind, args
+
+    def forward(self, x, training):
+        t = self.type
+        one = x.dtype.type(1)
+        if t == "relu":
+            self.mask = x > 0
+            return np.maximum(x, 0)
+        if t == "leaky_relu":
+            self.mask = x > 0
+            return np.where(self.mask, x, x * x.dtype.type(self.args["slope"]))
+        if t == "elu":
+            alpha = x.dtype.type(self.args["alpha"])
+            self.mask = x > 0
+            self.neg = alpha * np.exp(np.minimum(x, 0))                  # alpha e^x on the negative side
+            return np.where(self.mask, x, self.neg - alpha)
+        if t == "sigmoid":
+            e = np.exp(-np.abs(x))
+            self.y = np.where(x >= 0, one / (one + e), e / (one + e))
+            return self.y
+        if t == "tanh":
+            self.y = np.tanh(x)
+            return self.y
+        if t == "maxout":
+            k = self.args["pieces"]
+            g = x.reshape((x.shape[0], x.shape[1] // k, k) + x.shape[2:])  # (N, C, pieces, ...)
+            self.arg, self.shape = g.argmax(axis=2), x.shape
+            return np.take_along_axis(g, self.arg[:, :, None], axis=2)[:, :, 0]
+        raise AssertionError(t)
+
+    def backward(self, dy, need_dx=True):
+        t = self.type
+        one = dy.dtype.type(1)
+        if t == "relu":
+            return dy * self.mask
+        if t == "leaky_relu":
+            return np.where(self.mask, dy, dy * dy.dtype.type(self.args["slope"]))
+        if t == "elu":
+            return np.where(self.mask, dy, dy * self.neg)
+        if t == "sigmoid":
+            return dy * self.y * (one - self.y)
+        if t == "tanh":
+            return dy * (one - self.y * self.y)
+        if t == "maxout":
+            k = self.args["pieces"]
+            dg = np.zeros((self.shape[0], self.shape[1] // k, k) + self.shape[2:], dtype=dy.dtype)
+            np.put_along_axis(dg, self.arg[:, :, None], dy[:, :, None], axis=2)
+            return dg.reshape(self.shape)
+        raise AssertionError(t)
+
+
+class Dropout(Layer):
+    """Inverted dropout: y = x * mask, mask 0 with probability p else 1/(1-p); identity in eval.
+
+    ``mask_override`` (an array of 0 and 1/(1-p)) replaces the random mask, e.g. to share torch's.
+    ``freeze`` reuses the last mask (for gradient checks).
+    """
+
+    type = "dropout"
+
+    def __init__(self, net, prefix, name, p):
+        super().__init__(net, prefix, name)
+        self.p = float(p)
+        self.mask = None
+        self.mask_override: np.ndarray | None = None
+        self.freeze = False
+
+    def forward(self, x, training):
+        if not training or self.p == 0.0:
+            self.mask = None
+            return x
+        if self.mask_override is not None:
+            self.mask = np.asarray(self.mask_override, dtype=x.dtype)
+        elif not (self.freeze and self.mask is not None and self.mask.shape == x.shape):
+            keep = self.net.rng.random(x.shape, dtype=np.float32) >= self.p
+            self.mask = keep * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self.mask
+
+    def backward(self, dy, need_dx=True):
+        return dy if self.mask is None else dy * self.mask
+
+
+class BatchNorm(Layer):
+    """Batch normalisation of (N, C) or (N, C, H, W) over all axes but C, with torch's running stats.
+
+    Training: batch mean and biased variance normalise; running_mean/var move by ``momentum``
+    (the unbiased variance, as torch; momentum None = cumulative average) and
+    num_batches_tracked counts batches. Eval: the running statistics.
+    """
+
+    type = "batchnorm"
+
+    def __init__(self, net, prefix, name, channels, momentum, eps, affine):
+        super().__init__(net, prefix, name)
+        self.momentum, self.eps, self.affine = momentum, eps, affine
+        if affine:
+            net._add_param(prefix + "weight", (channels,), fill=1.0)
+            net._add_param(prefix + "bias", (channels,), fill=0.0)
+        net._add_buffer(prefix + "running_mean", np.zeros(channels, dtype=net.dtype))
+        net._add_buffer(prefix + "running_var", np.ones(channels, dtype=net.dtype))
+        net._add_buffer(prefix + "num_batches_tracked", np.zeros((), dtype=np.int64))
+
+    def forward(self, x, training):
+        axes = (0,) if x.ndim == 2 else (0, 2, 3)
+        bshape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+        b = self.net.buffers
+        rm, rv = b[self.prefix + "running_mean"], b[self.prefix + "running_var"]
+        if training:
+            m = x.size // x.shape[1]
+            if m < 2:
+                raise ValueError(f"{self.name}: batchnorm in training needs more than one value per channel")
+            mean = x.mean(axis=axes)                                     # (C,)
+            xc = x - mean.reshape(bshape)
+            var = np.square(xc).mean(axis=axes)                          # (C,) biased
+            nbt = b[self.prefix + "num_batches_tracked"]
+            nbt += 1
+            mom = (1.0 / float(nbt)) if self.momentum is None else self.momentum
+            rm *= rm.dtype.type(1 - mom)
+            rm += rm.dtype.type(mom) * mean.astype(rm.dtype)
+            rv *= rv.dtype.type(1 - mom)
+            rv += rv.dtype.type(mom * m / (m - 1)) * var.astype(rv.dtype)
+        else:
+            mean, var = rm.astype(x.dtype, copy=False), rv.astype(x.dtype, copy=False)
+            xc = x - mean.reshape(bshape)
+        inv_std = (x.dtype.type(1) / np.sqrt(var + x.dtype.type(self.eps))).astype(x.dtype, copy=False)
+        xhat = xc * inv_std.reshape(bshape)
+        self.xhat, self.inv_std, self.axes, self.bshape, self.training = xhat, inv_std, axes, bshape, training
+        if not self.affine:
+            return xhat
+        p = self.net.params
+        return xhat * p[self.prefix + "weight"].reshape(bshape) + p[self.prefix + "bias"].reshape(bshape)
+
+    def backward(self, dy, need_dx=True):
+        xhat, inv_std, axes, bshape = self.xhat, self.inv_std, self.axes, self.bshape
+        g = dy
+        if self.affine:
+            self.net.grads[self.prefix + "weight"] = (dy * xhat).sum(axis=axes)
+            self.net.grads[self.prefix + "bias"] = dy.sum(axis=axes)
+            g = dy * self.net.params[self.prefix + "weight"].reshape(bshape)
+        self.xhat = None
+        if not need_dx:
+            return None
+        if not self.training:
+            return g * inv_std.reshape(bshape)
+        m = xhat.size // xhat.shape[1]
+        # dx = inv_std / m * (m g - sum(g) - xhat sum(g xhat))
+        mean_g = g.mean(axis=axes).reshape(bshape)
+        mean_gx = (g * xhat).mean(axis=axes).reshape(bshape)
+        return (g - mean_g - xhat * mean_gx) * inv_std.reshape(bshape)
+
+
+# --------------------------------------------------------------------------- residual
+
+class Residual(Layer):
+    """y = post(body(x) + shortcut(x)); shortcut = identity or a strided 1x1 conv without bias.
+
+    backward: dz = post'(dy); dx = body^T(dz) + shortcut^T(dz).
+    """
+
+    type = "residual"
+
+    def __init__(self, net, prefix, name, body: list[Layer], shortcut: Layer | None, post: bool):
+        super().__init__(net, prefix, name)
+        self.body, self.shortcut, self.post = body, shortcut, post
+
+    def forward(self, x, training):
+        h = x
+        for layer in self.body:
+            h = layer.forward(h, training)
+        s = self.shortcut.forward(x, training) if self.shortcut is not None else x
+        z = h + s
+        if self.post:
+            self.mask = z > 0
+            return np.maximum(z, 0)
+        return z
+
+    def backward(self, dy, need_dx=True):
+        dz = dy * self.mask if self.post else dy
+        dh = dz
+        for i, layer in enumerate(reversed(self.body)):
+            last = i == len(self.body) - 1
+            dh = layer.backward(dh, need_dx=need_dx or not last)
+        if self.shortcut is not None:
+            ds = self.shortcut.backward(dz, need_dx=need_dx)
+        else:
+            ds = dz
+        return dh + ds if need_dx else None
+
+
+# --------------------------------------------------------------------------- the network
+
+class ReferenceNet:
+    """The NumPy twin of a :class:`~cnnkit.models.spec.DeclarativeNet`.
+
+    ``params`` / ``buffers`` / ``grads`` are ordered dicts keyed like the torch ``state_dict``.
+    ``rng`` (a ``numpy.random.Generator``) draws dropout masks.
+    """
+
+    def __init__(self, specs: list[LayerSpec], input_shape: tuple[int, ...], num_classes: int | None = None,
+                 dtype=np.float32, rng: np.random.Generator | None = None) -> None:
+        self.specs = list(specs)
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        self.dtype = np.dtype(dtype)
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.params: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.buffers: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.grads: dict[str, np.ndarray] = {}
+        self._order: list[str] = []          # state_dict order (params and buffers interleaved as torch)
+        _check_supported(self.specs)
+        self.shapes = infer_shapes(self.specs, self.input_shape, num_classes)
+        self.layers = self._build(self.specs, self.input_shape, "")
+
+    # ---------------------------------------------------------------- construction
+
+    def _add_param(self, key: str, shape: tuple[int, ...], fill: float = 0.0) -> None:
+        self.params[key] = np.full(shape, fill, dtype=self.dtype)
+        self._order.append(key)
+
+    def _add_buffer(self, key: str, value: np.ndarray) -> None:
+        self.buffers[key] = value
+        self._order.append(key)
+
+    def _build(self, specs: list[LayerSpec], shape: tuple[int, ...], prefix: str) -> list[Layer]:
+        layers = []
+        for spec in specs:
+            out = layer_output_shape(spec, shape, self.num_classes)
+            layers.append(self._layer(spec, shape, out, prefix + spec.name + "."))
+            shape = out
+        return layers
+
+    def _layer(self, spec: LayerSpec, shape, out, prefix: str) -> Layer:
+        t, a, name = spec.type, spec.args, spec.name
+        if t == "conv":
+            g = conv_geometry(spec, shape)
+            return Conv(self, prefix, name, shape[0], a["out"], a["kernel"], a["stride"], g["pad"], a["dilation"],
+                        a["groups"], a["bias"], g["out"])
+        if t == "dense":
+            return Dense(self, prefix, name, shape[0], out[0], a["bias"])
+        if t == "flatten":
+            return Flatten(self, prefix, name)
+        if t in ("maxpool", "avgpool", "l2pool"):
+            return Pool(self, prefix, name, t, a["kernel"], a["stride"], a["padding"], out[1:])
+        if t in ("globalavgpool", "globalmaxpool"):
+            return GlobalPool(self, prefix, name, t)
+        if t == "dropout":
+            return Dropout(self, prefix, name, a["p"])
+        if t == "batchnorm":
+            return BatchNorm(self, prefix, name, shape[0], a["momentum"], a["eps"], a["affine"])
+        if t in ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout"):
+            return Activation(self, prefix, name, t, a)
+        if t == "residual":
+            body = self._build(list(spec.children), shape, prefix + "body.")
+            stride = _residual_shortcut(spec, shape, out)
+            shortcut = None
+            if stride is not None:
+                ho = (shape[1] - 1) // stride + 1
+                wo = (shape[2] - 1) // stride + 1
+                shortcut = Conv(self, prefix + "shortcut.", name + ".shortcut", shape[0], out[0], (1, 1),
+                                (stride, stride), (0, 0, 0, 0), (1, 1), 1, False, (ho, wo))
+            return Residual(self, prefix, name, body, shortcut, a["activation"] == "relu")
+        raise AssertionError(t)  # _check_supported ran first
+
+    # ---------------------------------------------------------------- running
+
+    def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
+        """x: (N, *input_shape) -> logits (N, K) (or the last layer's output)."""
+        x = np.asarray(x, dtype=self.dtype)
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dout: np.ndarray, need_input_grad: bool = False) -> dict[str, np.ndarray]:
+        """Backpropagate dL/dlogits through the last forward; returns ``{param name: gradient}``.
+
+        With ``need_input_grad`` the gradient w.r.t. the input is kept in ``self.input_grad``.
+        """
+        self.grads = {}
+        d = np.asarray(dout, dtype=self.dtype)
+        n = len(self.layers)
+        for i, layer in enumerate(reversed(self.layers)):
+            d = layer.backward(d, need_dx=need_input_grad or i < n - 1)
+        self.input_grad = d
+        return {k: self.grads[k] for k in self.params}
+
+    def parameters(self) -> list[np.ndarray]:
+        return list(self.params.values())
+
+    # ---------------------------------------------------------------- state
+
+    def state_dict(self):
+        """An ordered dict of torch tensors with the keys (and order) of the DeclarativeNet's."""
+        import torch
+
+        out = OrderedDict()
+        for k in self._order:
+            arr = self.params[k] if k in self.params else self.buffers[k]
+            out[k] = torch.from_numpy(np.array(arr, copy=True))
+        return out
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
+        """Copy weights and buffers from a torch state_dict (tensors or arrays), checking keys and shapes."""
+        keys = set(self._order)
+        missing = [k for k in self._order if k not in state]
+        unexpected = [k for k in state if k not in keys]
+        if strict and (missing or unexpected):
+            raise UserError(f"state_dict does not match the reference network: missing {missing}, "
+                            f"unexpected {unexpected}")
+        for k in self._order:
+            if k not in state:
+                continue
+            v = state[k]
+            arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+            target = self.params if k in self.params else self.buffers
+            if arr.shape != target[k].shape:
+                raise UserError(f"state_dict entry {k!r} has shape {tuple(arr.shape)}, "
+                                f"the reference network needs {tuple(target[k].shape)}")
+            target[k] = arr.astype(target[k].dtype, copy=True)
+
+    def init(self, init_cfg: Any = None, rng: np.random.Generator | None = None, seed: int | None = None) -> None:
+        """Initialise the weights: ``init_cfg`` is a model.init section (scheme, distribution, scale).
+
+        random / xavier / he draw conv and dense weights with :func:`cnnkit.reference.init.init_weight`
+        (biases 0, batchnorm weight 1); ``default`` copies a torch DeclarativeNet built under
+        ``torch.manual_seed(seed)`` (seed drawn from ``rng`` when None), i.e. torch's own initialisation.
+        """
+        from cnnkit.reference.init import init_weight
+
+        rng = rng if rng is not None else self.rng
+        scheme = getattr(init_cfg, "scheme", None) or (init_cfg if isinstance(init_cfg, str) else "default")
+        dist = getattr(init_cfg, "distribution", "normal")
+        scale = getattr(init_cfg, "scale", 0.05)
+        if scheme == "default":
+            import torch
+
+            from cnnkit.models.spec import build_torch
+
+            seed = int(rng.integers(2**31)) if seed is None else seed
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                net = build_torch(self.specs, self.input_shape, self.num_classes)
+            self.load_state_dict(net.state_dict())
+            return
+        for k, p in self.params.items():
+            if k.endswith(".weight") and p.ndim > 1:
+                self.params[k] = init_weight(p.shape, scheme, dist, rng, scale, dtype=self.dtype)
+            elif k.endswith(".bias"):
+                self.params[k] = np.zeros_like(p)
+            else:  # batchnorm weight
+                self.params[k] = np.ones_like(p)
+
+    def set_dropout(self, *, freeze: bool | None = None, mask_override: Any = "keep") -> None:
+        """Freeze dropout masks (reuse the last one) or set shared masks on every dropout layer."""
+        for layer in self.iter_layers():
+            if isinstance(layer, Dropout):
+                if freeze is not None:
+                    layer.freeze = freeze
+                if not (isinstance(mask_override, str) and mask_override == "keep"):
+                    layer.mask_override = mask_override
+
+    def iter_layers(self):
+        """Every layer, residual bodies and shortcuts included (depth first)."""
+        def walk(layers):
+            for layer in layers:
+                yield layer
+                if isinstance(layer, Residual):
+                    yield from walk(layer.body)
+                    if layer.shortcut is not None:
+                        yield layer.shortcut
+        yield from walk(self.layers)
+
+
+def _check_supported(specs: list[LayerSpec]) -> None:
+    for spec in specs:
+        if spec.type not in SUPPORTED:
+            raise UserError(f"layer {spec.index} ({spec.name}): type {spec.type!r} is not supported by "
+                            f"train.engine=reference; supported: {', '.join(SUPPORTED)}")
+        if spec.type == "residual":
+            _check_supported(list(spec.children))
