@@ -73,6 +73,8 @@ class ModelConfig(Section):
     options: dict[str, Any] = Field(default_factory=dict, description="extra builder arguments")
     pretrained: str | None = None
     weights: str | None = None
+    data_init: int = Field(5000, ge=0, description="training images passed to the model's init_from_data() "
+                           "before training, for models that have one (fastnet's whitening layer); 0 skips it")
 
     @field_validator("init", mode="before")
     @classmethod
@@ -110,6 +112,10 @@ class OptimConfig(Section):
     beta2: float | None = Field(None, ge=0.0, lt=1.0)
     eps: float | None = Field(None, gt=0.0)
     nesterov: bool | None = None
+    norm_lr_mult: float = Field(1.0, gt=0.0, description="learning-rate multiplier for the parameters of "
+                                "normalisation layers (batch, group, layer norm)")
+    norm_weight_decay: float | None = Field(None, ge=0.0, description="weight decay of the normalisation "
+                                            "layers' parameters; unset: optim.weight_decay")
 
     def hyper(self) -> dict[str, Any]:
         """The optional hyperparameters that were set, as keyword arguments."""
@@ -138,9 +144,13 @@ class RegularizationConfig(Section):
 
 
 class AugmentConfig(Section):
-    crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels")
+    crop_padding: int = Field(0, ge=0, description="random crop after padding by this many pixels")
+    crop_pad_mode: Literal["zeros", "reflect"] = Field("zeros", description="how crop_padding pads: zeros or "
+                                                       "a mirror image of the border")
     rotation: float = Field(0.0, ge=0.0, le=180.0, description="max degrees of random rotation")
-    hflip: bool = False
+    hflip: bool | Literal["alternating"] = Field(False, description="true: flip each image with p=0.5; "
+                                                 "'alternating': flip each image in every other epoch, half of "
+                                                 "the images in odd epochs and the other half in even ones")
     brightness: float = Field(0.0, ge=0.0, lt=1.0)
     contrast: float = Field(0.0, ge=0.0, lt=1.0)
     cutout: int = Field(0, ge=0, description="side of a random square set to zero")
@@ -154,6 +164,16 @@ class DistillConfig(Section):
     teacher: str
     temperature: float = Field(4.0, gt=0.0)
     alpha: float = Field(0.7, ge=0.0, le=1.0, description="weight of the soft-target term")
+
+
+class LookaheadConfig(Section):
+    """Lookahead (Zhang et al., 2019): every ``k`` steps the slow weights move ``alpha`` of the way to the
+    fast ones and the fast weights restart from them; training ends on the slow weights."""
+
+    k: int = Field(5, gt=0, description="optimiser steps between synchronisations")
+    alpha: float = Field(0.5, gt=0.0, le=1.0, description="fraction of the way the slow weights move")
+    ramp: float = Field(0.0, ge=0.0, description="p > 0 ramps alpha from 1 at the start: "
+                        "1 - alpha_t = (1 - alpha) (t / T)^p; 0 keeps alpha constant")
 
 
 class TrainConfig(Section):
@@ -172,6 +192,10 @@ class TrainConfig(Section):
     eval_tta: Literal["none", "flip", "flip_translate"] = "none"
     checkpoint_every: int = Field(1, gt=0)
     distill: DistillConfig | None = None
+    eval_every: int = Field(1, ge=0, description="validate after every N-th epoch and after the last; "
+                            "0: after the last only (other epochs log val_loss and val_accuracy as null)")
+    lookahead: LookaheadConfig | None = None
+    cudnn_benchmark: bool = Field(False, description="let cuDNN time its algorithms for each new shape")
 
     @field_validator("device")
     @classmethod
@@ -334,11 +358,19 @@ def dump_yaml(data: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
 
 
+def default_file_mode() -> int:
+    """The mode a plain ``open(path, 'w')`` would give (0666 less the umask); mkstemp's is 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
     p = Path(path)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cnnkit.config import atomic_write_text
+from cnnkit.config import atomic_write_text, default_file_mode
 from cnnkit.errors import UserError
 
 
@@ -47,6 +47,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     p = Path(path)
     fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
