@@ -51,7 +51,7 @@ class DataConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
-    monitor: str = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy", "train_loss", "train_accuracy"] = "val_loss"
     mode: Literal["min", "max", "auto"] = "auto"
     patience: int = Field(5, ge=0)
     min_delta: float = Field(0.0, ge=0.0)
@@ -133,6 +133,13 @@ class ScheduleConfig(Section):
     gamma: float = Field(0.1, gt=0.0, description="decay factor ('step')")
     min_factor: float = Field(0.0, ge=0.0, le=1.0, description="final lr as a fraction of optim.lr")
     pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="rising part of 'onecycle'")
+
+    @model_validator(mode="after")
+    def _onecycle_warms_up_itself(self) -> "ScheduleConfig":
+        if self.name == "onecycle" and self.warmup_epochs:
+            raise ValueError("onecycle rises by itself over schedule.pct_start; set warmup_epochs to 0 "
+                             f"(got {self.warmup_epochs})")
+        return self
 
 
 class RegularizationConfig(Section):
@@ -253,7 +260,7 @@ def _format_validation_error(err: ValidationError) -> str:
         else:
             msg = e["msg"].removeprefix("Value error, ")
             shown = e.get("input")
-            plain = isinstance(shown, dict) or shown is None or "got" in msg
+            plain = isinstance(shown, dict) or shown is None or repr(shown) in msg
             lines.append(f"{loc}: {msg}" if plain else f"{loc}: {msg} (got {shown!r})")
     return "invalid config: " + "; ".join(lines)
 
@@ -301,6 +308,8 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         node = out
         for i, part in enumerate(path[:-1]):
             nxt = node.get(part)
+            if path[:i + 1] == ["model", "init"] and isinstance(nxt, str):
+                nxt = node[part] = ModelConfig._init_shorthand(nxt)  # "he_uniform" -> its fields
             if nxt is None:
                 nxt = node[part] = {}
             elif not isinstance(nxt, dict):

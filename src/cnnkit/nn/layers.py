@@ -77,8 +77,10 @@ class L2Pool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = self.kernel_size[0] * self.kernel_size[1]
-        sq = F.avg_pool2d(x * x, self.kernel_size, self.stride, self.padding, count_include_pad=True)
-        return (sq * n).sqrt()
+        ssq = F.avg_pool2d(x * x, self.kernel_size, self.stride, self.padding, count_include_pad=True) * n
+        # sqrt's gradient at 0 is infinite; an all-zero window (common after ReLU) gets gradient 0.
+        nonzero = ssq > 0
+        return torch.where(nonzero, ssq, torch.ones_like(ssq)).sqrt() * nonzero
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"

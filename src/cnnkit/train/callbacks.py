@@ -65,7 +65,7 @@ class EarlyStopping(Callback):
             self.best, self.wait = value, 0
         else:
             self.wait += 1
-            if self.wait > self.patience:
+            if self.wait >= self.patience:
                 self.stopped_epoch = epoch
                 trainer.should_stop = True
 

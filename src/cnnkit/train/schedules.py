@@ -1,7 +1,8 @@
 """Learning-rate schedules as pure functions of progress (fastai's ``sched_*``, nanoGPT's ``get_lr``).
 
 Each maps ``pct`` in [0, 1] (the fraction of training done) to a multiplier of
-``optim.lr``; a linear warm-up can be put in front of any of them.
+``optim.lr``; a linear warm-up can be put in front of any of them but
+``onecycle``, which rises by itself.
 
 Example::
 
@@ -69,7 +70,7 @@ def make_schedule(cfg: ScheduleConfig, epochs: int) -> Schedule:
     elif name == "linear":
         base = lambda p: linear(p, min_factor=cfg.min_factor)  # noqa: E731
     elif name == "onecycle":
-        return lambda p: onecycle(p, pct_start=cfg.pct_start, min_factor=cfg.min_factor)
+        return lambda p: onecycle(p, pct_start=cfg.pct_start, min_factor=cfg.min_factor)  # rises by itself
     else:  # pragma: no cover - pydantic rejects other names
         raise ValueError(name)
     return with_warmup(base, min(cfg.warmup_epochs / epochs, 1.0))

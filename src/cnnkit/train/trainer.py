@@ -134,6 +134,47 @@ def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
     return total
 
 
+def data_init_images(bundle: DataBundle, n: int, device: torch.device) -> torch.Tensor:
+    """``n`` training images spread evenly over the training set (all of them if it has fewer), float on
+    ``device``, normalised as the loaders normalise them. Evenly spread, not the first ``n``: in a
+    class-sorted archive the first ``n`` would be a single class."""
+    from cnnkit.data import TensorData
+
+    data = bundle.train
+    index = torch.linspace(0, len(data) - 1, n).round().long().unique() if n < len(data) else torch.arange(len(data))
+    if isinstance(data, TensorData):
+        x = data.images[index]
+    else:
+        x = torch.stack([data[i][0] for i in index.tolist()])
+    x = x.to(device).float()
+    mean = torch.tensor(bundle.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(bundle.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+    return (x / 255.0 - mean) / std
+
+
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def default_param_groups(model: nn.Module, optim_cfg) -> list[dict[str, Any]]:
+    """One group of all parameters; with ``optim.norm_lr_mult`` / ``optim.norm_weight_decay`` set, the
+    parameters of normalisation layers get a group of their own with that multiplier and decay."""
+    params = list(model.parameters())
+    if optim_cfg.norm_lr_mult == 1.0 and optim_cfg.norm_weight_decay is None:
+        return [{"params": params}]
+    norm_ids = {id(p) for m in model.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters(recurse=False)}
+    norm = [p for p in params if id(p) in norm_ids]
+    other = [p for p in params if id(p) not in norm_ids]
+    wd = optim_cfg.weight_decay if optim_cfg.norm_weight_decay is None else optim_cfg.norm_weight_decay
+    groups: list[dict[str, Any]] = [{"params": other}] if other else []
+    if norm:
+        groups.append({"params": norm, "lr_mult": optim_cfg.norm_lr_mult, "weight_decay": wd})
+    return groups
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, loss_fn, device: torch.device, precision: str = "fp32",
              tta: str = "none") -> dict[str, float]:
@@ -144,6 +185,8 @@ def evaluate(model: nn.Module, loader, loss_fn, device: torch.device, precision:
     correct = torch.zeros((), device=device, dtype=torch.float64)
     count = torch.zeros((), device=device, dtype=torch.float64)
     for x, y in loader:
+        if len(y) == 0:  # this rank's empty slice of the last global batch (a mean over none is NaN)
+            continue
         with autocast(device, precision):
             logits = predict_logits(model, x, tta)
         logits = logits.float()
@@ -214,6 +257,11 @@ class Trainer:
     def fit(self) -> RunResult:
         cfg, device = self.cfg, self.device
         seed_everything(cfg.train.seed + self.dist.rank, cfg.train.deterministic)
+        if cfg.train.cudnn_benchmark and not cfg.train.deterministic:
+            torch.backends.cudnn.benchmark = True
+        if cfg.train.eval_every != 1 and cfg.regularization.early_stopping is not None:
+            raise UserError(f"regularization.early_stopping watches every epoch; it needs train.eval_every=1 "
+                            f"(got {cfg.train.eval_every})")
 
         # Data.
         bundle = self._bundle_override or load_data(cfg.data)
@@ -233,27 +281,38 @@ class Trainer:
                                  num_workers=cfg.data.num_workers, rank=self.dist.rank,
                                  world_size=self.dist.world_size, channels_last=cfg.train.channels_last)
         self.steps_per_epoch = len(train_loader)
+        n_train = len(bundle.train)
 
         # Model, loss, optimiser, schedule.
         model = self._model_override or create_model(cfg.model, input_shape, bundle.num_classes)
         model = model.to(device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        init_time = 0.0
+        if cfg.model.data_init and hasattr(model, "init_from_data"):
+            # Data-dependent initialisation (fastnet's whitening layer): training work, so it is timed.
+            sync(device)
+            t_init = time.perf_counter()
+            model.init_from_data(data_init_images(bundle, cfg.model.data_init, device))
+            sync(device)
+            init_time = time.perf_counter() - t_init
         self.model = model
         loss_fn = make_loss(cfg.train.loss, cfg.regularization.label_smoothing)
-        groups = self._param_groups(model) if self._param_groups else [{"params": [p for p in model.parameters()]}]
+        groups = self._param_groups(model) if self._param_groups else default_param_groups(model, cfg.optim)
         optimizer = create_optimizer(cfg.optim.name, groups, lr=cfg.optim.lr, **cfg.optim.hyper())
         for g in optimizer.param_groups:
             g.setdefault("lr_mult", 1.0)
         schedule = make_schedule(cfg.schedule, cfg.train.epochs)
         total_steps = self.steps_per_epoch * cfg.train.epochs
         teacher = self._load_teacher(bundle) if cfg.train.distill else None
-        ema = EMA(model, cfg.train.ema) if cfg.train.ema else None
 
         train_model: nn.Module = model
         if self.dist.world_size > 1:
             train_model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
+        # After DDP, which gives every rank rank 0's initial weights: the EMA starts from those too.
+        ema = EMA(model, cfg.train.ema) if cfg.train.ema else None
+        lookahead = Lookahead(model, cfg.train.lookahead, total_steps) if cfg.train.lookahead else None
         step_fn = train_model
         if cfg.train.compile != "off":
             step_fn = torch.compile(train_model, mode=None if cfg.train.compile == "default" else "max-autotune")
@@ -280,11 +339,17 @@ class Trainer:
                 optimizer.load_state_dict(ckpt["optimizer"])
                 if ema is not None and ckpt.get("ema") is not None:
                     ema.load_state_dict(ckpt["ema"])
+                if lookahead is not None:
+                    if ckpt.get("lookahead") is not None:
+                        lookahead.load_state_dict(ckpt["lookahead"])
+                    else:  # lookahead switched on at resume: start from the loaded weights
+                        lookahead.reset()
                 for cb in callbacks:
                     state = ckpt.get("callbacks", {}).get(type(cb).__name__)
                     if state:
                         cb.load_state_dict(state)
-                set_rng_state(ckpt["rng"])
+                rngs = ckpt.get("rng_ranks")  # each rank's own stream, from a DDP run of the same size
+                set_rng_state(rngs[self.dist.rank] if rngs and len(rngs) == self.dist.world_size else ckpt["rng"])
                 start_epoch = ckpt["epoch"] + 1
                 best_value, best_epoch = ckpt["best_value"], ckpt["best_epoch"]
                 history = ckpt["history"]
@@ -294,6 +359,7 @@ class Trainer:
                 raise UserError(f"{str(ckpt_path)!r} was written by the {ckpt['engine']} engine; resume it with "
                                 f"train.engine={ckpt['engine']}")
             if self.is_main:
+                remove_temp_files(self.run_dir)
                 repair_metrics(self.run_dir, history)
             self.log(f"resuming {self.run_dir} at epoch {start_epoch}/{cfg.train.epochs}")
         elif self.is_main:
@@ -309,6 +375,7 @@ class Trainer:
                  f"{len(bundle.val)} val images) for {cfg.train.epochs} epochs on {device}"
                  + (f" x{self.dist.world_size} processes" if self.dist.world_size > 1 else ""))
         if start_epoch == 1:  # a resumed run keeps the callbacks' restored state
+            train_time += init_time
             for cb in callbacks:
                 cb.on_train_begin(self)
 
@@ -319,6 +386,9 @@ class Trainer:
         precision = cfg.train.precision
         scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
         base_lrs = [cfg.optim.lr * g["lr_mult"] for g in optimizer.param_groups]
+        augment_set_epoch = getattr(getattr(train_loader, "augment", None), "set_epoch", None)
+        every = cfg.train.eval_every
+        last_val, last_val_epoch = None, None
         epoch = start_epoch - 1
         for epoch in range(start_epoch, cfg.train.epochs + 1):
             if self.should_stop:
@@ -326,13 +396,15 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch)
             train_loader.set_epoch(epoch)
+            if augment_set_epoch is not None:
+                augment_set_epoch(epoch)
             sync(device)
             t0 = time.perf_counter()
             model.train()
             self._loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             self._correct = torch.zeros((), device=device, dtype=torch.float64)
             self._seen = torch.zeros((), device=device, dtype=torch.float64)
-            for x, y in train_loader:
+            for i, (x, y) in enumerate(train_loader):
                 factor = schedule(step / total_steps)
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * factor
@@ -340,15 +412,26 @@ class Trainer:
                     logits = step_fn(x)
                     loss = loss_fn(logits.float(), y)
                     if teacher is not None:
-                        loss = distill_loss(loss, logits.float(), teacher(x).float(), cfg.train.distill)
+                        with torch.no_grad():
+                            teacher_logits = teacher(x).float()
+                        loss = distill_loss(loss, logits.float(), teacher_logits, cfg.train.distill)
                     if l1 or l2:
                         loss = loss + penalty(model, l1, l2)
                 optimizer.zero_grad(set_to_none=True)
+                grad_loss = loss
+                if self.dist.world_size > 1:
+                    # DDP averages the ranks' gradients: weighting each rank's mean loss by its share of
+                    # the global batch makes that the gradient of the global batch's mean loss, also when
+                    # the last batch splits unevenly or leaves this rank nothing (its NaN loss then gets
+                    # weight 0 and its gradients are zeros).
+                    share = len(y) * self.dist.world_size / min(bs, n_train - i * bs)
+                    if share != 1.0:
+                        grad_loss = loss * share
                 if scaler is not None:
-                    scaler.scale(loss).backward()
+                    scaler.scale(grad_loss).backward()
                     scaler.unscale_(optimizer)
                 else:
-                    loss.backward()
+                    grad_loss.backward()
                 if clip:
                     nn.utils.clip_grad_norm_(model.parameters(), clip)
                 if scaler is not None:
@@ -358,15 +441,24 @@ class Trainer:
                     optimizer.step()
                 if ema is not None:
                     ema.update(model)
-                with torch.no_grad():
-                    self._loss_sum += loss.detach().double() * len(y)
-                    self._correct += (logits.argmax(1) == y).sum()
-                    self._seen += len(y)
+                if len(y):  # not this rank's empty slice of the last global batch
+                    with torch.no_grad():
+                        self._loss_sum += loss.detach().double() * len(y)
+                        self._correct += (logits.argmax(1) == y).sum()
+                        self._seen += len(y)
                 step += 1
+                if lookahead is not None:
+                    lookahead.step(step)
+                    if step == total_steps:
+                        lookahead.finish()
                 for cb in callbacks:
                     cb.on_batch_end(self, step)
             eval_model = ema.model if ema is not None else model
-            val = evaluate(eval_model, val_loader, loss_fn, device, precision, cfg.train.eval_tta)
+            if epoch == cfg.train.epochs or (every and epoch % every == 0):
+                val = evaluate(eval_model, val_loader, loss_fn, device, precision, cfg.train.eval_tta)
+                last_val, last_val_epoch = val, epoch
+            else:
+                val = {"loss": None, "accuracy": None}
             sync(device)
             epoch_time = time.perf_counter() - t0
             train_time += epoch_time
@@ -380,40 +472,62 @@ class Trainer:
             for cb in callbacks:
                 cb.on_epoch_end(self, epoch, metrics)
             value = metrics[best_monitor]
-            improved = value < best_value if best_mode == "min" else value > best_value
+            improved = value is not None and (value < best_value if best_mode == "min" else value > best_value)
             if improved:
                 best_value, best_epoch = value, epoch
             self.log(f"epoch {epoch:>3}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}  "
-                     f"train_acc {metrics['train_accuracy']:.4f}  val_loss {val['loss']:.4f}  "
-                     f"val_acc {val['accuracy']:.4f}  lr {metrics['lr']:.3g}  {epoch_time:.2f}s")
+                     f"train_acc {metrics['train_accuracy']:.4f}  val_loss {_fmt(val['loss'])}  "
+                     f"val_acc {_fmt(val['accuracy'])}  lr {metrics['lr']:.3g}  {epoch_time:.2f}s")
+            save_last = epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or self.should_stop
+            # Under DDP every rank's RNG state (their dropout masks differ), for an exact resume.
+            rngs = dist_utils.all_gather_object(rng_state()) if save_last and self.dist.world_size > 1 else None
             if self.is_main:
                 append_jsonl(self.run_dir / "metrics.jsonl", metrics)
                 state = {"model": eval_model.state_dict(), "epoch": epoch, "config": cfg.to_dict(), "meta": meta,
                          "metrics": metrics}
                 if improved:
                     atomic_torch_save(state, self.run_dir / "checkpoints" / "best.pt")
-                if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or self.should_stop:
+                if save_last:
                     atomic_torch_save({**state, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                        "ema": ema.state_dict() if ema is not None else None,
-                                       "rng": rng_state(), "best_value": best_value, "best_epoch": best_epoch,
+                                       "lookahead": lookahead.state_dict() if lookahead is not None else None,
+                                       "rng": rng_state(), **({"rng_ranks": rngs} if rngs else {}),
+                                       "best_value": best_value, "best_epoch": best_epoch,
                                        "history": history, "train_time_s": train_time, "stopped": self.should_stop,
                                        "callbacks": {type(cb).__name__: cb.state_dict() for cb in callbacks}},
                                       self.run_dir / "checkpoints" / "last.pt")
 
-        # The end: restore the best weights if asked, evaluate, write final.json.
+        # The end: the run's result is its best checkpoint (what eval, predict and finetune use),
+        # unless early stopping was told not to restore it; then it is the last weights.
         for cb in callbacks:
             cb.on_train_end(self)
         final_model = ema.model if ema is not None else model
-        if early is not None and early.restore_best and best_epoch and best_epoch != epoch:
+        if lookahead is not None and not lookahead.finished:  # stopped before the last step
+            lookahead.finish()
+            last_val = None
+        last_epoch_val = last_val if last_val_epoch == epoch else None
+        keep_last = early is not None and not early.restore_best
+        if best_epoch and best_epoch != epoch and not keep_last:
             best = load_checkpoint(self.run_dir / "checkpoints" / "best.pt")
             final_model.load_state_dict(best["model"])
-        val = evaluate(final_model, val_loader, loss_fn, device, precision, cfg.train.eval_tta)
+            row = next(h for h in history if h["epoch"] == best_epoch)
+            val = {"loss": row["val_loss"], "accuracy": row["val_accuracy"], "n": len(bundle.val)}
+        elif last_epoch_val is not None:
+            val = last_epoch_val  # the last epoch's validation already measured these very weights
+        else:
+            val = evaluate(final_model, val_loader, loss_fn, device, precision, cfg.train.eval_tta)
+        if last_epoch_val is None and history:
+            last_epoch_val = {"loss": history[-1]["val_loss"], "accuracy": history[-1]["val_accuracy"]}
         sync(device)
         final = {
             "val_accuracy": val["accuracy"], "val_loss": val["loss"], "best_epoch": best_epoch,
-            "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
+            "best_val_accuracy": max((h["val_accuracy"] for h in history if h["val_accuracy"] is not None),
+                                     default=None),
             "epochs": len(history), "n_train": len(bundle.train), "n_val": val["n"],
             "num_classes": bundle.num_classes, "classes": bundle.classes,
+            "checkpoint": "last.pt" if keep_last or best_epoch in (0, epoch) else "best.pt",
+            "last_val_accuracy": last_epoch_val["accuracy"] if last_epoch_val else None,
+            "last_val_loss": last_epoch_val["loss"] if last_epoch_val else None,
             "train_time_s": round(train_time, 3), "end_to_end_s": round(time.time() - process_start_time(), 3),
             "world_size": self.dist.world_size, "device": str(device), "engine": "torch",
             "stopped_early": bool(early and early.stopped_epoch),
@@ -433,6 +547,13 @@ class Trainer:
         for p in teacher.parameters():
             p.requires_grad_(False)
         return teacher
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """Delete the temp files of atomic writes that a kill interrupted (only one process writes a run)."""
+    for folder in (run_dir, run_dir / "checkpoints"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def repair_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -513,6 +634,56 @@ class EMA:
         self.model.load_state_dict(state)
 
 
+class Lookahead:
+    """Lookahead (Zhang et al., 2019) over the weights and float buffers (batch-norm statistics) of a model.
+
+    Every ``k`` steps the slow copy moves ``alpha_t`` of the way to the fast weights
+    (``slow += alpha_t (fast - slow)``) and the fast weights restart from it; ``finish``
+    leaves the model on the slow weights. ``alpha_t = 1 - (1 - alpha) (t / T)^ramp``
+    with ``ramp > 0`` (no averaging at the start, ``alpha`` at the end), else ``alpha``.
+    """
+
+    def __init__(self, model: nn.Module, cfg, total_steps: int) -> None:
+        self.k, self.alpha, self.ramp = cfg.k, cfg.alpha, cfg.ramp
+        self.total_steps = max(total_steps, 1)
+        self.tensors = [t for t in list(model.parameters()) + list(model.buffers()) if t.is_floating_point()]
+        self.slow = [t.detach().clone() for t in self.tensors]
+        self.finished = False
+
+    @torch.no_grad()
+    def reset(self) -> None:
+        """Make the slow weights the model's current ones."""
+        torch._foreach_copy_(self.slow, [t.detach() for t in self.tensors])
+        self.finished = False
+
+    def alpha_at(self, step: int) -> float:
+        if not self.ramp:
+            return self.alpha
+        return 1.0 - (1.0 - self.alpha) * min(step / self.total_steps, 1.0) ** self.ramp
+
+    @torch.no_grad()
+    def step(self, step: int) -> None:
+        if step % self.k:
+            return
+        fast = [t.detach() for t in self.tensors]
+        torch._foreach_lerp_(self.slow, fast, self.alpha_at(step))
+        torch._foreach_copy_(fast, self.slow)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        torch._foreach_copy_([t.detach() for t in self.tensors], self.slow)
+        self.finished = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"slow": self.slow, "finished": self.finished}
+
+    @torch.no_grad()
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for mine, saved in zip(self.slow, state["slow"]):
+            mine.copy_(saved)
+        self.finished = state.get("finished", False)
+
+
 def train(cfg: Config, *, quiet: bool = False, log: Callable[[str], None] | None = None,
           callbacks: list[Callback] | None = None) -> RunResult:
     """Train a new run from a config; returns the run folder and final metrics."""
@@ -529,7 +700,7 @@ def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, qu
     path = check_run_dir(run_dir, need_checkpoint=False)
     raw = apply_overrides(read_yaml(path / "config.yaml"), overrides or [])
     cfg = validate(raw)
-    if overrides:
+    if overrides and dist_utils.is_main_process():  # under torchrun only rank 0 writes
         atomic_write_text(path / "config.yaml", dump_yaml(cfg.to_dict()))
     if cfg.train.engine == "reference":
         from cnnkit.reference.trainer import train_reference
