@@ -411,7 +411,9 @@ def load_quantized(source: str | Path) -> tuple["nn.Module", dict[str, Any]]:
     cfg = validate(ckpt["config"])
     meta = ckpt["meta"]
     shape = tuple(meta["input_shape"])
-    model = create_model(cfg.model, shape, len(meta["classes"]))
+    from cnnkit.models.weights import without_weights
+
+    model = create_model(without_weights(cfg.model), shape, len(meta["classes"]))
     with _quiet_quantization():
         q, _ = _prepare(model, shape)
         tq.convert(q, inplace=True)

@@ -19,6 +19,7 @@ from torch import nn
 from cnnkit.config import validate
 from cnnkit.errors import UserError
 from cnnkit.models import create_model
+from cnnkit.models.weights import without_weights
 from cnnkit.rundir import check_run_dir, load_checkpoint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -50,7 +51,8 @@ def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu"
         raise UserError(f"{str(path)!r} is not a cnnkit checkpoint (it lacks model, config or meta)")
     cfg = validate(ckpt["config"])
     meta = ckpt["meta"]
-    model = create_model(cfg.model, tuple(meta["input_shape"]), len(meta["classes"]))
+    # The checkpoint holds the trained weights: never fetch model.pretrained / model.weights again.
+    model = create_model(without_weights(cfg.model), tuple(meta["input_shape"]), len(meta["classes"]))
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     return model, {**meta, "config": cfg, "checkpoint": str(path), "epoch": ckpt.get("epoch")}

@@ -71,6 +71,8 @@ def create_model(cfg: "ModelConfig", input_shape: tuple[int, int, int], num_clas
 
     A layer list whose final dense layer has a different width than the data's
     class count gets its head sized to the data (and says so on stderr).
+    ``model.pretrained`` / ``model.weights`` are loaded last (see :mod:`cnnkit.models.weights`);
+    rebuilding a trained run passes ``without_weights(cfg)`` instead.
     """
     import sys
 
@@ -91,4 +93,8 @@ def create_model(cfg: "ModelConfig", input_shape: tuple[int, int, int], num_clas
             raise UserError(f"model {cfg.name!r} expects square inputs, got {h}x{w}; set data.image_size")
         model = get_model(cfg.name, num_classes=num_classes, in_chans=c, input_size=h, **cfg.options)
     init_weights(model, cfg.init.scheme, cfg.init.distribution, cfg.init.scale)
+    if cfg.pretrained is not None or cfg.weights is not None:
+        from cnnkit.models.weights import load_weights
+
+        load_weights(model, cfg)
     return model

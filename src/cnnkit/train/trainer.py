@@ -264,7 +264,14 @@ class Trainer:
                             f"(got {cfg.train.eval_every})")
 
         # Data.
-        bundle = self._bundle_override or load_data(cfg.data)
+        bundle = self._bundle_override
+        if bundle is None:
+            bundle = load_data(cfg.data)
+            from cnnkit.models.weights import normalisation_for
+
+            norm = normalisation_for(cfg.model, bundle.input_shape[0])
+            if norm is not None:  # pretrained weights expect the normalisation they were trained with
+                bundle.mean, bundle.std = norm
         input_shape = input_shape_for(cfg, bundle)
         from cnnkit.data.loaders import make_loader
 
@@ -284,7 +291,13 @@ class Trainer:
         n_train = len(bundle.train)
 
         # Model, loss, optimiser, schedule.
-        model = self._model_override or create_model(cfg.model, input_shape, bundle.num_classes)
+        if self._model_override is not None:
+            model = self._model_override
+        else:  # a resumed run loads its own checkpoint instead of the starting weights
+            from cnnkit.models.weights import without_weights
+
+            model = create_model(without_weights(cfg.model) if self.resume else cfg.model, input_shape,
+                                 bundle.num_classes)
         model = model.to(device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)

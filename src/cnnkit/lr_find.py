@@ -1,0 +1,279 @@
+"""``cnnkit lr-find``: the learning-rate range test (Smith, 2017, "Cyclical learning rates", section 3.3).
+
+Train the config's model for up to ``steps`` mini-batches while the learning
+rate grows exponentially from ``start`` to ``end``
+(``lr_i = start * (end / start) ** (i / (steps - 1))``), recording the loss of
+each batch. The curve is smoothed with a bias-corrected exponential moving
+average (``beta = 1 - 10 / steps``, i.e. about a tenth of the sweep, at most
+fastai's 0.98: a fixed 0.98 lags a 100-step sweep by tens of steps), and the
+test stops early once the smoothed loss exceeds 4x its lowest value (or turns
+non-finite).
+
+The suggested rate is the **steepest descent** of the smoothed loss: the rate
+where d(loss)/d(log10 lr), taken over a window of a twentieth of the curve on
+either side, is most negative, searched between the first tenth of the curve
+and the minimum.
+The rate at the minimum divided by 10 (fastai's older rule) is printed too.
+When the curve is too short to take a slope, the suggestion falls back to
+min/10 and says so.
+
+Nothing is saved but the plot: the model is built fresh (from
+``model.pretrained``/``model.weights`` when set) and thrown away, and no run
+folder is touched.
+
+Example::
+
+    result = lr_find(load_config("configs/lenet5_mnist5k.yaml"), start=1e-6, end=1.0, steps=80)
+    result.suggestion, result.method     # e.g. 0.0032, 'steepest'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.config import Config
+from cnnkit.errors import UserError
+
+
+@dataclass
+class LRFindResult:
+    lrs: list[float]
+    losses: list[float]             # the raw loss of each batch
+    smoothed: list[float]           # bias-corrected exponential moving average
+    suggestion: float
+    method: str                     # "steepest" or "min/10"
+    min_lr: float                   # the rate at the smallest smoothed loss
+    stopped: str                    # why the sweep ended
+    start: float = 0.0
+    end: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"suggestion": self.suggestion, "method": self.method, "min_lr": self.min_lr,
+                "min_lr_div_10": self.min_lr / 10, "steps": len(self.lrs), "start": self.start, "end": self.end,
+                "stopped": self.stopped, "lrs": self.lrs, "losses": self.losses, "smoothed": self.smoothed}
+
+
+def smooth(losses: list[float], beta: float = 0.98) -> list[float]:
+    """Bias-corrected exponential moving average: ``avg_i / (1 - beta ** (i + 1))``."""
+    out, avg = [], 0.0
+    for i, v in enumerate(losses):
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+def suggest(lrs: list[float], smoothed: list[float]) -> tuple[float, str, float]:
+    """(suggested lr, method, lr at the minimum).
+
+    ``steepest``: the most negative slope of the smoothed loss against log10(lr),
+    each slope taken over a window of about a twentieth of the curve on either
+    side (so one noisy batch cannot make it), between the first tenth of the
+    curve and the minimum. ``min/10`` when that stretch is too short.
+    """
+    lr = np.asarray(lrs, dtype=np.float64)
+    sm = np.asarray(smoothed, dtype=np.float64)
+    k = int(np.nanargmin(sm))
+    min_lr = float(lr[k])
+    n = len(sm)
+    w = max(1, n // 20)
+    lo = max(n // 10, w)
+    hi = k - w  # centres whose window ends at or before the minimum
+    if hi - lo >= 1:
+        x = np.log10(lr)
+        centres = np.arange(lo, hi + 1)
+        slopes = (sm[centres + w] - sm[centres - w]) / (x[centres + w] - x[centres - w])
+        return float(lr[centres[int(np.argmin(slopes))]]), "steepest", min_lr
+    return min_lr / 10, "min/10", min_lr
+
+
+def default_beta(steps: int) -> float:
+    """Smoothing over about a tenth of the sweep (0.9 for 100 steps), at most fastai's 0.98."""
+    return min(0.98, max(0.0, 1.0 - 10.0 / steps))
+
+
+def lr_find(cfg: Config, *, start: float = 1e-7, end: float = 10.0, steps: int = 100, beta: float | None = None,
+            diverge: float = 4.0, log: Callable[[str], None] | None = None) -> LRFindResult:
+    """Run the range test on ``cfg``'s data, model, optimiser and loss."""
+    from cnnkit.data import load_data
+    from cnnkit.data.loaders import make_loader
+    from cnnkit.models import create_model
+    from cnnkit.models.weights import load_weights, normalisation_for, without_weights
+    from cnnkit.train.losses import make_loss
+    from cnnkit.train.optim import create as create_optimizer
+    from cnnkit.train.trainer import autocast, input_shape_for, penalty, resolve_device, seed_everything
+
+    if not (start > 0 and end > start):
+        raise UserError(f"--start and --end must satisfy 0 < start < end, got start={start:g} end={end:g}")
+    if steps < 5:
+        raise UserError(f"--steps must be at least 5, got {steps}")
+    if cfg.train.engine != "torch":
+        raise UserError("lr-find runs on the torch engine; remove train.engine=reference")
+    say = log or (lambda s: print(s, file=sys.stderr))
+    beta = default_beta(steps) if beta is None else beta
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    device = resolve_device(cfg.train.device)
+    bundle = load_data(cfg.data)
+    shape = input_shape_for(cfg, bundle)
+    norm = normalisation_for(cfg.model, shape[0])
+    if norm is not None:  # the normalisation pretrained weights expect
+        bundle = replace(bundle, mean=norm[0], std=norm[1])
+    model = create_model(without_weights(cfg.model), shape, bundle.num_classes)
+    load_weights(model, cfg.model, log=lambda s: say(s))
+    model.to(device).train()
+    loader = make_loader(bundle.train, batch_size=cfg.data.batch_size, mean=bundle.mean, std=bundle.std,
+                         shuffle=True, seed=cfg.train.seed, device=device, augment=cfg.augment,
+                         num_workers=cfg.data.num_workers, channels_last=cfg.train.channels_last)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = make_loss(cfg.train.loss, cfg.regularization.label_smoothing)
+    optimizer = create_optimizer(cfg.optim.name, [p for p in model.parameters() if p.requires_grad], lr=start,
+                                 **cfg.optim.hyper())
+    l1, l2, clip = cfg.regularization.l1, cfg.regularization.l2, cfg.regularization.grad_clip
+
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    avg, best, stopped = 0.0, math.inf, f"reached --end {end:g}"
+    epoch = 1
+    loader.set_epoch(epoch)
+    batches = iter(loader)
+    ratio = end / start
+    for i in range(steps):
+        lr = start * ratio ** (i / (steps - 1))
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            epoch += 1
+            loader.set_epoch(epoch)
+            batches = iter(loader)
+            x, y = next(batches)
+        with autocast(device, cfg.train.precision):
+            logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            if l1 or l2:
+                loss = loss + penalty(model, l1, l2)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            stopped = f"the loss became {value} at lr {lr:.3g}"
+            break
+        avg = beta * avg + (1 - beta) * value
+        s = avg / (1 - beta ** (i + 1))
+        lrs.append(lr)
+        losses.append(value)
+        smoothed.append(s)
+        best = min(best, s)
+        if i > 0 and s > diverge * best:
+            stopped = f"smoothed loss above {diverge:g}x its minimum at lr {lr:.3g}"
+            break
+    if len(lrs) < 2:
+        raise UserError(f"the loss diverged at once (at lr {start:g}); lower --start")
+    suggestion, method, min_lr = suggest(lrs, smoothed)
+    result = LRFindResult(lrs, losses, smoothed, suggestion, method, min_lr, stopped, start, end)
+    if min_lr / 10 < start:
+        result.notes.append(f"the minimum is at the start of the sweep; min/10 ({min_lr / 10:.3g}) is below "
+                            f"--start, so try a lower --start")
+    return result
+
+
+def plot(result: LRFindResult, path: str, title: str = "learning-rate range test") -> None:
+    """Loss against learning rate (log x): the raw and smoothed losses, the suggestion and min/10 marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    ax.plot(result.lrs, result.losses, color="0.75", lw=0.8, label="loss per batch")
+    ax.plot(result.lrs, result.smoothed, color="C0", lw=1.8, label="smoothed loss")
+    idx = int(np.argmin(np.abs(np.log(result.lrs) - math.log(result.suggestion))))
+    ax.scatter([result.lrs[idx]], [result.smoothed[idx]], color="C3", zorder=3,
+               label=f"suggested {result.suggestion:.2g} ({result.method})")
+    ax.axvline(result.min_lr / 10, color="C2", ls="--", lw=1, label=f"min/10 {result.min_lr / 10:.2g}")
+    ax.set_xscale("log")
+    lo = min(min(result.smoothed), min(result.losses))
+    hi = max(result.smoothed[0], min(result.smoothed) * 2.0)
+    ax.set_ylim(lo - 0.05 * abs(lo), hi * 1.15)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as e:
+        raise UserError(f"cannot write the plot {path!r}: {e}") from None
+    finally:
+        plt.close(fig)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = subparsers.add_parser(
+        "lr-find", help="learning-rate range test: suggest optim.lr and plot loss against lr",
+        formatter_class=fmt,
+        description="The learning-rate range test (Smith, 2017): train the config's model on mini-batches while "
+                    "the learning rate grows exponentially from --start to --end, smooth the loss, stop when it "
+                    "exceeds 4x its minimum, and suggest the rate of steepest descent of the smoothed loss "
+                    "(min/10 is printed too). Uses the config's optimiser, loss and data; writes no run folder.",
+        epilog="examples:\n  cnnkit lr-find configs/lenet5_mnist5k.yaml\n"
+               "  cnnkit lr-find configs/lenet5_mnist5k.yaml optim.name=momentum --start 1e-5 --end 1 "
+               "--steps 80 --plot lr.png\n"
+               "  cnnkit lr-find my.yaml model.weights=runs/x --format json")
+    p.add_argument("config", nargs="?", help="YAML config file (a key=value here is taken as an override)")
+    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. optim.name=momentum")
+    p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
+    p.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--steps", type=int, default=100, help="mini-batches, at most (default 100)")
+    p.add_argument("--plot", metavar="FILE.png", default="lr_find.png",
+                   help="where to save the plot (default lr_find.png; 'none' for no plot)")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_lr_find)
+    return p
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from cnnkit.cli import _split_config_and_overrides
+    from cnnkit.config import load_config
+
+    config, overrides = _split_config_and_overrides(args.config, args.overrides)
+    cfg = load_config(config, overrides)
+    result = lr_find(cfg, start=args.start, end=args.end, steps=args.steps)
+    plot_path = None if str(args.plot).lower() == "none" else args.plot
+    if plot_path:
+        plot(result, plot_path, title=f"lr range test: {cfg.model.name or 'layer list'} on {cfg.data.name}, "
+                                      f"{cfg.optim.name}")
+    if args.format == "json":
+        print(json.dumps({**result.to_dict(), "plot": plot_path, "notes": result.notes}, indent=2))
+        return 0
+    print(f"{len(result.lrs)} steps from {result.lrs[0]:.3g} to {result.lrs[-1]:.3g} ({result.stopped})")
+    print(f"lowest smoothed loss {min(result.smoothed):.4f} at lr {result.min_lr:.3g}")
+    how = ("steepest descent of the smoothed loss" if result.method == "steepest"
+           else "min/10: the curve was too short for a slope")
+    print(f"suggested lr: {result.suggestion:.3g} ({how}); min/10: {result.min_lr / 10:.3g}")
+    for n in result.notes:
+        print(f"note: {n}")
+    if plot_path:
+        print(f"plot: {plot_path}")
+    print(f"use it with: optim.lr={result.suggestion:.2g}")
+    return 0
