@@ -108,6 +108,19 @@ def _per_class(ds: Any, n: int, seed: int) -> Any:
     return select(ds, torch.cat(keep).sort().values)
 
 
+def resize(data: TensorData, size: int) -> TensorData:
+    """Images resized to ``size`` x ``size`` (bilinear, antialiased), still uint8."""
+    import torch.nn.functional as F
+
+    out = []
+    for i in range(0, len(data), 4096):
+        x = F.interpolate(data.images[i:i + 4096].float(), size=(size, size), mode="bilinear",
+                          antialias=True, align_corners=False)
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    images = torch.cat(out) if out else data.images.new_zeros((0, data.images.shape[1], size, size))
+    return TensorData(images, data.labels)
+
+
 def load_data(cfg: DataConfig) -> DataBundle:
     """Build the dataset named by ``cfg.name``, cut the held-out split and apply class subsets."""
     _load_families()
@@ -139,10 +152,15 @@ def load_data(cfg: DataConfig) -> DataBundle:
         pool = _per_class(pool, cfg.per_class, cfg.split_seed)
     if cfg.subset is not None and cfg.subset < len(pool):
         pool = select(pool, torch.arange(cfg.subset))
+    input_shape = tuple(bundle.input_shape)
+    if cfg.image_size is not None and isinstance(pool, TensorData) and input_shape[1:] != (cfg.image_size,) * 2:
+        pool, val = resize(pool, cfg.image_size), resize(val, cfg.image_size)
+        test = resize(test, cfg.image_size) if isinstance(test, TensorData) else test
+        input_shape = (input_shape[0], cfg.image_size, cfg.image_size)
     mean, std = bundle.mean, bundle.std
     if not mean:
         if not isinstance(pool, TensorData):
             raise AssertionError(f"dataset {cfg.name} must give its normalisation")
         mean, std = channel_stats(pool.images)
-    return DataBundle(pool, val, test, classes, bundle.input_shape, tuple(mean), tuple(std),
+    return DataBundle(pool, val, test, classes, input_shape, tuple(mean), tuple(std),
                       DATASETS.entry(cfg.name).description, bundle.extra)
