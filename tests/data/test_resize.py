@@ -1,5 +1,7 @@
 """data.image_size resizes in-memory datasets, so a 28x28 network can train on 8x8 digits."""
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
@@ -21,7 +23,8 @@ def test_image_size_resizes_every_split_of_an_in_memory_dataset():
 def test_lenet_recipe_runs_on_digits_resized_to_28(tmp_path):
     from cnnkit.train.trainer import train
 
-    cfg = load_config("configs/lenet5_mnist5k.yaml", [
+    recipe = Path(__file__).resolve().parents[2] / "configs" / "lenet5_mnist5k.yaml"
+    cfg = load_config(recipe, [
         "data.name=digits", "data.image_size=28", "train.epochs=1", f"train.runs_dir={tmp_path}",
         "train.device=cpu"])
     result = train(cfg, quiet=True)

@@ -416,7 +416,7 @@ class Trainer:
             model.train()
             self._loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             self._correct = torch.zeros((), device=device, dtype=torch.float64)
-            self._seen = torch.zeros((), device=device, dtype=torch.float64)
+            self._seen = 0
             for i, (x, y) in enumerate(train_loader):
                 factor = schedule(step / total_steps)
                 for g, base in zip(optimizer.param_groups, base_lrs):
@@ -454,11 +454,12 @@ class Trainer:
                     optimizer.step()
                 if ema is not None:
                     ema.update(model)
-                if len(y):  # not this rank's empty slice of the last global batch
-                    with torch.no_grad():
-                        self._loss_sum += loss.detach().double() * len(y)
-                        self._correct += (logits.argmax(1) == y).sum()
-                        self._seen += len(y)
+                n = len(y)
+                if n:  # not this rank's empty slice of the last global batch
+                    # Running sums stay on the device: no synchronisation inside the epoch.
+                    self._loss_sum.add_(loss.detach(), alpha=n)
+                    self._correct.add_((logits.detach().argmax(1) == y).sum())
+                    self._seen += n
                 step += 1
                 if lookahead is not None:
                     lookahead.step(step)
@@ -476,7 +477,8 @@ class Trainer:
             epoch_time = time.perf_counter() - t0
             train_time += epoch_time
 
-            totals = dist_utils.all_reduce_sum(torch.stack([self._loss_sum, self._correct, self._seen]))
+            seen = torch.tensor(float(self._seen), device=device, dtype=torch.float64)
+            totals = dist_utils.all_reduce_sum(torch.stack([self._loss_sum, self._correct, seen]))
             n = max(float(totals[2]), 1.0)
             metrics = {"epoch": epoch, "train_loss": float(totals[0]) / n, "train_accuracy": float(totals[1]) / n,
                        "val_loss": val["loss"], "val_accuracy": val["accuracy"],
