@@ -236,11 +236,11 @@ class ReferenceTrainer:
         from cnnkit.data.loaders import make_loader
         from cnnkit.train.callbacks import EarlyStopping, ProgressBar
         from cnnkit.train.schedules import make_schedule
-        from cnnkit.train.trainer import (RunResult, input_shape_for, repair_metrics, rng_state, run_meta,
-                                          seed_everything, set_rng_state, summary_text)
+        from cnnkit.train.trainer import (RunResult, input_shape_for, process_start_time, remove_temp_files,
+                                          repair_metrics, rng_state,
+                                          run_meta, seed_everything, set_rng_state, summary_text)
 
         cfg = self.cfg
-        t_start = time.perf_counter()
         check_reference_config(cfg)
         layer_list(cfg.model)  # a registered torch network fails here, before any data is loaded
         seed_everything(cfg.train.seed, cfg.train.deterministic)
@@ -303,6 +303,7 @@ class ReferenceTrainer:
                 history = ckpt["history"]
                 train_time = ckpt.get("train_time_s", 0.0)
                 self.should_stop = ckpt.get("stopped", False)
+            remove_temp_files(self.run_dir)
             repair_metrics(self.run_dir, history)
             self.log(f"resuming {self.run_dir} at epoch {start_epoch}/{cfg.train.epochs}")
         else:
@@ -374,25 +375,34 @@ class ReferenceTrainer:
             if improved:
                 atomic_torch_save(state, self.run_dir / "checkpoints" / "best.pt")
             if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or self.should_stop:
-                atomic_torch_save({**state, "optimizer": optimizer_state_dict(optimizer, names), "ema": None,
+                atomic_torch_save({**state, "optimizer": optimizer_state_dict(optimizer, names), "ema": None, "lookahead": None,
                                    "rng": {**rng_state(), "reference": net.rng.bit_generator.state},
                                    "best_value": best_value, "best_epoch": best_epoch, "history": history,
                                    "train_time_s": train_time, "stopped": self.should_stop,
                                    "callbacks": {type(cb).__name__: cb.state_dict() for cb in callbacks}},
                                   self.run_dir / "checkpoints" / "last.pt")
 
-        # The end: restore the best weights if asked, evaluate, write final.json.
+        # The end, as in the torch trainer: the result is the best checkpoint (what eval and predict
+        # use) unless early stopping was told not to restore it.
         for cb in callbacks:
             cb.on_train_end(self)
-        if early is not None and early.restore_best and best_epoch and best_epoch != epoch:
+        last = history[-1] if history else None
+        keep_last = early is not None and not early.restore_best
+        if best_epoch and best_epoch != epoch and not keep_last:
             net.load_state_dict(load_checkpoint(self.run_dir / "checkpoints" / "best.pt")["model"])
-        val = evaluate_reference(net, val_loader, loss_fn)
+            row = next(h for h in history if h["epoch"] == best_epoch)
+            val = {"loss": row["val_loss"], "accuracy": row["val_accuracy"], "n": len(bundle.val)}
+        else:
+            val = evaluate_reference(net, val_loader, loss_fn)
         final = {
             "val_accuracy": val["accuracy"], "val_loss": val["loss"], "best_epoch": best_epoch,
             "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
             "epochs": len(history), "n_train": len(bundle.train), "n_val": val["n"],
             "num_classes": bundle.num_classes, "classes": bundle.classes,
-            "train_time_s": round(train_time, 3), "end_to_end_s": round(time.perf_counter() - t_start, 3),
+            "checkpoint": "last.pt" if keep_last or best_epoch in (0, epoch) else "best.pt",
+            "last_val_accuracy": last["val_accuracy"] if last else None,
+            "last_val_loss": last["val_loss"] if last else None,
+            "train_time_s": round(train_time, 3), "end_to_end_s": round(time.time() - process_start_time(), 3),
             "world_size": 1, "device": "cpu", "engine": "reference",
             "stopped_early": bool(early and early.stopped_epoch),
         }
