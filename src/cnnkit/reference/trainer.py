@@ -201,6 +201,14 @@ def check_reference_config(cfg: Config) -> None:
     f = cfg.finetune
     if f.freeze != "none" or f.lr_mult or f.unfreeze_at:
         problems.append("finetune settings")
+    if t.lookahead is not None:
+        problems.append("train.lookahead")
+    if t.eval_every != 1:
+        problems.append(f"train.eval_every={t.eval_every}")
+    if cfg.optim.norm_lr_mult != 1.0 or cfg.optim.norm_weight_decay is not None:
+        problems.append("optim.norm_lr_mult / optim.norm_weight_decay")
+    if cfg.model.data_init and cfg.model.name == "fastnet":
+        problems.append("model.data_init")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         problems.append("several processes (torchrun)")
     if problems:
@@ -332,6 +340,9 @@ class ReferenceTrainer:
             for cb in callbacks:
                 cb.on_epoch_begin(self, epoch)
             train_loader.set_epoch(epoch)
+            augment_set_epoch = getattr(getattr(train_loader, "augment", None), "set_epoch", None)
+            if augment_set_epoch is not None:  # alternating flip follows the epoch
+                augment_set_epoch(epoch)
             t0 = time.perf_counter()
             self._loss_sum = self._correct = self._seen = 0.0
             for x, y in train_loader:
