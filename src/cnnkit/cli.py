@@ -132,6 +132,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         result = resume(args.resume, overrides, quiet=args.quiet)
     else:
         result = train(load_config(config, overrides), quiet=args.quiet)
+    return report_run(result)
+
+
+def report_run(result) -> int:
+    """Print a finished run's held-out accuracy, then (last line) its folder; rank 0 only."""
     from cnnkit.train.distributed import is_main_process
 
     if result.run_dir is None or not is_main_process():  # a non-zero DDP rank: rank 0 reports

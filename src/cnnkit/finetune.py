@@ -467,14 +467,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    from cnnkit.cli import _split_config_and_overrides
+    from cnnkit.cli import _split_config_and_overrides, report_run
 
     config, overrides = _split_config_and_overrides(args.config, args.overrides)
-    result = finetune(args.source, config, overrides, quiet=args.quiet)
-    if result.run_dir is None:  # a non-zero DDP rank
-        return 0
-    f = result.final
-    print(f"held-out accuracy: {f['val_accuracy']:.4f} (val_loss {f['val_loss']:.4f}, {f['n_val']} images, "
-          f"best epoch {f['best_epoch']}, {f['epochs']} epochs, training {f['train_time_s']:.1f}s)")
-    print(result.run_dir)
-    return 0
+    return report_run(finetune(args.source, config, overrides, quiet=args.quiet))

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnkit.nn.layers import Conv2d, GlobalAvgPool, GlobalMaxPool, L2Pool2d, pair
+from cnnkit.nn.layers import GlobalAvgPool, GlobalMaxPool, L2Pool2d, pair
 
 _WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, L2Pool2d, nn.Conv1d)
 _GLOBAL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, GlobalAvgPool, GlobalMaxPool, nn.Flatten)

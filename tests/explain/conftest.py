@@ -1,25 +1,11 @@
-"""Test setup for ``cnnkit explain``: ``src/`` importable, torch on one thread, and a
-``cli`` fixture that builds the argparse wiring the way the main CLI does."""
+"""Test setup for ``cnnkit explain``: a ``cli`` fixture that builds the argparse wiring the
+way the main CLI does."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import pytest
-
-try:  # pragma: no cover - depends on how the package is installed
-    import cnnkit  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-
-try:
-    import torch
-
-    torch.set_num_threads(1)
-except ImportError:  # pragma: no cover
-    pass
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,12 +22,8 @@ __all__ = ["DATASETS", "DataBundle", "TensorData", "TensorLoader", "list_dataset
 
 
 def _load_families() -> None:
-    from cnnkit.data import builtin  # noqa: F401
-    try:
-        from cnnkit.data import torchvision_sets  # noqa: F401
-    except ImportError as e:  # pragma: no cover - only while it is being written
-        if "torchvision_sets" not in str(e):
-            raise
+    # Importing a family module registers its datasets.
+    from cnnkit.data import builtin, torchvision_sets  # noqa: F401
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:

@@ -24,7 +24,6 @@ Example::
 from __future__ import annotations
 
 import inspect
-import math
 import os
 from typing import Any
 

@@ -36,7 +36,7 @@ from cnnkit.models import create_model
 from cnnkit.rundir import (append_jsonl, atomic_torch_save, check_run_dir, git_revision, load_checkpoint,
                            new_run_dir, read_metrics, write_json)
 from cnnkit.train import distributed as dist_utils
-from cnnkit.train.callbacks import Callback, EarlyStopping, ProgressBar, monitor_mode
+from cnnkit.train.callbacks import Callback, EarlyStopping, ProgressBar
 from cnnkit.train.losses import make_loss
 from cnnkit.train.optim import create as create_optimizer
 from cnnkit.train.schedules import make_schedule
