@@ -519,3 +519,21 @@ def test_suggest_picks_the_steepest_descent():
     assert method == "steepest" and 10 ** -3.3 <= lr <= 10 ** -2.7
     lr, method, _ = suggest(lrs[:4], losses[:4][::-1])
     assert method == "min/10"
+
+
+def test_resuming_a_finetuned_run_keeps_its_freezing_and_unfreezing(tmp_path, digits_source):
+    from cnnkit.train.trainer import resume
+
+    src = state_of(digits_source, "best")
+    run = ft(digits_source, tmp_path, "finetune.freeze=backbone", "finetune.unfreeze_at={conv2: 3}",
+             "train.epochs=2").run_dir
+    after2 = state_of(run)
+    assert torch.equal(after2["conv2.weight"], src["conv2.weight"])  # frozen in epochs 1-2
+    resume(run, ["train.epochs=3"], quiet=True)
+    after3 = state_of(run)
+    # Epoch 3 (after the resume) unfreezes conv2 onwards; conv1 and its batch-norm statistics stay frozen.
+    assert not torch.equal(after3["conv2.weight"], after2["conv2.weight"])
+    assert torch.equal(after3["conv1.weight"], src["conv1.weight"])
+    assert torch.equal(after3["batchnorm1.running_mean"], src["batchnorm1.running_mean"])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]

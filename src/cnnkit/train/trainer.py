@@ -721,4 +721,17 @@ def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, qu
         from cnnkit.reference.trainer import train_reference
 
         return train_reference(cfg, quiet=quiet, log=log, run_dir=path, resume=True)
+    f = cfg.finetune
+    if f.freeze != "none" or f.lr_mult or f.unfreeze_at:
+        # A fine-tuned run resumes with its freezing, learning-rate groups and unfreezing schedule.
+        from cnnkit.finetune import FinetuneCallback, FinetunePlan
+
+        callback = FinetuneCallback(None)  # type: ignore[arg-type]
+
+        def groups(model: nn.Module) -> list[dict[str, Any]]:
+            callback.plan = FinetunePlan(model, f, cfg.train.epochs)
+            return callback.plan.param_groups(model)
+
+        return Trainer(cfg, run_dir=path, resume=True, quiet=quiet, log=log, param_groups=groups,
+                       callbacks=[callback]).fit()
     return Trainer(cfg, run_dir=path, resume=True, quiet=quiet, log=log).fit()
