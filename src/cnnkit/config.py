@@ -324,18 +324,24 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+def load_yaml_file(path: str | os.PathLike, what: str = "config file") -> Any:
+    """Parse a YAML file the user named; a missing, unreadable or malformed file is a UserError."""
     p = Path(path)
     if not p.exists():
-        raise UserError(f"config file {str(p)!r} does not exist")
+        raise UserError(f"{what} {str(p)!r} does not exist")
     if p.is_dir():
-        raise UserError(f"config path {str(p)!r} is a folder; expected a YAML file")
+        raise UserError(f"{what} {str(p)!r} is a folder; expected a YAML file")
     try:
-        data = yaml.safe_load(p.read_text())
+        return yaml.safe_load(p.read_text())
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read config file {str(p)!r}: {e}") from None
+        raise UserError(f"cannot read {what} {str(p)!r}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {e}") from None
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    data = load_yaml_file(p)
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -54,7 +54,7 @@ from typing import Any, Callable
 
 import yaml
 
-from cnnkit.config import apply_overrides, atomic_write_text, dump_yaml, read_yaml, validate
+from cnnkit.config import apply_overrides, atomic_write_text, dump_yaml, load_yaml_file, read_yaml, validate
 from cnnkit.errors import ConfigError, UserError
 
 METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
@@ -207,15 +207,7 @@ def load_space(path: str | os.PathLike, base: dict[str, Any], grid: bool) -> lis
     loader's own error.
     """
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"space file {str(p)!r} does not exist" if not p.exists()
-                        else f"space file {str(p)!r} is a folder; expected a YAML file")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read space file {str(p)!r}: {e}") from None
-    except yaml.YAMLError as e:
-        raise UserError(f"space file {str(p)!r} is not valid YAML: {e}") from None
+    data = load_yaml_file(p, "space file")
     params = parse_space(data, f"space file {str(p)!r}")
     for prm in params:
         for v in prm.config_values():

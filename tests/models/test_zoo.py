@@ -8,28 +8,13 @@ input with a batch of 2 (ImageNet-shaped networks at 32 px), on at most 2 thread
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-try:  # pragma: no cover - depends on how the package is installed
-    import cnnkit  # noqa: F401
-except ImportError:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-
 from cnnkit.errors import UserError
 from cnnkit.models import MODELS, Classifier, get_model, list_models
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(min(2, before))
-    yield
-    torch.set_num_threads(before)
 
 
 def _n_params(model: nn.Module) -> int:

@@ -242,7 +242,7 @@ class ReferenceTrainer:
     def fit(self):
         from cnnkit.data import load_data
         from cnnkit.data.loaders import make_loader
-        from cnnkit.train.callbacks import EarlyStopping, ProgressBar
+        from cnnkit.train.callbacks import standard_callbacks
         from cnnkit.train.schedules import make_schedule
         from cnnkit.train.trainer import (RunResult, input_shape_for, process_start_time, remove_temp_files,
                                           repair_metrics, rng_state,
@@ -276,15 +276,8 @@ class ReferenceTrainer:
         total_steps = self.steps_per_epoch * cfg.train.epochs
 
         # Callbacks.
-        callbacks: list = [ProgressBar(enabled=None if not self.quiet else False)]
-        early = None
-        if cfg.regularization.early_stopping is not None:
-            es = cfg.regularization.early_stopping
-            early = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta, es.restore_best)
-            callbacks.append(early)
-        callbacks += self.extra_callbacks
-        best_monitor = early.monitor if early else "val_accuracy"
-        best_mode = early.mode if early else "max"
+        callbacks, early, best_monitor, best_mode = standard_callbacks(
+            cfg, progress=None if not self.quiet else False, extra=self.extra_callbacks)
 
         # Run folder, or the state of the run being resumed (the same helpers as the torch trainer).
         start_epoch, best_value, best_epoch, history = 1, (math.inf if best_mode == "min" else -math.inf), 0, []

@@ -102,3 +102,17 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+def standard_callbacks(cfg, *, progress: bool | None, extra: list[Callback] | None = None
+                       ) -> tuple[list[Callback], EarlyStopping | None, str, str]:
+    """The callbacks every engine runs for a config: a progress bar, early stopping if configured,
+    then ``extra``. Returns them with the early stopper and the (metric, mode) that picks best.pt."""
+    callbacks: list[Callback] = [ProgressBar(enabled=progress)]
+    early = None
+    if cfg.regularization.early_stopping is not None:
+        es = cfg.regularization.early_stopping
+        early = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta, es.restore_best)
+        callbacks.append(early)
+    callbacks += extra or []
+    return callbacks, early, (early.monitor if early else "val_accuracy"), (early.mode if early else "max")

@@ -36,7 +36,7 @@ from cnnkit.models import create_model
 from cnnkit.rundir import (append_jsonl, atomic_torch_save, check_run_dir, git_revision, load_checkpoint,
                            new_run_dir, read_metrics, write_json)
 from cnnkit.train import distributed as dist_utils
-from cnnkit.train.callbacks import Callback, EarlyStopping, ProgressBar
+from cnnkit.train.callbacks import Callback, standard_callbacks
 from cnnkit.train.losses import make_loss
 from cnnkit.train.optim import create as create_optimizer
 from cnnkit.train.schedules import make_schedule
@@ -331,15 +331,8 @@ class Trainer:
             step_fn = torch.compile(train_model, mode=None if cfg.train.compile == "default" else "max-autotune")
 
         # Callbacks.
-        callbacks: list[Callback] = [ProgressBar(enabled=None if not self.quiet and self.is_main else False)]
-        early = None
-        if cfg.regularization.early_stopping is not None:
-            es = cfg.regularization.early_stopping
-            early = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta, es.restore_best)
-            callbacks.append(early)
-        callbacks += self.extra_callbacks
-        best_monitor = early.monitor if early else "val_accuracy"
-        best_mode = early.mode if early else "max"
+        callbacks, early, best_monitor, best_mode = standard_callbacks(
+            cfg, progress=None if not self.quiet and self.is_main else False, extra=self.extra_callbacks)
 
         # Run folder, or the state of the run being resumed.
         start_epoch, best_value, best_epoch, history = 1, (math.inf if best_mode == "min" else -math.inf), 0, []
