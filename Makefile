@@ -4,12 +4,20 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: demo test setup setup-dev bench clean
+.PHONY: demo test test-slow test-all setup setup-dev bench clean
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/cnnkit train configs/lenet5_mnist5k.yaml
 
+# `make test` leaves out the tests marked slow (statistical, many-epoch, multi-process);
+# `make test-slow` runs only those, `make test-all` everything.
 test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -n 2 -m "not slow"
+
+test-slow: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -n 2 -m slow
+
+test-all: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -n 2
 
 setup: $(VENV)/.installed

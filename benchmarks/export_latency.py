@@ -23,7 +23,7 @@ import onnxruntime as ort
 import torch
 
 from cnnkit.config import load_config
-from cnnkit.export import export_onnx
+from cnnkit.tools.export import export_onnx
 from cnnkit.models import create_model, get_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -137,7 +137,7 @@ class Batches:
 
 def run_cnnkit(config: str, epochs: int) -> dict:
     from cnnkit.train.callbacks import Callback
-    from cnnkit.train.trainer import train
+    from cnnkit.api import train
 
     class CPUTime(Callback):  # the wall time is the trainer's own epoch_time_s
         def __init__(self) -> None:

@@ -26,11 +26,12 @@ from cnnkit.config import DataConfig
 from cnnkit.data import load_data
 from cnnkit.data.loaders import make_loader
 from cnnkit.models.lenet import lenet5_layers
-from cnnkit.models.spec import build_torch, parse_layers
+from cnnkit.models.spec import build_torch
+from cnnkit.spec import parse_layers
 from cnnkit.optim import create as torch_optimizer
 from cnnkit.reference.network import ReferenceNet
 from cnnkit.reference.optim import create as reference_optimizer
-from cnnkit.reference.trainer import make_reference_loss
+from cnnkit.reference.losses import classification_loss as make_reference_loss
 
 LR = 1e-3
 

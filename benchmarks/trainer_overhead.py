@@ -25,7 +25,7 @@ from cnnkit.config import load_config
 from cnnkit.data import load_data
 from cnnkit.models import create_model
 from cnnkit.optim import create as create_optimizer
-from cnnkit.train.trainer import train
+from cnnkit.api import train
 
 
 def hand_written(cfg, bundle, epochs: int) -> list[float]:

@@ -15,13 +15,14 @@ import yaml
 from torch import nn
 
 from cnnkit.cli import main
-from cnnkit.compress import (compress, count_params, load_quantized, make_pruning_permanent, prune_model,
+from cnnkit.tools.compress import (compress, count_params, load_quantized, make_pruning_permanent, prune_model,
                              weight_sparsity, weights_size_bytes)
 from cnnkit.config import DistillConfig, load_config
 from cnnkit.errors import UserError
 from cnnkit.inference import load_run_model
 from cnnkit.models import get_model
-from cnnkit.train.trainer import distill_loss, train
+from cnnkit.train.trainer import distill_loss
+from cnnkit.api import train
 
 FOUR = ("val_accuracy", "nonzero_params", "size_bytes", "latency_ms")
 
@@ -123,7 +124,7 @@ def test_int8_is_3x_smaller_and_within_a_point(lenet_run, capsys):
     w = q.module.conv1.weight()
     assert w.dtype == torch.qint8
     x = torch.randn(4, 1, 28, 28)
-    from cnnkit.compress import quantize_int8  # noqa: F401  (the API the docstring names)
+    from cnnkit.tools.compress import quantize_int8  # noqa: F401  (the API the docstring names)
     q2, _ = load_quantized(new / "checkpoints" / "int8.pt")
     assert torch.equal(q(x), q2(x))
     assert info["classes"] == [str(c) for c in range(10)]

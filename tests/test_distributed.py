@@ -35,7 +35,8 @@ from cnnkit.data import DataBundle, TensorData, load_data
 from cnnkit.data.loaders import make_loader
 from cnnkit.models import build_torch, parse_layers
 from cnnkit.models.lenet import lenet5_layers
-from cnnkit.train.trainer import Trainer, train
+from cnnkit.train.trainer import Trainer
+from cnnkit.api import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or
                                 not torch.distributed.is_gloo_available(),
@@ -137,6 +138,7 @@ def ddp_out(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_one_ddp_step_has_the_gradients_of_one_process_on_the_whole_batch(ddp_out):
     loader = make_loader(_images(3 * GLOBAL_BATCH, 0), batch_size=GLOBAL_BATCH, mean=MEAN, std=STD, shuffle=True,
                          seed=5, device="cpu", augment=None)
@@ -152,6 +154,7 @@ def test_one_ddp_step_has_the_gradients_of_one_process_on_the_whole_batch(ddp_ou
             torch.testing.assert_close(r["grads"][name], p.grad, rtol=1e-5, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_trainer_under_ddp_ends_like_one_process_with_uneven_last_batches(ddp_out, tmp_path):
     runs = list((ddp_out / "runs").iterdir())
     assert len(runs) == 1, runs  # only rank 0 writes a run folder
@@ -194,6 +197,7 @@ TORCHRUN_OVERRIDES = [
 ]
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_write_one_run_and_match_one_process(tmp_path):
     runs = tmp_path / "runs"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={WORLD}",

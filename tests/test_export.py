@@ -15,9 +15,9 @@ from PIL import Image
 from cnnkit.cli import main
 from cnnkit.config import load_config
 from cnnkit.errors import UserError
-from cnnkit.export import export, load_safetensors, load_torchscript, onnx_metadata, predict_onnx
+from cnnkit.tools.export import export, load_safetensors, load_torchscript, onnx_metadata, predict_onnx
 from cnnkit.inference import load_run_model, predict_files
-from cnnkit.train.trainer import train
+from cnnkit.api import train
 
 # torch.jit.* and the TorchScript-based ONNX exporter warn that they are deprecated; the tests call them on purpose.
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"), pytest.mark.filterwarnings("ignore::DeprecationWarning")]

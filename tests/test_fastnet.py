@@ -25,7 +25,9 @@ from cnnkit.data.augment import alternating_hflip, image_parity, make_batch_augm
 from cnnkit.errors import UserError
 from cnnkit.models import get_model
 from cnnkit.models.zoo.fastnet import FastNet, ScaleFreeBatchNorm, WhiteningConv
-from cnnkit.train.trainer import Lookahead, Trainer, default_param_groups, train
+from cnnkit.train.setup import default_param_groups
+from cnnkit.train.trainer import Lookahead, Trainer
+from cnnkit.api import train
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "configs" / "cifar10_speed.yaml"
@@ -277,7 +279,7 @@ def test_lookahead_in_the_trainer_ends_on_the_slow_weights(tmp_path):
 
 def test_data_init_images_are_spread_evenly_and_normalised_by_hand():
     from cnnkit.data import DataBundle, TensorData
-    from cnnkit.train.trainer import data_init_images
+    from cnnkit.train.setup import data_init_images
 
     images = torch.randint(0, 256, (10, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     bundle = DataBundle(TensorData(images, torch.arange(10)), None, None, [str(i) for i in range(10)], (3, 4, 4),

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 import cnnkit.optim
 from cnnkit.config import ScheduleConfig, validate
 from cnnkit.errors import UserError
-from cnnkit.train.losses import make_loss
+from cnnkit.nn.losses import make_loss
 from cnnkit.train.schedules import make_schedule
 
 THETA0 = [0.5, -1.0, 2.0, 0.0]

@@ -2,9 +2,9 @@
 the DeclarativeNet interface, the course's layers against formulas by hand, and
 the initialisation schemes against their published variances.
 
-Oracles: torch's own F.conv2d / F.pad / pooling on explicitly padded inputs, the
-TF/Keras 'same' rule written out below, loops over windows in NumPy, and the
-Glorot (2010) / He (2015) formulas.
+Oracles: torch's own F.conv2d / F.pad / pooling on explicitly padded inputs, loops
+over windows in NumPy, and the Glorot (2010) / He (2015) formulas. The 'same' padding
+rule itself (and cnnkit.nn.Conv2d's use of it) is checked in tests/test_geometry.py.
 """
 
 from __future__ import annotations
@@ -23,13 +23,6 @@ from cnnkit.errors import SpecError
 from cnnkit.models import DeclarativeNet, build_torch, infer_shapes, parse_layers
 from cnnkit.nn.init import init_weights
 from cnnkit.nn.layers import Conv2d, L2Pool2d, Maxout, Residual
-
-
-def tf_same(n: int, k: int, s: int, d: int = 1) -> tuple[int, int, int]:
-    """TF/Keras 'same' written out: out = ceil(n / s); total pad, odd pixel at the end."""
-    out = -(-n // s)
-    total = max((out - 1) * s + d * (k - 1) + 1 - n, 0)
-    return out, total // 2, total - total // 2
 
 
 def shapes(layers, input_shape, num_classes=None):
@@ -99,21 +92,13 @@ def test_aliases_and_shorthands():
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(n_h=st.integers(1, 13), n_w=st.integers(1, 13), k=st.integers(1, 5), s=st.integers(1, 4),
        d=st.integers(1, 3), c=st.integers(1, 3))
-def test_same_padding_matches_tf_rule_and_explicit_pad_then_conv(n_h, n_w, k, s, d, c):
-    """Same padding also with stride > 1 on odd and even sizes: ceil(n / s), odd pixel bottom/right."""
+def test_same_padding_shapes_and_the_built_conv(n_h, n_w, k, s, d, c):
+    """'same' keeps ceil(n / s), also with stride > 1; the built module is the TF-padding Conv2d."""
     spec = parse_layers([{"conv": {"out": 2, "kernel": k, "stride": s, "dilation": d, "padding": "same"}}])
-    (out_h, pt, pb), (out_w, pl, pr) = tf_same(n_h, k, s, d), tf_same(n_w, k, s, d)
-    assert infer_shapes(spec, (c, n_h, n_w)) == [(2, out_h, out_w)]
-    assert (out_h, out_w) == (math.ceil(n_h / s), math.ceil(n_w / s))
-    torch.manual_seed(0)
-    net = build_torch(spec, (c, n_h, n_w))
-    conv = net.conv1
-    x = torch.randn(2, c, n_h, n_w, dtype=torch.float64)
-    conv = conv.double()
-    expected = F.conv2d(F.pad(x, (pl, pr, pt, pb)), conv.weight, conv.bias, stride=s, dilation=d)
-    got = conv(x)
-    assert got.shape == expected.shape == (2, 2, out_h, out_w)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+    assert infer_shapes(spec, (c, n_h, n_w)) == [(2, math.ceil(n_h / s), math.ceil(n_w / s))]
+    conv = build_torch(spec, (c, n_h, n_w)).conv1
+    assert isinstance(conv, Conv2d) and conv.same
+    assert conv(torch.zeros(1, c, n_h, n_w)).shape[-2:] == (math.ceil(n_h / s), math.ceil(n_w / s))
 
 
 @settings(max_examples=40, deadline=None)
@@ -128,28 +113,6 @@ def test_valid_and_int_padding_shapes_match_torch(n, k, s, p, d):
     assert shapes([layer], (1, n, n)) == [(1, want, want)]
     ref = F.conv2d(torch.zeros(1, 1, n, n), torch.zeros(1, 1, k, k), stride=s, padding=p, dilation=d)
     assert ref.shape[-1] == want
-
-
-@pytest.mark.parametrize("n, k, s, expected", [
-    (5, 3, 2, (3, 1, 1)),    # odd size, stride 2: symmetric
-    (6, 3, 2, (3, 0, 1)),    # even size, stride 2: the odd pixel goes bottom/right
-    (7, 4, 1, (7, 1, 2)),    # even kernel
-    (8, 1, 2, (4, 0, 0)),
-    (4, 5, 3, (2, 2, 2)),
-    (9, 4, 2, (5, 1, 2)),
-])
-def test_same_padding_published_examples(n, k, s, expected):
-    assert tf_same(n, k, s) == expected  # the rule this file uses as its oracle
-    conv = Conv2d(1, 1, k, s, "same", bias=False)
-    with torch.no_grad():
-        conv.weight.fill_(1.0)
-    x = torch.ones(1, 1, n, n)
-    y = conv(x)
-    out, before, after = expected
-    assert y.shape[-2:] == (out, out)
-    # With a kernel of ones on a ones image, the top-left output counts the real
-    # pixels under the window: (k - before) along each axis.
-    assert y[0, 0, 0, 0].item() == min(k - before, n) ** 2
 
 
 def test_pooling_matches_torch_on_the_same_tensor():

@@ -16,8 +16,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cnnkit import cli
+from cnnkit.explain.shapes import explain_layer_list, explain_shapes
 from cnnkit.models import build_torch, get_model, parse_layers
-from cnnkit.summary import summarize
+from cnnkit.summary import summarize, walk_model
 
 LENET = [
     # name, type, output shape, params, MACs, receptive field, stride
@@ -27,8 +28,8 @@ LENET = [
     ("conv2", "Conv2d", [16, 8, 8], 2416, 16 * 8 * 8 * 6 * 5 * 5, 14, 2),
     ("relu2", "ReLU", [16, 8, 8], 0, 0, 14, 2),
     ("maxpool2", "MaxPool2d", [16, 4, 4], 0, 0, 16, 4),
-    ("flatten1", "Flatten", [256], 0, 0, None, None),
-    ("dense1", "Linear", [120], 30840, 256 * 120, None, None),
+    ("flatten1", "Flatten", [256], 0, 0, 16, 4),          # each feature keeps its map position's field
+    ("dense1", "Linear", [120], 30840, 256 * 120, None, None),   # dense layers: no receptive field
     ("relu3", "ReLU", [120], 0, 0, None, None),
     ("dense2", "Linear", [84], 10164, 120 * 84, None, None),
     ("relu4", "ReLU", [84], 0, 0, None, None),
@@ -88,8 +89,7 @@ def test_lenet5_per_layer(lenet_summary):
         assert r.output_shape == shape, name
         assert r.params == params, name
         assert r.macs == macs, name
-        if rf is not None:
-            assert (r.receptive_field, r.stride) == (rf, stride), name
+        assert (r.receptive_field, r.stride) == (rf, stride), name
     assert sum(r.params for r in rows) == 44_426
     assert sum(r.macs for r in rows) == 281_640
 
@@ -146,6 +146,8 @@ def test_resnet20_macs_match_the_flop_counter_and_the_formula():
     assert (by["body.layer2.2.conv2"].receptive_field, by["body.layer2.2.conv2"].stride) == (37, 2)
     assert (by["body.layer3.2.conv2"].receptive_field, by["body.layer3.2.conv2"].stride) == (81, 4)
     assert by["body.pool"].receptive_field == 109
+    assert by["body.pool"].stride == 32       # a window of the whole 8x8 map, moved by 8: 4 * 8
+    assert (by["head"].receptive_field, by["head"].stride) == (None, None)
 
 
 def test_declarative_residual_net_macs_and_receptive_field():
@@ -170,6 +172,73 @@ def test_declarative_residual_net_macs_and_receptive_field():
     assert (by["residual1.body.conv2"].receptive_field, by["residual1.body.conv2"].stride) == (5, 2)
     assert (by["residual1.body.conv3"].receptive_field, by["residual1.body.conv3"].stride) == (9, 2)
     assert s.total_params == sum(p.numel() for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- summary and explain shapes agree
+
+
+def assert_summary_and_explain_agree(summary, explained):
+    """Every layer ``explain shapes`` lists has the summary's output shape, receptive field and stride."""
+    rows = {r.name: r for r in summary.layers}
+    by_leaf = {name.rsplit(".", 1)[-1]: r for name, r in rows.items()}   # layer-list names are unique
+    checked = 0
+    for rec in explained["layers"]:
+        name = rec["name"]
+        row = rows.get(f"{name}.post") if rec["type"] == "residual" else rows.get(name) or by_leaf.get(name)
+        assert row is not None, name
+        assert row.output_shape == rec["output_shape"], name
+        assert (row.receptive_field, row.stride) == (rec["receptive_field"], rec["stride"]), name
+        checked += 1
+    assert checked == len(explained["layers"]) > 0
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("lenet5", (1, 28, 28)),       # a layer list: explain walks the list, summary the built network
+    ("resnet20", (3, 32, 32)),     # skip connections
+    ("googlenet", (3, 64, 64)),    # parallel branches and concatenations
+    ("vgg11", (3, 32, 32)),        # an adaptive pool that upsamples 1x1 to 7x7
+])
+def test_summary_and_explain_shapes_agree_on_zoo_models(name, shape):
+    torch.manual_seed(0)
+    model = get_model(name, num_classes=10, in_chans=shape[0], input_size=shape[1])
+    assert_summary_and_explain_agree(summarize(model, shape), explain_shapes(name, input_shape=shape))
+
+
+def test_summary_and_explain_shapes_agree_on_a_layer_list():
+    layers = [{"conv": {"out": 8, "kernel": 3, "stride": 2, "padding": "same"}}, "batchnorm", "relu",
+              {"residual": {"layers": [{"conv": {"out": 16, "kernel": 3, "stride": 2, "padding": "same"}}, "relu",
+                                       {"conv": {"out": 16, "kernel": [3, 1], "padding": "same"}}],
+                            "activation": "relu"}},
+              {"maxout": 2}, {"l2pool": 2}, "globalavgpool", {"dense": 20}, "batchnorm", "dropout", {"dense": 10}]
+    shape = (3, 33, 30)
+    explained = explain_layer_list(layers, shape)
+    assert_summary_and_explain_agree(summarize(build_torch(parse_layers(layers), shape, 10), shape), explained)
+    by = {r["name"]: r for r in explained["layers"]}
+    # By hand, per axis (H, W): conv k3 s2 -> 3, jump 2; body conv k3 s2 -> 3 + 2*2 = 7, jump 4;
+    # body conv k(3, 1) -> (7 + 2*4, 7) = (15, 7); l2pool 2/2 -> (19, 11), jump 8; the global pool
+    # over the 4x4 map: (19 + 3*8, 11 + 3*8) = (43, 35), jump 32. Dense layers and what follows: none.
+    assert (by["residual1"]["receptive_field"], by["residual1"]["stride"]) == ([15, 7], 4)
+    assert (by["l2pool1"]["receptive_field"], by["l2pool1"]["stride"]) == ([19, 11], 8)
+    assert (by["globalavgpool1"]["receptive_field"], by["globalavgpool1"]["stride"]) == ([43, 35], 32)
+    assert [by[n]["receptive_field"] for n in ("dense1", "batchnorm2", "dropout1", "dense2")] == [None] * 4
+
+
+def test_walk_falls_back_to_execution_order_when_fx_cannot_trace():
+    class Branchy(nn.Module):   # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3, stride=2)
+
+        def forward(self, x):
+            x = self.a(x)
+            if x.sum() > -1e9:
+                x = self.b(x)
+            return x
+
+    walk = walk_model(Branchy(), (1, 11, 11))
+    assert walk.rf_method == "execution order"
+    assert [(c.name, c.field.value("rf"), c.field.value("jump")) for c in walk.calls] == [("a", 3, 1), ("b", 5, 2)]
+    assert "execution order" in summarize(Branchy(), (1, 11, 11)).to_text()
 
 
 # --------------------------------------------------------------------------- the CLI

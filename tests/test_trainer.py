@@ -31,13 +31,15 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from cnnkit import cli, rundir
+from cnnkit import cli, runs
 from cnnkit.config import load_config, validate
 from cnnkit.data import load_data
 from cnnkit.models import build_torch, parse_layers
-from cnnkit.rundir import new_run_dir
+from cnnkit.runs import new_run_dir
 from cnnkit.train.callbacks import EarlyStopping
-from cnnkit.train.trainer import Trainer, penalty, train
+from cnnkit.train.setup import penalty
+from cnnkit.train.trainer import Trainer
+from cnnkit.api import train
 
 TINY = "[{conv: {out: 4, kernel: 3}}, relu, flatten, {dense: 10}]"
 TINY_LIST = [{"conv": {"out": 4, "kernel": 3}}, "relu", "flatten", {"dense": 10}]
@@ -233,7 +235,7 @@ def test_same_seed_gives_identical_metrics_and_weights(tmp_path):
 
 def test_deterministic_switch_and_device_auto(tmp_path):
     from cnnkit.errors import UserError
-    from cnnkit.train.trainer import resolve_device
+    from cnnkit.nn.runtime import resolve_device
 
     was = torch.are_deterministic_algorithms_enabled()
     try:
@@ -375,7 +377,7 @@ def test_one_training_step_with_l2_is_w_minus_lr_times_grad_plus_2_l2_w(tmp_path
 
 
 def test_run_folders_are_unique_within_one_second(tmp_path, monkeypatch):
-    monkeypatch.setattr(rundir.time, "strftime", lambda fmt, *a: "20260101-000000")
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt, *a: "20260101-000000")
     made: list[Path] = []
     lock = threading.Lock()
 
@@ -395,9 +397,9 @@ def test_run_folders_are_unique_within_one_second(tmp_path, monkeypatch):
 
 
 def test_a_name_collision_is_retried(tmp_path, monkeypatch):
-    monkeypatch.setattr(rundir.time, "strftime", lambda fmt, *a: "20260101-000000")
+    monkeypatch.setattr(runs.time, "strftime", lambda fmt, *a: "20260101-000000")
     tokens = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
-    monkeypatch.setattr(rundir.secrets, "token_hex", lambda n: next(tokens))
+    monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(tokens))
     a = new_run_dir(tmp_path, "x")
     b = new_run_dir(tmp_path, "x")
     assert a.name == "20260101-000000-x-aaaaaa" and b.name == "20260101-000000-x-bbbbbb"
@@ -407,6 +409,7 @@ def _cli_env() -> dict:
     return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
+@pytest.mark.slow
 def test_two_processes_started_together_get_different_folders_and_the_same_metrics(tmp_path):
     runs = tmp_path / "runs"
     args = [sys.executable, "-m", "cnnkit", "train", *overrides(runs, "train.seed=1"), "--quiet"]
@@ -603,6 +606,7 @@ def _checkpointed_lines(run: Path) -> list[bytes]:
     return [l for l in lines if l.strip() and json.loads(l)["epoch"] <= epoch]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["random-1", "random-2", "after-checkpoint-1", "after-checkpoint-4",
                                   "twice"])
 def test_resume_after_sigkill_finishes_like_an_uninterrupted_run(case, tmp_path, kill_reference, one_thread,

@@ -22,7 +22,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from cnnkit import tune as tune_mod
+from cnnkit.tools import tune as tune_mod
+from cnnkit.tools.tune import study as study_mod
 from cnnkit.cli import main
 from cnnkit.config import load_config
 from cnnkit.errors import ConfigError
@@ -200,11 +201,11 @@ def test_resume_reaches_the_total_without_duplicates_and_fails_abandoned_trials(
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     t1, t2 = study.ask(), study.ask()
-    t1.set_user_attr("cnnkit_worker", {"host": tune_mod._HOST, "pid": dead.pid})
+    t1.set_user_attr("cnnkit_worker", {"host": study_mod._HOST, "pid": dead.pid})
     t2.set_user_attr("cnnkit_worker", {"host": "another-machine", "pid": 1})
     t2.set_user_attr("cnnkit_heartbeat", 0.0)
     abandoned = {t1.number, t2.number}
-    monkeypatch.setattr(tune_mod, "STALE_AFTER_S", 0.0)  # t2 started "long ago"
+    monkeypatch.setattr(study_mod, "STALE_AFTER_S", 0.0)  # t2 started "long ago"
 
     capsys.readouterr()
     assert main(args + ["--trials", "4"]) == 0
@@ -244,6 +245,7 @@ def test_a_different_setup_under_the_same_study_name_is_refused(tmp_path, capsys
 # --------------------------------------------------------------------------- parallel workers
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_grid_and_run_each_point_exactly_once(tmp_path):
     cfg = tiny_config(tmp_path, subset=200)
     space = space_file(tmp_path, """\
@@ -345,6 +347,7 @@ def _growth_mb(rss: list[int]) -> float:
 BOUND_MB = 40.0  # a kept model holds ~5 MB: 17 of them ~80 MB (RSS is flat to the MB without a leak)
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_over_twenty_trials_in_one_process(tmp_path, monkeypatch):
     growth = _growth_mb(_trial_rss(tmp_path, monkeypatch))
     assert growth < BOUND_MB, f"resident memory grew {growth:.0f} MB from trial 3 to trial 20"

@@ -22,6 +22,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cnnkit.atomic import atomic_write_text, default_file_mode  # noqa: F401 (re-exported)
 from cnnkit.errors import ConfigError, UserError, did_you_mean
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "lenet5_mnist5k.yaml"
@@ -229,6 +230,8 @@ class FinetuneConfig(Section):
 
 
 class Config(Section):
+    task: str = Field("classification", description="what a batch is and how it is scored "
+                      "(see cnnkit.tasks; `cnnkit tasks` lists them)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=lambda: ModelConfig(name="lenet5"))
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -356,7 +359,7 @@ def validate(raw: dict[str, Any]) -> Config:
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e)) from None
     if cfg.model.layers is not None:
-        from cnnkit.models.spec import parse_layers
+        from cnnkit.spec import parse_layers
 
         parse_layers(cfg.model.layers)  # raises SpecError naming the layer
     return cfg
@@ -371,26 +374,3 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 def dump_yaml(data: dict[str, Any]) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
-
-
-def default_file_mode() -> int:
-    """The mode a plain ``open(path, 'w')`` would give (0666 less the umask); mkstemp's is 0600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file in the same folder and a rename."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -20,22 +20,11 @@ from cnnkit.config import validate
 from cnnkit.errors import UserError
 from cnnkit.models import create_model
 from cnnkit.models.weights import without_weights
-from cnnkit.rundir import check_run_dir, load_checkpoint
+from cnnkit.runs import find_checkpoint, load_checkpoint
+from cnnkit.tasks import Task, create_task
+from cnnkit.tasks.classification import format_predictions  # noqa: F401 (re-exported for export's ONNX path)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
-def find_checkpoint(source: str | os.PathLike, which: str = "best") -> Path:
-    """A checkpoint file from a run folder (best.pt, else last.pt) or a path to a .pt file."""
-    p = Path(source)
-    if p.is_file():
-        return p
-    run = check_run_dir(p)
-    for name in ((f"{which}.pt", "last.pt") if which == "best" else (f"{which}.pt", "best.pt")):
-        ckpt = run / "checkpoints" / name
-        if ckpt.exists():
-            return ckpt
-    raise UserError(f"run folder {str(p)!r} has no checkpoint")  # pragma: no cover - check_run_dir caught it
 
 
 def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu",
@@ -43,7 +32,8 @@ def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu"
     """Rebuild the network of a run (or a cnnkit checkpoint file) with its trained weights.
 
     Returns the model in eval mode and ``info``: the checkpoint's ``meta``
-    (classes, input_shape, mean, std), its ``config`` and the ``checkpoint`` path.
+    (classes, input_shape, mean, std), its ``config``, the ``checkpoint`` path and the ``task``.
+    Checkpoints load as data only (``weights_only=True``); one that is not is refused.
     """
     path = find_checkpoint(source, which)
     ckpt = load_checkpoint(path)
@@ -55,7 +45,8 @@ def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu"
     model = create_model(without_weights(cfg.model), tuple(meta["input_shape"]), len(meta["classes"]))
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    return model, {**meta, "config": cfg, "checkpoint": str(path), "epoch": ckpt.get("epoch")}
+    task = create_task(cfg, meta["classes"])
+    return model, {**meta, "config": cfg, "checkpoint": str(path), "epoch": ckpt.get("epoch"), "task": task}
 
 
 def load_image(path: str | os.PathLike, input_shape: Sequence[int]) -> np.ndarray:
@@ -86,22 +77,10 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
     return ((images.astype(np.float32) / 255.0) - m) / s
 
 
-def format_predictions(files: Sequence[str], probs: np.ndarray, classes: Sequence[str], top_k: int) -> list[dict]:
-    """The JSON of ``cnnkit predict``: per image its top-k and every class's probability."""
-    out = []
-    k = min(top_k, len(classes))
-    for f, p in zip(files, probs):
-        order = np.argsort(-p, kind="stable")[:k]
-        out.append({"file": str(f),
-                    "top": [{"label": int(i), "class": str(classes[i]), "probability": float(p[i])} for i in order],
-                    "probabilities": [float(v) for v in p]})
-    return out
-
-
 @torch.no_grad()
 def predict_files(model: nn.Module, info: dict[str, Any], files: Sequence[str], top_k: int = 5) -> list[dict]:
     images = np.stack([load_image(f, info["input_shape"]) for f in files])
     x = torch.from_numpy(normalise(images, info["mean"], info["std"]))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    probs = torch.softmax(model(x.to(device)).float(), dim=1).cpu().numpy()
-    return format_predictions(files, probs, info["classes"], top_k)
+    task: Task = info.get("task") or create_task(info["config"], info["classes"])
+    return task.predict(model, x.to(device), [str(f) for f in files], top_k)

@@ -1,11 +1,19 @@
 """Per-layer summary: output shape, parameters, MACs, receptive field and cumulative stride.
 
-Rows are the leaf modules in the order they first run. MACs are the
+Rows are the leaf modules in the order they first run (a module run twice shows
+the output shape of its first call, the receptive field after its last). MACs are the
 multiply-accumulates of convolution and dense layers, i.e. half of the FLOPs
-that ``torch.utils.flop_counter`` counts for them. The receptive field and
-cumulative stride ("jump") follow the data flow graph traced by ``torch.fx``
-(the largest over parallel branches); a network fx cannot trace falls back to
-execution order, along its main path.
+that ``torch.utils.flop_counter`` counts for them.
+
+:func:`walk_model` is the one walk over a model that ``cnnkit summary`` and
+``cnnkit explain shapes`` share: every call of a leaf module with its input and
+output shapes and its receptive field and cumulative stride ("jump", per axis,
+arithmetic in :mod:`cnnkit.geometry`). The field follows the data flow graph
+traced by ``torch.fx`` (the largest over parallel branches); a network fx cannot
+trace falls back to execution order, along its main path. A layer has a field
+when it takes a feature map (C, H, W): flatten and global pooling keep the last
+one (a global pool is a window over the whole map); dense layers, and layers on
+vectors, have none.
 
 Example::
 
@@ -23,12 +31,190 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnkit.nn.layers import GlobalAvgPool, GlobalMaxPool, L2Pool2d, pair
+from cnnkit.geometry import ReceptiveField, adaptive_pool_window, pair
+from cnnkit.nn.layers import GlobalAvgPool, GlobalMaxPool, L2Pool2d
 
 _WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, L2Pool2d, nn.Conv1d)
-_GLOBAL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, GlobalAvgPool, GlobalMaxPool, nn.Flatten)
+_ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, GlobalAvgPool, GlobalMaxPool)
+_ADAPTIVE_FUNCTIONS = ("adaptive_avg_pool2d", "adaptive_max_pool2d", "mean", "amax")
 _MAC_OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm")
 
+
+# --------------------------------------------------------------------------- the walk
+
+@dataclass
+class LayerCall:
+    """One call of a leaf module: shapes without the batch axis, receptive fields before and after."""
+
+    name: str
+    module: nn.Module
+    input_shape: list[int]
+    output_shape: list[int]
+    first_call: bool
+    field_in: ReceptiveField | None   # of its input; None when the input is not a feature map
+    field: ReceptiveField | None      # after it
+
+
+@dataclass
+class ModelWalk:
+    calls: list[LayerCall]
+    output_shape: list[int]
+    rf_method: str                    # "graph" (torch.fx) or "execution order"
+    flops: dict[str, dict[Any, int]] = field(default_factory=dict)   # FlopCounterMode's counts by module
+
+
+def _shape(t: Any) -> list[int]:
+    if isinstance(t, torch.Tensor):
+        return list(t.shape[1:])
+    if isinstance(t, (tuple, list)) and t:
+        return _shape(t[0])
+    return []
+
+
+def _window(m: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """(kernel, stride, dilation) pairs of a conv or pooling module (a 1-D conv: the same on both axes)."""
+    if isinstance(m, nn.Conv1d):
+        return (m.kernel_size[0],) * 2, (m.stride[0],) * 2, (m.dilation[0],) * 2
+    stride = m.stride if m.stride is not None else m.kernel_size
+    return pair(m.kernel_size), pair(stride), pair(getattr(m, "dilation", 1))
+
+
+def _next_field(op: nn.Module | str | None, field_in: ReceptiveField | None, in_shape: list[int],
+                out_shape: list[int]) -> ReceptiveField | None:
+    """The receptive field after ``op`` (a module, or a function's name) on an input with ``field_in``."""
+    if field_in is None or isinstance(op, nn.Linear) or op == "linear":
+        return None
+    if isinstance(op, _WINDOWED):
+        return field_in.step(*_window(op))
+    if (isinstance(op, _ADAPTIVE) or op in _ADAPTIVE_FUNCTIONS) and len(in_shape) == 3:
+        out_hw = out_shape[-2:] if len(out_shape) == 3 else [1, 1]
+        (kh, sh), (kw, sw) = (adaptive_pool_window(in_shape[1 + a], out_hw[a] or in_shape[1 + a]) for a in range(2))
+        return field_in.step((kh, kw), (sh, sw))
+    return field_in
+
+
+def walk_model(model: nn.Module, input_shape, count_flops: bool = False) -> ModelWalk:
+    """Run one image of ``input_shape`` (C, H, W) through ``model`` and record every leaf module call."""
+    was_training = model.training
+    model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    x = torch.zeros(1, *input_shape, device=device)
+    names = {m: n for n, m in model.named_modules()}
+    events: list[tuple[str, nn.Module, list[int], list[int]]] = []
+
+    def hook(m, inp, out):
+        events.append((names[m], m, _shape(inp), _shape(out)))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    flops: dict[str, dict[Any, int]] = {}
+    try:
+        with torch.no_grad():
+            if count_flops:
+                with FlopCounterMode(display=False) as counter:
+                    out = model(x)
+                flops = counter.get_flop_counts()
+            else:
+                out = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+    calls, seen = [], set()
+    for name, m, in_shape, out_shape in events:
+        calls.append(LayerCall(name, m, in_shape, out_shape, m not in seen, None, None))
+        seen.add(m)
+    method = "graph"
+    graph = _fields_graph(model, input_shape)
+    if graph is not None:
+        used: dict[str, int] = {}
+        for c in calls:
+            per_call = graph.get(c.name, [])
+            i = used.get(c.name, 0)
+            used[c.name] = i + 1
+            if per_call:
+                c.field_in, c.field = per_call[min(i, len(per_call) - 1)]
+    else:
+        method = "execution order"
+        _fields_in_order(calls, input_shape)
+    for c in calls:  # only a layer that takes a feature map has a receptive field
+        if not (len(c.input_shape) == 3 or isinstance(c.module, _WINDOWED)) or c.field is None:
+            c.field_in = c.field = None
+    return ModelWalk(calls, _shape(out), method, flops)
+
+
+def _fields_graph(model: nn.Module, input_shape) -> dict[str, list[tuple]] | None:
+    """(field of the input, field after) of each call_module node of the fx graph, by module name."""
+    try:
+        from torch.fx.passes.shape_prop import ShapeProp
+
+        class _Tracer(torch.fx.Tracer):
+            def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+                return not list(m.children()) or super().is_leaf_module(m, qualname)
+
+        graph = _Tracer().trace(model)
+        gm = torch.fx.GraphModule(model, graph)
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        was = model.training
+        gm.eval()
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device=device))
+        finally:
+            model.train(was)
+    except Exception:
+        return None
+
+    def shape_of(node) -> list[int]:
+        meta = node.meta.get("tensor_meta")
+        return list(meta.shape[1:]) if meta is not None and hasattr(meta, "shape") else []
+
+    state: dict[Any, ReceptiveField | None] = {}
+    result: dict[str, list[tuple]] = {}
+    modules = dict(model.named_modules())
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            state[node] = ReceptiveField()
+            continue
+        if node.op in ("get_attr", "output"):
+            continue
+        ins = [state[a] for a in node.all_input_nodes if a in state]
+        if not ins:  # built from constants only
+            continue
+        live = [f for f in ins if f is not None]
+        field_in = None
+        for f in live:
+            field_in = f if field_in is None else field_in.merge(f)
+        if node.op == "call_module":
+            op = modules.get(node.target)
+        else:
+            op = getattr(node.target, "__name__", str(node.target))
+        in_shape = shape_of(node.all_input_nodes[0])
+        state[node] = _next_field(op, field_in, in_shape, shape_of(node))
+        if node.op == "call_module":
+            result.setdefault(node.target, []).append((field_in, state[node]))
+    return result
+
+
+def _fields_in_order(calls: list[LayerCall], input_shape) -> None:
+    """Fallback without a graph: each call continues from the largest field seen so far on a
+    feature map of its input's shape (or spatial size), else from the last one."""
+    states: dict[tuple, ReceptiveField] = {tuple(input_shape): ReceptiveField()}
+    last = ReceptiveField()
+    for c in calls:
+        key = tuple(c.input_shape)
+        field_in = states.get(key)
+        if field_in is None:
+            same_size = [v for sh, v in states.items() if len(sh) == 3 and sh[1:] == key[1:]]
+            field_in = max(same_size, key=lambda v: sum(v.rf)) if same_size else last
+        c.field_in, c.field = field_in, _next_field(c.module, field_in, c.input_shape, c.output_shape)
+        if c.field is not None:
+            out = tuple(c.output_shape)
+            states[out] = states[out].merge(c.field) if out in states else c.field
+            last = c.field
+
+
+# --------------------------------------------------------------------------- the summary
 
 @dataclass
 class LayerRow:
@@ -37,8 +223,8 @@ class LayerRow:
     output_shape: list[int]
     params: int
     macs: int
-    receptive_field: int | None
-    stride: int | None
+    receptive_field: int | list[int] | None   # [h, w] when the axes differ
+    stride: int | list[int] | None
 
 
 @dataclass
@@ -60,8 +246,7 @@ class Summary:
     def to_text(self) -> str:
         head = ("layer", "type", "output", "params", "MACs", "RF", "stride")
         rows = [head] + [(r.name, r.type, "x".join(map(str, r.output_shape)), f"{r.params:,}", f"{r.macs:,}",
-                          "-" if r.receptive_field is None else str(r.receptive_field),
-                          "-" if r.stride is None else str(r.stride)) for r in self.layers]
+                          _cell(r.receptive_field), _cell(r.stride)) for r in self.layers]
         widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
         right = {3, 4, 5, 6}
 
@@ -77,126 +262,29 @@ class Summary:
         return "\n".join(lines)
 
 
-def _shape(t: Any) -> list[int]:
-    if isinstance(t, torch.Tensor):
-        return list(t.shape[1:])
-    if isinstance(t, (tuple, list)) and t:
-        return _shape(t[0])
-    return []
-
-
-def _kernel_stride_dilation(m: nn.Module) -> tuple[int, int, int]:
-    k = pair(m.kernel_size)[0] if not isinstance(m, nn.Conv1d) else m.kernel_size[0]
-    s = m.stride if m.stride is not None else m.kernel_size
-    s = pair(s)[0] if not isinstance(m, nn.Conv1d) else s[0]
-    d = getattr(m, "dilation", 1)
-    d = pair(d)[0] if not isinstance(m, nn.Conv1d) else d[0]
-    return k, s, d
+def _cell(v: int | list[int] | None) -> str:
+    return "-" if v is None else "x".join(map(str, v)) if isinstance(v, list) else str(v)
 
 
 def summarize(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> Summary:
     """Run one image of ``input_shape`` (C, H, W) through ``model`` and describe every layer."""
-    was_training = model.training
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.zeros(1, *input_shape, device=device)
-    names = {m: n for n, m in model.named_modules()}
-    order: list[nn.Module] = []
-    outputs: dict[nn.Module, list[int]] = {}
-
-    def hook(m, inp, out):
-        if m not in outputs:
-            order.append(m)
-            outputs[m] = _shape(out)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            out = model(x)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    flops = counter.get_flop_counts()
+    walk = walk_model(model, input_shape, count_flops=True)
     root = type(model).__name__
-    rf = _receptive_fields_graph(model, input_shape)
-    method = "graph"
-    if rf is None:
-        rf = _receptive_fields_order(order, names, outputs, input_shape)
-        method = "execution order"
-
-    s = Summary(list(input_shape), rf_method=method, output_shape=_shape(out))
-    for m in order:
-        name = names[m]
-        counts = flops.get(f"{root}.{name}", {})
+    s = Summary(list(input_shape), rf_method=walk.rf_method, output_shape=walk.output_shape)
+    last = {c.name: c for c in walk.calls}  # a module run more than once: the field after its last call
+    for c in walk.calls:
+        if not c.first_call:
+            continue
+        counts = walk.flops.get(f"{root}.{c.name}", {})
         macs = sum(v for k, v in counts.items() if str(k).split(".")[-1].split("_")[0] in _MAC_OPS) // 2
-        params = sum(p.numel() for p in m.parameters(recurse=False))
-        r, j = rf.get(name, (None, None))
-        s.layers.append(LayerRow(name, type(m).__name__, outputs[m], params, macs, r, j))
+        params = sum(p.numel() for p in c.module.parameters(recurse=False))
+        f = last[c.name].field
+        rf, jump = (None, None) if f is None else (f.value("rf"), f.value("jump"))
+        s.layers.append(LayerRow(c.name, type(c.module).__name__, c.output_shape, params, macs, rf, jump))
     s.total_params = sum(p.numel() for p in model.parameters())
     s.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     s.total_macs = sum(r.macs for r in s.layers)
     return s
 
 
-def _receptive_fields_graph(model: nn.Module, input_shape) -> dict[str, tuple[int, int]] | None:
-    """(receptive field, cumulative stride) after each module, propagated over the fx graph."""
-    try:
-        from torch.fx import symbolic_trace
-        from torch.fx.passes.shape_prop import ShapeProp
-
-        class _Tracer(torch.fx.Tracer):
-            def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-                return not list(m.children()) or super().is_leaf_module(m, qualname)
-
-        graph = _Tracer().trace(model)
-        gm = torch.fx.GraphModule(model, graph)
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        was = model.training
-        gm.eval()
-        with torch.no_grad():
-            ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device=device))
-        model.train(was)
-    except Exception:
-        return None
-    del symbolic_trace
-    state: dict[Any, tuple[int, int]] = {}
-    result: dict[str, tuple[int, int]] = {}
-    modules = dict(model.named_modules())
-    for node in gm.graph.nodes:
-        ins = [state[a] for a in node.all_input_nodes if a in state]
-        rf_in, jump_in = (max(r for r, _ in ins), max(j for _, j in ins)) if ins else (1, 1)
-        in_shape = None
-        if node.all_input_nodes:
-            meta = node.all_input_nodes[0].meta.get("tensor_meta")
-            in_shape = list(meta.shape) if meta is not None and hasattr(meta, "shape") else None
-        rf, jump = rf_in, jump_in
-        target = modules.get(node.target) if node.op == "call_module" else None
-        if isinstance(target, _WINDOWED):
-            k, st, d = _kernel_stride_dilation(target)
-            rf, jump = rf_in + (k - 1) * d * jump_in, jump_in * st
-        elif (isinstance(target, _GLOBAL) or (node.op in ("call_function", "call_method")
-              and getattr(node.target, "__name__", str(node.target)) in ("flatten", "adaptive_avg_pool2d", "mean"))):
-            if in_shape is not None and len(in_shape) == 4:
-                rf = rf_in + (in_shape[-2] - 1) * jump_in
-        state[node] = (rf, jump)
-        if node.op == "call_module":
-            result[node.target] = (rf, jump)
-    return result
-
-
-def _receptive_fields_order(order, names, outputs, input_shape) -> dict[str, tuple[int, int]]:
-    rf, jump, size = 1, 1, input_shape[-1]
-    result = {}
-    for m in order:
-        name = names[m]
-        shortcut = "downsample" in name or "shortcut" in name
-        if isinstance(m, _WINDOWED) and not shortcut:
-            k, s, d = _kernel_stride_dilation(m)
-            rf, jump = rf + (k - 1) * d * jump, jump * s
-        elif isinstance(m, _GLOBAL) and len(outputs[m]) != 3:
-            rf = rf + (size - 1) * jump
-        if len(outputs[m]) == 3:
-            size = outputs[m][-1]
-        result[name] = (rf, jump)
-    return result
+__all__ = ["LayerCall", "LayerRow", "ModelWalk", "Summary", "summarize", "walk_model"]

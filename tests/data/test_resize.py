@@ -21,7 +21,7 @@ def test_image_size_resizes_every_split_of_an_in_memory_dataset():
 
 
 def test_lenet_recipe_runs_on_digits_resized_to_28(tmp_path):
-    from cnnkit.train.trainer import train
+    from cnnkit.api import train
 
     recipe = Path(__file__).resolve().parents[2] / "configs" / "lenet5_mnist5k.yaml"
     cfg = load_config(recipe, [

@@ -9,7 +9,7 @@ import pytest
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cnnkit.explain.cli import add_parser
+    from cnnkit.cli.explain import add_parser
 
     p = argparse.ArgumentParser(prog="cnnkit")
     sub = p.add_subparsers()

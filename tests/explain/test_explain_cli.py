@@ -150,9 +150,9 @@ def test_backprop_is_wired_to_the_reference_explainer(cli, monkeypatch, tmp_path
     def render_backprop_text(result):
         return f"backprop of {len(result['layers'])} layers, loss {result['loss']}"
 
-    fake = types.ModuleType("cnnkit.reference.backprop")
+    fake = types.ModuleType("cnnkit.explain.backprop")
     fake.explain_backprop, fake.render_backprop_text = explain_backprop, render_backprop_text
-    monkeypatch.setitem(sys.modules, "cnnkit.reference.backprop", fake)
+    monkeypatch.setitem(sys.modules, "cnnkit.explain.backprop", fake)
     import cnnkit.reference as reference_pkg
     monkeypatch.setattr(reference_pkg, "backprop", fake, raising=False)
 

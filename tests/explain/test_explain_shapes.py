@@ -67,7 +67,8 @@ def test_dilation_and_non_square_inputs_are_written_per_axis():
 
 
 def test_residual_layer_list_params_match_the_torch_network(tmp_path):
-    from cnnkit.models.spec import build_torch, parse_layers
+    from cnnkit.models.spec import build_torch
+    from cnnkit.spec import parse_layers
 
     layers = [{"conv": {"out": 8, "kernel": 3, "stride": 2, "padding": "same"}}, "batchnorm", "relu",
               {"residual": {"layers": [{"conv": {"out": 16, "kernel": 3, "stride": 2, "padding": "same"}}, "relu",
@@ -83,6 +84,9 @@ def test_residual_layer_list_params_match_the_torch_network(tmp_path):
     assert L["residual1"]["receptive_field"] == 15 and L["residual1"]["stride"] == 4
     assert L["residual1.shortcut"]["params_formula"] == "1*1*8*16 = 128"
     assert L["globalavgpool1"]["receptive_field"] == 15 + 7 * 4
+    # a global pool is a window of the whole 8x8 map moved by 8: the text and the field agree on the jump
+    assert L["globalavgpool1"]["stride"] == 4 * 8
+    assert L["globalavgpool1"]["formulas"][1].endswith("jump = jump_prev*s = 4*8 = 32")
 
 
 def test_zoo_model_walked_with_hooks_resnet18():

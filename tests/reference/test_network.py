@@ -10,15 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _helpers import nerr
 
 from cnnkit.errors import UserError
 from cnnkit.models.lenet import lenet5_layers
-from cnnkit.models.spec import build_torch, parse_layers
+from cnnkit.models.spec import build_torch
+from cnnkit.spec import parse_layers
 from cnnkit.optim import create as torch_optimizer
 from cnnkit.reference.network import SUPPORTED, ReferenceNet
 from cnnkit.reference.optim import create as reference_optimizer
-from cnnkit.reference.trainer import make_reference_loss
-from cnnkit.train.losses import make_loss
+from cnnkit.reference.losses import classification_loss as make_reference_loss
+from cnnkit.nn.losses import make_loss
 
 FIRST_STEP_TOL = 1e-5
 
@@ -45,13 +47,6 @@ VECTOR = [
     "flatten", {"dense": {"out": 32, "bias": False}}, "batchnorm", "relu", {"dropout": 0.5}, {"dense": 10},
 ]
 NETS = {"lenet": (lenet5_layers(), (1, 28, 28)), "spatial": (SPATIAL, (3, 15, 14)), "vector": (VECTOR, (3, 12, 12))}
-
-
-def nerr(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    scale = np.abs(b).max()
-    return float(np.abs(a - b).max() / (scale if scale > 0 else 1.0))
 
 
 def twins(layers, shape, seed=0, dtype=np.float32):

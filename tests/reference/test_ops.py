@@ -6,20 +6,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import nerr
 
 from cnnkit import reference as R
 
 TORCH_TOL = 1e-9
 FD_TOL = 1e-6
-
-
-def nerr(a, b):
-    """max|a - b| / max|b| (independent of the library's own helper)."""
-    a = np.asarray(a, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
-    assert a.shape == b.shape, (a.shape, b.shape)
-    scale = np.abs(b).max()
-    return np.abs(a - b).max() / (scale if scale > 0 else 1.0)
 
 
 def t(x):
@@ -55,76 +47,7 @@ def rng():
 
 # ============================================================================= conv2d
 
-CONV_CASES = [
-    # (N, C, H, W, F, KH, KW, stride, padding, dilation, bias)
-    (2, 3, 7, 6, 4, 3, 3, 1, 0, 1, True),
-    (2, 2, 8, 8, 3, 3, 3, 2, 1, 1, True),
-    (1, 3, 9, 7, 2, 3, 2, (2, 1), (1, 2), 1, False),
-    (2, 2, 9, 9, 3, 3, 3, 1, 2, 2, True),
-    (1, 2, 10, 11, 3, 2, 3, (1, 2), 0, (2, 1), True),
-    (2, 1, 5, 5, 2, 5, 5, 1, "valid", 1, True),
-    (1, 3, 6, 6, 2, 1, 1, 3, 0, 1, True),
-]
-
-
-@pytest.mark.parametrize("case", CONV_CASES)
-def test_conv2d_vs_torch(case, rng, record_error):
-    n, c, h, w_, f, kh, kw, stride, padding, dilation, bias = case
-    x = rng.standard_normal((n, c, h, w_))
-    w = rng.standard_normal((f, c, kh, kw))
-    b = rng.standard_normal(f) if bias else None
-    y, cache = R.conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
-
-    tx, tw = t(x), t(w)
-    tb = t(b) if bias else None
-    tpad = 0 if padding == "valid" else padding
-    ty = F.conv2d(tx, tw, tb, stride=stride, padding=tpad, dilation=dilation)
-    check_torch(record_error, "conv2d forward", y, ty)
-
-    dy = rng.standard_normal(y.shape)
-    ty.backward(torch.from_numpy(dy))
-    dx, dw, db = R.conv2d_backward(dy, cache)
-    check_torch(record_error, "conv2d dx", dx, tx.grad)
-    check_torch(record_error, "conv2d dw", dw, tw.grad)
-    if bias:
-        check_torch(record_error, "conv2d db", db, tb.grad)
-    else:
-        assert db is None
-
-
-def _same_pads_by_hand(size, k, s, d):
-    out = -(-size // s)
-    total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
-    return total // 2, total - total // 2
-
-
-@pytest.mark.filterwarnings("ignore:Using padding='same'")
-@pytest.mark.parametrize(
-    "h, w_, k, stride, dilation",
-    [(5, 5, 3, 2, 1), (6, 6, 3, 2, 1), (7, 8, 4, 2, 1), (9, 6, 3, 3, 2), (6, 7, 2, 1, 1), (8, 8, 5, 1, 2)],
-)
-def test_conv2d_same_vs_torch(h, w_, k, stride, dilation, rng, record_error):
-    x = rng.standard_normal((2, 2, h, w_))
-    w = rng.standard_normal((3, 2, k, k))
-    b = rng.standard_normal(3)
-    y, cache = R.conv2d(x, w, b, stride=stride, padding="same", dilation=dilation)
-    assert y.shape[2:] == (-(-h // stride), -(-w_ // stride))
-
-    tx, tw, tb = t(x), t(w), t(b)
-    if stride == 1:
-        ty = F.conv2d(tx, tw, tb, padding="same", dilation=dilation)   # torch's own rule
-    else:
-        top, bottom = _same_pads_by_hand(h, k, stride, dilation)
-        left, right = _same_pads_by_hand(w_, k, stride, dilation)
-        ty = F.conv2d(F.pad(tx, (left, right, top, bottom)), tw, tb, stride=stride, dilation=dilation)
-    check_torch(record_error, "conv2d same forward", y, ty)
-    dy = rng.standard_normal(y.shape)
-    ty.backward(torch.from_numpy(dy))
-    dx, dw, db = R.conv2d_backward(dy, cache)
-    check_torch(record_error, "conv2d same dx", dx, tx.grad)
-    check_torch(record_error, "conv2d same dw", dw, tw.grad)
-    check_torch(record_error, "conv2d same db", db, tb.grad)
-
+# conv2d against torch (forward and backward, every padding kind): test_reference_properties.py.
 
 @pytest.mark.parametrize(
     "stride, padding, dilation", [(1, 0, 1), (2, 1, 1), ((2, 1), "same", 1), (1, (1, 0), 2), (2, "same", 2)]

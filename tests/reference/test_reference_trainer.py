@@ -11,8 +11,8 @@ from cnnkit.config import ModelConfig, validate
 from cnnkit.errors import UserError
 from cnnkit.models import create_model
 from cnnkit.models.lenet import lenet5_layers
-from cnnkit.rundir import load_checkpoint, read_metrics
-from cnnkit.reference.backprop import explain_backprop, render_backprop_text
+from cnnkit.runs import load_checkpoint, read_metrics
+from cnnkit.explain.backprop import explain_backprop, render_backprop_text
 from cnnkit.reference.trainer import build_reference_model, layer_list, train_reference
 
 LAYERS = [
@@ -42,21 +42,21 @@ def torch_eval_accuracy(cfg, state):
     """Load a checkpoint's model into the torch DeclarativeNet (strict) and measure val accuracy."""
     from cnnkit.data import load_data
     from cnnkit.data.loaders import make_loader
-    from cnnkit.train.losses import make_loss
-    from cnnkit.train.trainer import evaluate
-
     bundle = load_data(cfg.data)
     model = create_model(cfg.model, bundle.input_shape, bundle.num_classes)
     model.load_state_dict(state, strict=True)
     loader = make_loader(bundle.val, batch_size=256, mean=bundle.mean, std=bundle.std, shuffle=False, seed=0,
                          device="cpu", augment=None)
-    return evaluate(model, loader, make_loss("cross_entropy"), torch.device("cpu"))["accuracy"]
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(x).argmax(1) == y).sum()) for x, y in loader)
+    return correct / len(bundle.val)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("engines")
-    from cnnkit.train.trainer import train
+    from cnnkit.api import train
 
     # no dropout here, so that both engines see exactly the same computation
     ref = train(config(tmp, layers=NO_DROPOUT), quiet=True)

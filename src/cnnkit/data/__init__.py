@@ -162,3 +162,31 @@ def load_data(cfg: DataConfig) -> DataBundle:
         mean, std = channel_stats(pool.images)
     return DataBundle(pool, val, test, classes, input_shape, tuple(mean), tuple(std),
                       DATASETS.entry(cfg.name).description, bundle.extra)
+
+
+def load_all(cfg: DataConfig) -> DataBundle:
+    """Every item of the dataset ``cfg`` names (no held-out split, no subsets): what ``cnnkit eval
+    --data PATH`` measures. Its splits (train, val, test) are joined into ``train``; ``data.classes``
+    and ``data.image_size`` apply as in training. The bundle's mean/std are the data's own."""
+    _load_families()
+    bundle: DataBundle = DATASETS.get(cfg.name)(cfg)
+    parts = [p for p in (bundle.train, bundle.val, bundle.test) if p is not None and len(p)]
+    if not parts:
+        raise UserError(f"dataset {cfg.name!r} at {cfg.path!r} holds no items")
+    if all(isinstance(p, TensorData) for p in parts):
+        data: Any = TensorData(torch.cat([p.images for p in parts]), torch.cat([p.labels for p in parts]))
+    else:
+        from torch.utils.data import ConcatDataset
+
+        data = ConcatDataset(parts)
+        data.targets = torch.cat([targets_of(p) for p in parts]).tolist()  # type: ignore[attr-defined]
+    classes = list(bundle.classes)
+    if cfg.classes is not None:
+        data = _keep_classes(data, list(cfg.classes))
+        classes = [classes[c] for c in cfg.classes]
+    input_shape = tuple(bundle.input_shape)
+    if cfg.image_size is not None and isinstance(data, TensorData) and input_shape[1:] != (cfg.image_size,) * 2:
+        data = resize(data, cfg.image_size)
+        input_shape = (input_shape[0], cfg.image_size, cfg.image_size)
+    return DataBundle(data, None, None, classes, input_shape, tuple(bundle.mean), tuple(bundle.std),
+                      DATASETS.entry(cfg.name).description, bundle.extra)

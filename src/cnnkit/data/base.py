@@ -49,7 +49,7 @@ class DataBundle:
     val: object | None
     test: object | None
     classes: list[str]
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...]  # (C, H, W) images; (C, L) signals; (T, C, H, W) clips ...
     mean: tuple[float, ...]
     std: tuple[float, ...]
     description: str = ""

@@ -20,7 +20,7 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -91,17 +91,19 @@ class _Items(Dataset):
     ``(seed, epoch, index)``, so random crops inside ``ds`` (ImageNet's) and the augmentation are
     reproducible and do not depend on the number of workers."""
 
-    def __init__(self, ds: Dataset, transform: Any | None, seed: int) -> None:
-        self.ds, self.transform, self.seed = ds, transform, seed
+    def __init__(self, ds: Dataset, transform: Any | None, seed: int, images: bool = True) -> None:
+        self.ds, self.transform, self.seed, self.images = ds, transform, seed, images
 
     def __len__(self) -> int:
         return len(self.ds)  # type: ignore[arg-type]
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[Any, Any]:
         index, epoch = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_033 + index) % (1 << 63))
             x, y = self.ds[index]
+            if not self.images:  # sequences, clips, structured targets: the task's collate takes them as they are
+                return (self.transform(x) if self.transform is not None else x), y
             if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 3:
                 raise TypeError(f"dataset {type(self.ds).__name__} item {index} must be (uint8 tensor (C, H, W), "
                                 f"label), got {type(x).__name__} {getattr(x, 'dtype', '')} "
@@ -111,6 +113,17 @@ class _Items(Dataset):
         return x, int(y)
 
 
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Tensors anywhere inside lists, tuples and dicts, moved to ``device`` (non-blocking)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
 def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     if not items:
         return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.long)
@@ -118,7 +131,10 @@ def _collate(items: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch
 
 
 class DatasetLoader:
-    """Batches of a torch Dataset of ``(uint8 (C, H, W), label)`` items, normalised on ``device``.
+    """Batches of a torch Dataset of ``(uint8 (C, H, W), label)`` items, normalised on ``device``;
+    or, with a ``collate`` of a task, of any items (token ids of varying length, 1-D signals, clips,
+    boxes, masks): ``collate(items) -> (inputs, targets)``, moved to ``device`` as they are, with
+    uint8 image batches among the inputs normalised.
 
     Order and sharding are those of :class:`~cnnkit.data.base.TensorLoader`: epoch
     ``e`` is a permutation from ``(seed, e)``, cut into global batches of
@@ -132,16 +148,19 @@ class DatasetLoader:
     def __init__(self, dataset: Dataset, batch_size: int, mean: Sequence[float], std: Sequence[float], *,
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False,
                  device: torch.device | str = "cpu", transform: Any | None = None, num_workers: int = 0,
-                 rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False,
+                 collate: Callable[[list[Any]], tuple[Any, Any]] | None = None) -> None:
         self.dataset = dataset
+        self.collate = collate
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.channels_last = channels_last
         self.sampler = _EpochBatches(len(dataset), batch_size, shuffle=shuffle, seed=seed,  # type: ignore[arg-type]
                                      drop_last=drop_last, rank=rank, world_size=world_size)
         cuda = self.device.type == "cuda"
-        self.loader = DataLoader(_Items(dataset, transform, seed), batch_sampler=self.sampler,
-                                 num_workers=num_workers, collate_fn=_collate, pin_memory=cuda,
+        self.loader = DataLoader(_Items(dataset, transform, seed, images=collate is None),
+                                 batch_sampler=self.sampler, num_workers=num_workers,
+                                 collate_fn=collate or _collate, pin_memory=cuda,
                                  persistent_workers=num_workers > 0)
         c = len(mean)
         mean_t = torch.tensor(list(mean), dtype=torch.float32, device=self.device).view(1, c, 1, 1)
@@ -161,7 +180,14 @@ class DatasetLoader:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
+        if self.collate is not None:
+            for x, y in self.loader:
+                x, y = to_device(x, self.device), to_device(y, self.device)
+                if isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.ndim == 4:
+                    x = torch.addcmul(self._shift, x.float(), self._scale)
+                yield x, y
+            return
         for x, y in self.loader:
             if x.ndim == 4:
                 self._shape = tuple(x.shape[1:])
@@ -180,12 +206,14 @@ class DatasetLoader:
 def make_loader(data: TensorData | Dataset, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
                 shuffle: bool, seed: int, device: torch.device | str, augment: AugmentConfig | None,
                 num_workers: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                channels_last: bool = False) -> TensorLoader | DatasetLoader:
+                channels_last: bool = False,
+                collate: Callable[[list[Any]], tuple[Any, Any]] | None = None) -> TensorLoader | DatasetLoader:
     """A loader yielding normalised ``(x, y)`` on ``device``, with ``len()`` and ``set_epoch(e)``.
 
     ``TensorData`` gets a :class:`TensorLoader` (data moved to the device once,
     augmented in batches there); any other Dataset gets a :class:`DatasetLoader`.
-    ``augment`` is for training splits; pass None for evaluation.
+    ``augment`` is for training splits; pass None for evaluation. ``collate`` (a task's) makes
+    batches of datasets whose items are not ``(image, label)``.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -197,4 +225,4 @@ def make_loader(data: TensorData | Dataset, *, batch_size: int, mean: Sequence[f
                             world_size=world_size, channels_last=channels_last)
     return DatasetLoader(data, batch_size, mean, std, shuffle=shuffle, seed=seed, drop_last=drop_last,
                          device=device, transform=make_transforms(augment), num_workers=num_workers,
-                         rank=rank, world_size=world_size, channels_last=channels_last)
+                         rank=rank, world_size=world_size, channels_last=channels_last, collate=collate)

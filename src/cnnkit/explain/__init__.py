@@ -3,5 +3,5 @@
 Modules (data only, no printing): :mod:`~cnnkit.explain.ops` (sliding windows: conv and pooling),
 :mod:`~cnnkit.explain.activations`, :mod:`~cnnkit.explain.shapes` (output size, receptive field,
 parameters), :mod:`~cnnkit.explain.optimizers` (the six update rules on a 2-D function);
-:mod:`~cnnkit.explain.plots` draws, :mod:`~cnnkit.explain.cli` wires ``cnnkit explain``.
+:mod:`~cnnkit.explain.plots` draws, :mod:`cnnkit.cli.explain` wires ``cnnkit explain``.
 """

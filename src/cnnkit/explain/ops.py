@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from cnnkit.errors import UserError, did_you_mean
+from cnnkit.geometry import conv_output_size, same_output_size, same_padding
 
 OPS = ("conv", "maxpool", "avgpool", "l2pool")
 
@@ -140,19 +141,13 @@ def format_matrix(m, digits: int = 3, indent: str = "  ", fixed: int | None = No
 
 # --------------------------------------------------------------------------- geometry
 
-def _same_pads(n: int, k: int, s: int) -> tuple[int, int]:
-    from cnnkit.reference.shapes import same_padding
-
-    return same_padding(n, k, s)
-
-
 def _geometry(op: str, in_hw, k_hw, stride: int, padding) -> tuple[int, int, int, int]:
     """Padding (top, bottom, left, right) of this op; UserError if a pool pads too much."""
     if padding == "valid":
         return (0, 0, 0, 0)
     if padding == "same":
-        t, b = _same_pads(in_hw[0], k_hw[0], stride)
-        l, r = _same_pads(in_hw[1], k_hw[1], stride)
+        t, b = same_padding(in_hw[0], k_hw[0], stride)
+        l, r = same_padding(in_hw[1], k_hw[1], stride)
         return (t, b, l, r)
     p = int(padding)
     if op != "conv" and (2 * p > k_hw[0] or 2 * p > k_hw[1]):
@@ -259,8 +254,8 @@ def explain_window_op(op: str, x, kernel=None, size: int | None = None, stride: 
                         f"{'padded ' if (t or b or l or r) else ''}input {hp}x{wp}; use a smaller "
                         f"{'kernel' if op == 'conv' else 'size'} or more padding")
     xp = np.pad(x, ((t, b), (l, r)), constant_values=_pad_fill(op))
-    ho = (hp - k_hw[0]) // stride + 1
-    wo = (wp - k_hw[1]) // stride + 1
+    ho = conv_output_size(x.shape[0], k_hw[0], stride, t, b)
+    wo = conv_output_size(x.shape[1], k_hw[1], stride, l, r)
 
     steps, by_hand = [], np.zeros((ho, wo))
     for i in range(ho):
@@ -371,8 +366,7 @@ def render_text(res: dict[str, Any], decimals: int = 1, digits: int = 3) -> str:
         same = ""
         if res["padding"] == "same":
             s = res["stride"]
-            o_same = -(-n // s)
-            total = max((o_same - 1) * s + (k - 1) + 1 - n, 0)
+            o_same, total = same_output_size(n, s), p0 + p1
             same = (f"same: out = ceil({n}/{s}) = {o_same}, total padding = max(({o_same}-1)*{s} + "
                     f"({k}-1) + 1 - {n}, 0) = {total} -> {p0} {'top' if axis == 'rows' else 'left'}, "
                     f"{p1} {'bottom' if axis == 'rows' else 'right'}; ")

@@ -10,7 +10,9 @@ For every layer:
 
 Sources: a declarative layer list (a config's ``model.layers``, or a registered model that is a
 layer list such as ``lenet5``), or any other registered (torchvision-based) model, whose
-conv/pool/linear modules are walked with forward hooks in execution order.
+conv/pool/linear modules are walked with forward hooks in execution order. Receptive fields and
+strides come from :func:`cnnkit.summary.walk_model`, the walk ``cnnkit summary`` makes, so the two
+commands agree; the arithmetic is :mod:`cnnkit.geometry`'s.
 
 Example::
 
@@ -28,6 +30,9 @@ import os
 from typing import Any
 
 from cnnkit.errors import UserError
+from cnnkit.geometry import (ReceptiveField, adaptive_pool_window, conv_output_size, pair, same_output_size,
+                             same_padding)
+from cnnkit.spec import POOLS, LayerSpec, conv_geometry, layer_output_shape, parse_layers
 
 # Shapes of the built-in datasets, so `explain shapes` needs no data on disk.
 KNOWN_DATA = {
@@ -77,12 +82,6 @@ def _thousands(n: int) -> str:
     return f"{n:,}"
 
 
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        return int(v[0]), int(v[1] if len(v) > 1 else v[0])
-    return int(v), int(v)
-
-
 def _pad_term(p0: int, p1: int) -> str:
     if p0 == p1 == 0:
         return "0"
@@ -92,27 +91,24 @@ def _pad_term(p0: int, p1: int) -> str:
 def size_formula(n: int, k: int, s: int, p0: int, p1: int, d: int = 1, ceil_mode: bool = False,
                  same: bool = False, axis: str = "H") -> tuple[int, str]:
     """Output length along one axis and its arithmetic written out."""
-    span = d * (k - 1) + 1
-    padded = n + p0 + p1
-    if padded < span:
+    if n + p0 + p1 < d * (k - 1) + 1:
         raise UserError(f"a window of {k} (dilation {d}) does not fit an input of {n} with padding {p0}+{p1}")
     rule = SIZE_RULE if p0 == p1 else "out = floor((in + p_before + p_after - d(k-1) - 1) / s) + 1"
     inner = f"({n} + {_pad_term(p0, p1)} - {d}*({k}-1) - 1)/{s}"
     prefix = ""
     if same:
-        o = -(-n // s)
-        total = max((o - 1) * s + d * (k - 1) + 1 - n, 0)
+        o, total = same_output_size(n, s), sum(same_padding(n, k, s, d))
         before, after = ("top", "bottom") if axis == "H" else ("left", "right")
         prefix = (f"same: out = ceil({n}/{s}) = {o}, total padding = max(({o}-1)*{s} + {d}*({k}-1) + 1 - {n}, 0)"
                   f" = {total} -> {p0} {before}, {p1} {after}; ")
     if ceil_mode:
-        out = -(-(padded - span) // s) + 1
-        text = f"{rule.replace('floor', 'ceil')} = ceil({inner}) + 1 = {out}"
-        if (out - 1) * s >= n + p0:
-            out -= 1
+        rounded_up = -(-(n + p0 + p1 - d * (k - 1) - 1) // s) + 1
+        out = conv_output_size(n, k, s, p0, p1, d, ceil_mode=True)
+        text = f"{rule.replace('floor', 'ceil')} = ceil({inner}) + 1 = {rounded_up}"
+        if out < rounded_up:
             text += f", minus 1 (the last window would start in the padding) = {out}"
         return out, prefix + text
-    out = (padded - span) // s + 1
+    out = conv_output_size(n, k, s, p0, p1, d)
     return out, f"{prefix}{rule} = floor({inner}) + 1 = {out}"
 
 
@@ -126,32 +122,15 @@ def _both_axes(in_hw, k, s, pads, d, ceil_mode=False, same=False) -> tuple[tuple
     return (oh, ow), [f"H: {th}", f"W: {tw}"]
 
 
-class _RF:
-    """Receptive field and jump along H and W."""
-
-    def __init__(self, rf=(1, 1), jump=(1, 1)) -> None:
-        self.rf, self.jump = tuple(rf), tuple(jump)
-
-    def step(self, k, s, d) -> tuple["_RF", str]:
-        rf = tuple(self.rf[a] + (k[a] - 1) * d[a] * self.jump[a] for a in range(2))
-        jump = tuple(self.jump[a] * s[a] for a in range(2))
-        texts = [f"{RF_RULE} = {self.rf[a]} + ({k[a]}-1)*{d[a]}*{self.jump[a]} = {rf[a]}; "
-                 f"{JUMP_RULE} = {self.jump[a]}*{s[a]} = {jump[a]}" for a in range(2)]
-        if texts[0] == texts[1]:
-            text = texts[0]
-        else:
-            text = f"H: {texts[0]}; W: {texts[1]}"
-        return _RF(rf, jump), text
-
-    def value(self, which="rf"):
-        v = self.rf if which == "rf" else self.jump
-        return v[0] if v[0] == v[1] else list(v)
-
-    def bigger(self, other: "_RF") -> "_RF":
-        return other if sum(other.rf) > sum(self.rf) else self
+def _rf_step(field: ReceptiveField, k, s, d) -> tuple[ReceptiveField, str]:
+    """The field after a window and its arithmetic written out (one text when H and W agree)."""
+    new = field.step(k, s, d)
+    texts = [f"{RF_RULE} = {field.rf[a]} + ({k[a]}-1)*{d[a]}*{field.jump[a]} = {new.rf[a]}; "
+             f"{JUMP_RULE} = {field.jump[a]}*{s[a]} = {new.jump[a]}" for a in range(2)]
+    return new, texts[0] if texts[0] == texts[1] else f"H: {texts[0]}; W: {texts[1]}"
 
 
-def _record(name, kind, desc, in_shape, out_shape, formulas, rf: _RF | None, params=0, params_formula=None,
+def _record(name, kind, desc, in_shape, out_shape, formulas, rf: ReceptiveField | None, params=0, params_formula=None,
             depth=0, layer_stride=None, note=None) -> dict[str, Any]:
     return {"name": name, "type": kind, "description": desc, "input_shape": list(in_shape),
             "output_shape": list(out_shape), "formulas": formulas,
@@ -179,21 +158,27 @@ def _describe(spec) -> str:
     return f"{spec.type}(" + ", ".join(f"{k}={show(v)}" for k, v in shown.items()) + ")"
 
 
-def _walk_specs(specs, shape, rf: _RF, num_classes, depth, out: list) -> tuple[tuple, _RF]:
-    from cnnkit.models.spec import POOLS, conv_geometry, layer_output_shape
+def _field(calls, name: str) -> ReceptiveField | None:
+    call = calls.get(name)
+    return call.field if call is not None else None
 
+
+def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str = "") -> tuple:
+    """Records of each layer; receptive fields from ``calls`` (the walk's first call of each module, by name)."""
     for spec in specs:
         t, a = spec.type, spec.args
+        name = prefix + spec.name
         new_shape = tuple(layer_output_shape(spec, tuple(shape), num_classes))
         desc = _describe(spec)
+        call = calls.get(name)
+        rf = _field(calls, name)
         if t == "conv" or t in POOLS:
             geo = conv_geometry(spec, shape)
             k, s = a["kernel"], a["stride"]
             d = a.get("dilation", (1, 1))
             (oh, ow), formulas = _both_axes(shape[1:], k, s, geo["pad"], d, same=a["padding"] == "same")
             assert (oh, ow) == tuple(new_shape[1:]), (spec.name, (oh, ow), new_shape)
-            rf, rf_text = rf.step(k, s, d)
-            formulas.append(rf_text)
+            formulas.append(_rf_step(call.field_in, k, s, d)[1])
             params, pf = 0, None
             if t == "conv":
                 cin, cout, g = shape[0], a["out"], a["groups"]
@@ -204,9 +189,8 @@ def _walk_specs(specs, shape, rf: _RF, num_classes, depth, out: list) -> tuple[t
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth,
                                layer_stride=list(s) if s[0] != s[1] else s[0]))
         elif t in ("globalavgpool", "globalmaxpool"):
-            k = (shape[1], shape[2])
-            rf, rf_text = rf.step(k, (1, 1), (1, 1))
-            rf = _RF(rf.rf, (rf.jump[0] * shape[1], rf.jump[1] * shape[2]))
+            (kh, sh), (kw, sw) = adaptive_pool_window(shape[1], 1), adaptive_pool_window(shape[2], 1)
+            _, rf_text = _rf_step(call.field_in, (kh, kw), (sh, sw), (1, 1))
             formulas = [f"out = C = {shape[0]} (one value per feature map)",
                         f"the window is the whole {shape[1]}x{shape[2]} map: {rf_text}"]
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
@@ -226,13 +210,13 @@ def _walk_specs(specs, shape, rf: _RF, num_classes, depth, out: list) -> tuple[t
             out.append(_record(spec.name, t, desc, shape, new_shape, ["shape unchanged"], rf, params, pf, depth))
         elif t == "maxout":
             formulas = [f"out = {shape[0]}/{a['pieces']} = {new_shape[0]} {'channels' if len(shape) == 3 else 'features'}"]
-            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf if len(shape) == 3 else None,
-                               depth=depth))
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
         elif t == "residual":
             head = _record(spec.name, t, desc, shape, new_shape, [], None, depth=depth)
             out.append(head)
             start = len(out)
-            body_shape, body_rf = _walk_specs(list(spec.children), shape, rf, num_classes, depth + 1, out)
+            body_shape = _walk_specs(list(spec.children), shape, calls, num_classes, depth + 1, out,
+                                     prefix=f"{name}.body.")
             params = sum(r["params"] for r in out[start:] if r["depth"] == depth + 1)
             parts = [str(r["params"]) for r in out[start:] if r["depth"] == depth + 1 and r["params"]]
             needs_proj = tuple(body_shape) != tuple(shape) or a["shortcut"] == "conv"
@@ -241,8 +225,9 @@ def _walk_specs(specs, shape, rf: _RF, num_classes, depth, out: list) -> tuple[t
                 sh = max(1, -(-shape[1] // new_shape[1])) if len(shape) == 3 else 1
                 out.append(_record(f"{spec.name}.shortcut", "conv", f"shortcut conv(out={new_shape[0]}, kernel=1, "
                                    f"stride={sh}, bias=False)", shape, new_shape,
-                                   ["1x1 projection so the shortcut matches the body's shape"], None, sp,
-                                   f"1*1*{shape[0]}*{new_shape[0]} = {sp}", depth + 1))
+                                   ["1x1 projection so the shortcut matches the body's shape"],
+                                   _field(calls, f"{name}.shortcut"), sp, f"1*1*{shape[0]}*{new_shape[0]} = {sp}",
+                                   depth + 1))
                 params += sp
                 parts.append(str(sp))
             head["params"] = params
@@ -250,24 +235,30 @@ def _walk_specs(specs, shape, rf: _RF, num_classes, depth, out: list) -> tuple[t
             head["formulas"] = [f"y = body(x) + shortcut(x): {_fmt_shape(shape)} -> {_fmt_shape(new_shape)}"
                                 + ("" if needs_proj else " (identity shortcut)"),
                                 "receptive field along the main path (the body); the shortcut adds no larger one"]
-            rf = body_rf
-            head["receptive_field"] = rf.value("rf") if len(new_shape) == 3 else None
-            head["stride"] = rf.value("jump") if len(new_shape) == 3 else None
+            after = _field(calls, f"{name}.post")   # the block's output: the larger of body and shortcut
+            head["receptive_field"] = after.value("rf") if after is not None else None
+            head["stride"] = after.value("jump") if after is not None else None
         else:  # activations, dropout
-            out.append(_record(spec.name, t, desc, shape, new_shape, ["shape unchanged"],
-                               rf if len(shape) == 3 else None, depth=depth))
+            out.append(_record(spec.name, t, desc, shape, new_shape, ["shape unchanged"], rf, depth=depth))
         shape = new_shape
-    return shape, rf
+    return shape
 
 
 def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str = "layer list") -> dict[str, Any]:
-    """The arithmetic of a declarative layer list (raw YAML-like list or parsed LayerSpecs)."""
-    from cnnkit.models.spec import LayerSpec, parse_layers
+    """The arithmetic of a declarative layer list (raw YAML-like list or parsed LayerSpecs).
+
+    Shapes and parameters follow the list; receptive fields come from walking the torch network
+    it builds (:func:`cnnkit.summary.walk_model`), as ``cnnkit summary`` does.
+    """
+    from cnnkit.models.spec import build_torch
+    from cnnkit.summary import walk_model
 
     specs = layers if layers and isinstance(layers[0], LayerSpec) else parse_layers(list(layers))
-    records: list[dict[str, Any]] = []
     shape = tuple(int(v) for v in input_shape)
-    _walk_specs(specs, shape, _RF(), num_classes, 0, records)
+    net = build_torch(specs, shape, num_classes)
+    calls = {c.name: c for c in walk_model(net, shape).calls if c.first_call}
+    records: list[dict[str, Any]] = []
+    _walk_specs(specs, shape, calls, num_classes, 0, records)
     top = [r for r in records if r["depth"] == 0]
     total = sum(r["params"] for r in top)
     parts = [str(r["params"]) for r in top if r["params"]]
@@ -290,8 +281,6 @@ def _torch_kinds():
 
 def _conv_pads(m, in_hw, k, s, d) -> tuple[tuple[int, int, int, int], bool]:
     """(top, bottom, left, right) padding of a torch conv, and whether it is a 'same' rule."""
-    from cnnkit.reference.shapes import same_padding
-
     if getattr(m, "same", False):  # cnnkit.nn.layers.Conv2d: TF 'same', also for stride > 1
         (t, b), (l, r) = same_padding(in_hw[0], k[0], s[0], d[0]), same_padding(in_hw[1], k[1], s[1], d[1])
         return (t, b, l, r), True
@@ -299,48 +288,32 @@ def _conv_pads(m, in_hw, k, s, d) -> tuple[tuple[int, int, int, int], bool]:
     if isinstance(p, str):
         if p == "valid":
             return (0, 0, 0, 0), False
-        th, tw = d[0] * (k[0] - 1), d[1] * (k[1] - 1)   # torch 'same' (stride 1): extra pixel after
-        return (th // 2, th - th // 2, tw // 2, tw - tw // 2), True
-    ph, pw = _pair(p)
+        # torch 'same' (stride 1 only): the TF rule at stride 1, extra pixel after
+        (t, b), (l, r) = same_padding(in_hw[0], k[0], 1, d[0]), same_padding(in_hw[1], k[1], 1, d[1])
+        return (t, b, l, r), True
+    ph, pw = pair(p)
     return (ph, ph, pw, pw), False
 
 
 def explain_torch_model(model, input_shape, source: str = "model") -> dict[str, Any]:
     """Walk the conv/pool/linear modules of a torch model with forward hooks, in execution order."""
-    import torch
+    from cnnkit.summary import walk_model
 
     nn, kinds = _torch_kinds()
     from cnnkit.nn.layers import GlobalAvgPool, GlobalMaxPool, L2Pool2d
 
-    events: list[tuple[str, Any, tuple, tuple]] = []
-    handles = []
-    for qname, m in model.named_modules():
-        if isinstance(m, kinds):
-            def hook(mod, inp, out, qname=qname):
-                x = inp[0] if isinstance(inp, tuple) and inp else inp
-                y = out[0] if isinstance(out, (tuple, list)) else out
-                events.append((qname, mod, tuple(x.shape[1:]), tuple(y.shape[1:])))
-            handles.append(m.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros(1, *input_shape))
+        walk = walk_model(model, tuple(input_shape))
     except RuntimeError as e:
         raise UserError(f"the model does not run on input {_fmt_shape(input_shape)}: {str(e).splitlines()[0]}; "
                         f"try another --input C,H,W") from None
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
 
-    # Receptive field along the main path: the largest rf seen on a feature map of each shape.
-    states: dict[tuple, _RF] = {tuple(input_shape): _RF()}
-    last = _RF()
-    records, seen = [], set()
-    for qname, m, in_shape, out_shape in events:
-        first_call = id(m) not in seen
-        seen.add(id(m))
+    records = []
+    for call in walk.calls:
+        m, qname, first_call = call.module, call.name, call.first_call
+        in_shape, out_shape = tuple(call.input_shape), tuple(call.output_shape)
+        if not isinstance(m, kinds):
+            continue
         params, pf, note = 0, None, None
         if isinstance(m, nn.Linear):
             n_in, n_out = m.in_features, m.out_features
@@ -353,14 +326,10 @@ def explain_torch_model(model, input_shape, source: str = "model") -> dict[str, 
             continue
         if len(in_shape) != 3:
             continue
-        state = states.get(in_shape)
-        if state is None:   # a concat or a reshaped map: continue from the largest rf of that spatial size
-            same_size = [v for sh, v in states.items() if len(sh) == 3 and sh[1:] == in_shape[1:]]
-            state = max(same_size, key=lambda v: sum(v.rf)) if same_size else last
         in_hw = in_shape[1:]
         formulas: list[str]
         if isinstance(m, nn.Conv2d):
-            k, s, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.dilation)
+            k, s, d = pair(m.kernel_size), pair(m.stride), pair(m.dilation)
             pads, same = _conv_pads(m, in_hw, k, s, d)
             (oh, ow), formulas = _both_axes(in_hw, k, s, pads, d, same=same)
             cout, cin_g, kh, kw = m.weight.shape
@@ -378,10 +347,10 @@ def explain_torch_model(model, input_shape, source: str = "model") -> dict[str, 
                     f"padding={'same' if same else _fmt_shape(pads[::2])}" + (f", groups={m.groups}" if m.groups > 1 else "")
                     + (", bias=False" if not has_b else "") + ")")
         elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, L2Pool2d)):
-            k = _pair(m.kernel_size)
-            s = _pair(m.stride if m.stride is not None else m.kernel_size)
-            d = _pair(getattr(m, "dilation", 1))
-            ph, pw = _pair(m.padding)
+            k = pair(m.kernel_size)
+            s = pair(m.stride if m.stride is not None else m.kernel_size)
+            d = pair(getattr(m, "dilation", 1))
+            ph, pw = pair(m.padding)
             pads = (ph, ph, pw, pw)
             ceil_mode = bool(getattr(m, "ceil_mode", False))
             (oh, ow), formulas = _both_axes(in_hw, k, s, pads, d, ceil_mode=ceil_mode)
@@ -389,11 +358,9 @@ def explain_torch_model(model, input_shape, source: str = "model") -> dict[str, 
             desc = (f"{type(m).__name__}(kernel={_fmt_shape(k)}, stride={_fmt_shape(s)}, padding={ph}"
                     + (", ceil_mode=True" if ceil_mode else "") + ")")
         elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, GlobalAvgPool, GlobalMaxPool)):
-            osz = getattr(m, "output_size", 1)
-            o = _pair(osz if osz is not None else 1)
-            o = tuple(in_hw[a] if o[a] in (None, 0) else o[a] for a in range(2))
-            k = tuple(-(-in_hw[a] // o[a]) for a in range(2))
-            s = tuple(in_hw[a] // o[a] if in_hw[a] % o[a] == 0 else k[a] for a in range(2))
+            o = tuple(out_shape[-2:]) if len(out_shape) == 3 else (1, 1)
+            (kh, sh), (kw, sw) = adaptive_pool_window(in_hw[0], o[0]), adaptive_pool_window(in_hw[1], o[1])
+            k, s = (kh, kw), (sh, sw)
             d, oh, ow = (1, 1), o[0], o[1]
             exact = all(in_hw[a] % o[a] == 0 for a in range(2))
             formulas = [f"adaptive: out = {_fmt_shape(o)} (fixed); window = in/out = "
@@ -405,19 +372,21 @@ def explain_torch_model(model, input_shape, source: str = "model") -> dict[str, 
             continue
         if (oh, ow) != tuple(out_shape[-2:]) and len(out_shape) == 3:
             note = f"observed output {_fmt_shape(out_shape)} differs from the formula's {oh}x{ow}"
-        new, rf_text = state.step(k, s, d)
-        formulas.append(rf_text)
-        records.append(_record(qname, kind, desc, in_shape, out_shape, formulas, new, params, pf,
+        if call.field_in is not None:
+            formulas.append(_rf_step(call.field_in, k, s, d)[1])
+        records.append(_record(qname, kind, desc, in_shape, out_shape, formulas, call.field, params, pf,
                                layer_stride=s[0] if s[0] == s[1] else list(s), note=note))
-        key = tuple(out_shape) if len(out_shape) == 3 else (out_shape[0], 1, 1)
-        states[key] = states[key].bigger(new) if key in states else new
-        last = new
     total = sum(p.numel() for p in model.parameters())
     listed = sum(r["params"] for r in records)
     parts = [str(r["params"]) for r in records if r["params"]]
-    notes = ["receptive field along the main path: each conv/pool continues from the largest receptive field "
-             "seen so far on a feature map of its input's shape (or spatial size); skip connections and "
-             "parallel branches are not added up (a sum or concat has its largest branch's field)"]
+    if walk.rf_method == "graph":
+        notes = ["receptive field along the main path: each conv/pool continues from the largest receptive field "
+                 "among its inputs in the traced graph (torch.fx); skip connections and parallel branches are not "
+                 "added up (a sum or concat has its largest branch's field)"]
+    else:
+        notes = ["receptive field along the main path: each conv/pool continues from the largest receptive field "
+                 "seen so far on a feature map of its input's shape (or spatial size); skip connections and "
+                 "parallel branches are not added up (a sum or concat has its largest branch's field)"]
     if total != listed:
         notes.append(f"the model has {_thousands(total)} parameters: {_thousands(listed)} in the conv and linear "
                      f"layers listed, {_thousands(total - listed)} in other layers (batch norm, ...)")

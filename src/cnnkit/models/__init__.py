@@ -2,7 +2,11 @@
 
 from cnnkit.models.base import Classifier
 from cnnkit.models.registry import MODELS, create_model, default_input, get_model, list_models, register_model
-from cnnkit.models.spec import DeclarativeNet, LayerSpec, build_torch, infer_shapes, parse_layers
+from cnnkit.models.spec import DeclarativeNet, build_torch
+from cnnkit.spec import LayerSpec, infer_shapes, parse_layers
+
+# Importing a family module registers its builders.
+from cnnkit.models import lenet, zoo  # noqa: E402,F401  (after the registry they register into)
 
 __all__ = ["MODELS", "Classifier", "create_model", "DeclarativeNet", "LayerSpec", "build_torch", "default_input",
            "get_model", "infer_shapes", "list_models", "parse_layers", "register_model"]

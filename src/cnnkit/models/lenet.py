@@ -9,7 +9,8 @@ dense layers of 120, 84 and the classes.
 from __future__ import annotations
 
 from cnnkit.models.registry import register_model
-from cnnkit.models.spec import DeclarativeNet, build_torch, parse_layers
+from cnnkit.models.spec import DeclarativeNet, build_torch
+from cnnkit.spec import parse_layers
 
 
 def lenet5_layers(n1: int = 6, n2: int = 16, activation: str = "relu") -> list:

@@ -62,8 +62,8 @@ def default_input(name: str) -> tuple[int, int, int]:
 
 
 def _load_families() -> None:
-    # Importing a family module registers its builders.
-    from cnnkit.models import lenet, zoo  # noqa: F401
+    """The families register themselves when :mod:`cnnkit.models` is imported (its ``__init__``
+    imports them), which Python always does before any of its submodules; nothing to do here."""
 
 
 def create_model(cfg: "ModelConfig", input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
@@ -76,7 +76,8 @@ def create_model(cfg: "ModelConfig", input_shape: tuple[int, int, int], num_clas
     """
     import sys
 
-    from cnnkit.models.spec import build_torch, parse_layers
+    from cnnkit.models.spec import build_torch
+    from cnnkit.spec import parse_layers
     from cnnkit.nn.init import init_weights
 
     c, h, w = input_shape

@@ -193,7 +193,7 @@ def open_weights(path: str | os.PathLike, what: str = "model.weights") -> Weight
     if not p.exists():
         raise UserError(f"{what}: {str(p)!r} does not exist; give a run folder or a .pt/.pth/.safetensors file")
     if p.is_dir():
-        from cnnkit.inference import find_checkpoint
+        from cnnkit.runs import find_checkpoint
 
         p = find_checkpoint(p)
     if p.suffix == ".safetensors":
@@ -205,13 +205,9 @@ def open_weights(path: str | os.PathLike, what: str = "model.weights") -> Weight
             return WeightsFile(p, load_file(str(p), device="cpu"))
         except Exception as e:
             raise UserError(f"cannot read safetensors file {str(p)!r}: {e}") from None
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception:
-        # cnnkit's own last.pt holds NumPy RNG state; read it as cnnkit reads its checkpoints.
-        from cnnkit.rundir import load_checkpoint
+    from cnnkit.runs import load_checkpoint
 
-        obj = load_checkpoint(p)
+    obj = load_checkpoint(p)  # data only (weights_only=True): a file that would run code is refused
     state = state_dict_of(obj, repr(str(p)))
     if isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping) and isinstance(obj.get("meta"), Mapping):
         return WeightsFile(p, state, dict(obj["config"]), dict(obj["meta"]), obj.get("epoch"))

@@ -1,4 +1,4 @@
-"""The course's layers and initialisation schemes in torch."""
+"""The course's layers and initialisation schemes in torch (their shape arithmetic: :mod:`cnnkit.geometry`)."""
 
 from cnnkit.nn.init import init_weights
 from cnnkit.nn.layers import (
@@ -8,10 +8,6 @@ from cnnkit.nn.layers import (
     L2Pool2d,
     Maxout,
     Residual,
-    conv_out_size,
-    pair,
-    same_padding,
 )
 
-__all__ = ["Conv2d", "GlobalAvgPool", "GlobalMaxPool", "L2Pool2d", "Maxout", "Residual",
-           "conv_out_size", "init_weights", "pair", "same_padding"]
+__all__ = ["Conv2d", "GlobalAvgPool", "GlobalMaxPool", "L2Pool2d", "Maxout", "Residual", "init_weights"]

@@ -2,42 +2,17 @@
 stride > 1), L2 and global pooling, maxout, and a residual wrapper.
 
 torch's own ``padding='same'`` refuses stride > 1, so :class:`Conv2d` pads
-explicitly by the TF/Keras rule: out = ceil(in / stride), the odd pixel of
-padding on the bottom/right.
+explicitly by the TF/Keras rule (:func:`cnnkit.geometry.same_padding`):
+out = ceil(in / stride), the odd pixel of padding on the bottom/right.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def pair(v: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    if isinstance(v, (tuple, list)):
-        if len(v) != 2:
-            raise ValueError(f"expected an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
-
-
-def same_padding(in_size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
-    """TF/Keras 'same' padding of one dimension as (before, after).
-
-    >>> same_padding(5, 3, 2), same_padding(6, 3, 2)
-    ((1, 1), (0, 1))
-    """
-    out = math.ceil(in_size / stride)
-    total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - in_size, 0)
-    return total // 2, total - total // 2
-
-
-def conv_out_size(in_size: int, kernel: int, stride: int, pad_before: int, pad_after: int,
-                  dilation: int = 1) -> int:
-    """floor((in + p_before + p_after - d(k-1) - 1) / s) + 1."""
-    return (in_size + pad_before + pad_after - dilation * (kernel - 1) - 1) // stride + 1
+from cnnkit.geometry import pair, same_padding
 
 
 class Conv2d(nn.Conv2d):

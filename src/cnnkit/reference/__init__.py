@@ -1,7 +1,8 @@
 """The NumPy "glass box" reference engine: every op as a forward and a backward.
 
 Forward functions return ``(output, cache)``; ``*_backward(dy, cache)`` returns the
-input gradient(s). Pure NumPy, float32 or float64 (the input's dtype is kept).
+input gradient(s). Pure NumPy, float32 or float64 (the input's dtype is kept); output sizes
+and padding come from :mod:`cnnkit.geometry`.
 
 Example::
 
@@ -69,13 +70,6 @@ from cnnkit.reference.pool import (
     max_pool2d,
     max_pool2d_backward,
 )
-from cnnkit.reference.shapes import (
-    conv2d_output_shape,
-    conv_output_size,
-    resolve_padding,
-    same_output_size,
-    same_padding,
-)
 
 __all__ = [
     # conv
@@ -101,6 +95,4 @@ __all__ = [
     "init_weight", "init_std_bound", "fans",
     # gradient checks
     "numerical_gradient", "max_normalized_error",
-    # shapes
-    "conv_output_size", "same_padding", "same_output_size", "resolve_padding", "conv2d_output_shape",
 ]

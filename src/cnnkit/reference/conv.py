@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from cnnkit.reference.shapes import conv_output_size, pair, resolve_padding
+from cnnkit.geometry import conv_output_size, pair, resolve_padding
 
 
 def pad2d(x, pads, value=0.0):

@@ -8,7 +8,12 @@ Example::
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
+
+from cnnkit.errors import UserError
+from cnnkit.reference.activations import softmax, softmax_backward
 
 
 def _log_softmax(z, axis=-1):
@@ -68,3 +73,36 @@ def cross_entropy(logits, labels, label_smoothing=0.0):
     logp = _log_softmax(z, axis=1)                                # (N, K)
     loss = -(y * logp).sum() / n
     return loss, ((np.exp(logp) - y) / n).astype(z.dtype, copy=False)
+
+
+def classification_loss(name: str, label_smoothing: float = 0.0) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
+    """``fn(logits (N, K), labels (N,)) -> (loss, dL/dlogits)``, the NumPy twin of :mod:`cnnkit.nn.losses` (the classification task's losses).
+
+    cross_entropy: softmax cross-entropy (label smoothing); mse: mean over N*K of
+    (softmax(z) - onehot)^2 (no smoothing, as torch); bce: sigmoid BCE vs the (smoothed) one-hot.
+    """
+    def onehot(z, y):
+        t = np.zeros_like(z)
+        t[np.arange(len(y)), y] = 1
+        return t
+
+    if name == "cross_entropy":
+        def ce(z, y):
+            loss, dz = cross_entropy(z, y, label_smoothing)
+            return float(loss), dz
+        return ce
+    if name == "mse":
+        def mse_of_softmax(z, y):
+            p, cache = softmax(z, axis=1)                                 # (N, K)
+            loss, dp = mse(p, onehot(z, y))
+            return float(loss), softmax_backward(dp, cache).astype(z.dtype, copy=False)
+        return mse_of_softmax
+    if name == "bce":
+        def bce_of_onehot(z, y):
+            t = onehot(z, y)
+            if label_smoothing:
+                t = t * z.dtype.type(1 - label_smoothing) + z.dtype.type(label_smoothing / z.shape[1])
+            loss, dz = bce(z, t)
+            return float(loss), dz
+        return bce_of_onehot
+    raise UserError(f"unknown loss {name!r}; choose from cross_entropy, mse, bce")

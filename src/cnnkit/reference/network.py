@@ -1,6 +1,6 @@
 """A whole network in NumPy, built from the same declarative layer list as the torch engine.
 
-:class:`ReferenceNet` takes the parsed :class:`~cnnkit.models.spec.LayerSpec` list and runs
+:class:`ReferenceNet` takes the parsed :class:`~cnnkit.spec.LayerSpec` list and runs
 ``forward(x, training) -> logits`` and ``backward(dlogits) -> {param name: gradient}`` with
 every layer written out in NumPy. Parameter and buffer names are those of the torch
 :class:`~cnnkit.models.spec.DeclarativeNet` (``conv1.weight``, ``batchnorm1.running_mean``,
@@ -31,7 +31,8 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from cnnkit.errors import UserError
-from cnnkit.models.spec import LayerSpec, _residual_shortcut, conv_geometry, infer_shapes, layer_output_shape
+from cnnkit.geometry import conv_output_size
+from cnnkit.spec import LayerSpec, conv_geometry, infer_shapes, layer_output_shape, residual_shortcut
 
 SUPPORTED = ("conv", "dense", "flatten", "maxpool", "avgpool", "l2pool", "globalavgpool", "globalmaxpool",
              "dropout", "batchnorm", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "residual")
@@ -562,11 +563,10 @@ class ReferenceNet:
             return Activation(self, prefix, name, t, a)
         if t == "residual":
             body = self._build(list(spec.children), shape, prefix + "body.")
-            stride = _residual_shortcut(spec, shape, out)
+            stride = residual_shortcut(spec, shape, out)
             shortcut = None
             if stride is not None:
-                ho = (shape[1] - 1) // stride + 1
-                wo = (shape[2] - 1) // stride + 1
+                ho, wo = conv_output_size(shape[1], 1, stride), conv_output_size(shape[2], 1, stride)
                 shortcut = Conv(self, prefix + "shortcut.", name + ".shortcut", shape[0], out[0], (1, 1),
                                 (stride, stride), (0, 0, 0, 0), (1, 1), 1, False, (ho, wo))
             return Residual(self, prefix, name, body, shortcut, a["activation"] == "relu")

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cnnkit.geometry import conv_output_size, pair
 from cnnkit.reference.conv import pad2d, scatter_windows, sliding_windows, unpad2d
-from cnnkit.reference.shapes import conv_output_size, pair
 
 
 def _windows(x, kernel, stride, padding, fill):

@@ -25,14 +25,16 @@ from typing import Any, Callable
 
 import numpy as np
 
-from cnnkit.config import Config, ModelConfig, atomic_write_text, dump_yaml
+import torch
+
+from cnnkit.config import Config, ModelConfig
 from cnnkit.errors import UserError
-from cnnkit.models.spec import LayerSpec, parse_layers
-from cnnkit.reference import losses as L
-from cnnkit.reference.activations import softmax, softmax_backward
+from cnnkit.spec import LayerSpec, parse_layers
+from cnnkit.nn.runtime import seed_everything
 from cnnkit.reference.network import ReferenceNet
 from cnnkit.reference.optim import OPTIMIZERS, Optimizer
-from cnnkit.rundir import append_jsonl, atomic_torch_save, load_checkpoint, new_run_dir, write_json
+from cnnkit.runs import RunFolder, checkpoint_engine, rng_state, set_rng_state
+from cnnkit.train.records import RunResult, final_record, run_meta, summary_text, val_of_epoch
 
 LossFn = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
 
@@ -82,39 +84,6 @@ def build_reference_model(model_cfg: ModelConfig, input_shape: tuple[int, int, i
 
 # --------------------------------------------------------------------------- loss and optimiser
 
-def make_reference_loss(name: str, label_smoothing: float = 0.0) -> LossFn:
-    """``fn(logits (N, K), labels (N,)) -> (loss, dL/dlogits)``, the NumPy twin of ``cnnkit.train.losses``.
-
-    cross_entropy: softmax cross-entropy (label smoothing); mse: mean over N*K of
-    (softmax(z) - onehot)^2 (no smoothing, as torch); bce: sigmoid BCE vs the (smoothed) one-hot.
-    """
-    def onehot(z, y):
-        t = np.zeros_like(z)
-        t[np.arange(len(y)), y] = 1
-        return t
-
-    if name == "cross_entropy":
-        def ce(z, y):
-            loss, dz = L.cross_entropy(z, y, label_smoothing)
-            return float(loss), dz
-        return ce
-    if name == "mse":
-        def mse(z, y):
-            p, cache = softmax(z, axis=1)                                 # (N, K)
-            loss, dp = L.mse(p, onehot(z, y))
-            return float(loss), softmax_backward(dp, cache).astype(z.dtype, copy=False)
-        return mse
-    if name == "bce":
-        def bce(z, y):
-            t = onehot(z, y)
-            if label_smoothing:
-                t = t * z.dtype.type(1 - label_smoothing) + z.dtype.type(label_smoothing / z.shape[1])
-            loss, dz = L.bce(z, t)
-            return float(loss), dz
-        return bce
-    raise UserError(f"unknown loss {name!r}; choose from cross_entropy, mse, bce")
-
-
 def create_reference_optimizer(name: str, lr: float, hyper: dict[str, Any]) -> Optimizer:
     """The course rule ``name`` from :mod:`cnnkit.reference.optim`; unknown names or arguments are UserErrors."""
     if name.startswith("torch."):
@@ -131,9 +100,11 @@ def create_reference_optimizer(name: str, lr: float, hyper: dict[str, Any]) -> O
 
 
 def optimizer_state_dict(opt: Optimizer, names: list[str]) -> dict[str, Any]:
-    """The optimiser's state as plain data: step count, lr and per-parameter arrays keyed by name."""
+    """The optimiser's state as plain data: step count, lr and per-parameter tensors keyed by name
+    (tensors, not NumPy arrays, so that the checkpoint loads with ``weights_only=True``)."""
     return {"name": opt.name, "t": opt.t, "lr": opt.lr,
-            "state": {names[i]: {k: np.array(v, copy=True) for k, v in st.items()} for i, st in opt.state.items()}}
+            "state": {names[i]: {k: torch.from_numpy(np.array(v, copy=True)) for k, v in st.items()}
+                      for i, st in opt.state.items()}}
 
 
 def load_optimizer_state_dict(opt: Optimizer, state: dict[str, Any], names: list[str]) -> None:
@@ -141,7 +112,8 @@ def load_optimizer_state_dict(opt: Optimizer, state: dict[str, Any], names: list
         raise UserError(f"the checkpoint's optimiser is {state.get('name')!r}, the config asks for {opt.name!r}")
     index = {n: i for i, n in enumerate(names)}
     opt.t, opt.lr = int(state["t"]), float(state["lr"])
-    opt.state = {index[n]: {k: np.array(v, copy=True) for k, v in st.items()} for n, st in state["state"].items()}
+    opt.state = {index[n]: {k: (v.numpy() if isinstance(v, torch.Tensor) else np.asarray(v)).copy()
+                            for k, v in st.items()} for n, st in state["state"].items()}
 
 
 # --------------------------------------------------------------------------- pieces of a step
@@ -168,20 +140,6 @@ def clip_by_global_norm(grads: dict[str, np.ndarray], max_norm: float) -> float:
         for k in grads:
             grads[k] = grads[k] * grads[k].dtype.type(coef)
     return norm
-
-
-def evaluate_reference(net: ReferenceNet, loader, loss_fn: LossFn) -> dict[str, float]:
-    """Mean loss and accuracy of ``net`` (eval mode) over ``loader``."""
-    loss_sum = correct = count = 0.0
-    for x, y in loader:
-        yb = y.numpy()
-        logits = net.forward(x.numpy(), training=False)
-        loss, _ = loss_fn(logits, yb)
-        loss_sum += loss * len(yb)
-        correct += float((logits.argmax(1) == yb).sum())
-        count += len(yb)
-    n = max(count, 1.0)
-    return {"loss": loss_sum / n, "accuracy": correct / n, "n": int(count)}
 
 
 def check_reference_config(cfg: Config) -> None:
@@ -219,34 +177,90 @@ def check_reference_config(cfg: Config) -> None:
 # --------------------------------------------------------------------------- the run
 
 class ReferenceTrainer:
-    """What callbacks see (``epochs``, ``steps_per_epoch``, ``should_stop``, ``model``), as the torch Trainer."""
+    """One run on the NumPy engine; callbacks see what they see of the torch :class:`Trainer`
+    (``epochs``, ``epoch``, ``steps_per_epoch``, ``should_stop``, ``model``, ``task``, ``run`` ...)."""
+
+    engine = "reference"
+    is_main = True
 
     def __init__(self, cfg: Config, *, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,
                  log: Callable[[str], None] | None = None, callbacks: list | None = None) -> None:
         self.cfg, self.quiet, self.resume = cfg, quiet, resume
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run: RunFolder | None = None
         self._log = log or (lambda s: print(s, flush=True))
         self.epochs = cfg.train.epochs
+        self.epoch = 0
         self.should_stop = False
         self.extra_callbacks = callbacks or []
-        self._loss_sum = self._correct = self._seen = 0.0
+        self.history: list[dict[str, Any]] = []
+        self.train_time = 0.0
+        self._loss_sum, self._seen, self._sums = 0.0, 0, {}
 
     def log(self, text: str) -> None:
         if not self.quiet:
             self._log(text)
 
-    def running_metrics(self) -> tuple[float, float]:
-        n = max(self._seen, 1.0)
-        return self._loss_sum / n, self._correct / n
+    def running_metrics(self) -> dict[str, float]:
+        n = max(self._seen, 1)
+        return {"loss": self._loss_sum / n, **{k: v / n for k, v in self._sums.items()}}
 
-    def fit(self):
-        from cnnkit.data import load_data
-        from cnnkit.data.loaders import make_loader
+    def fit(self) -> RunResult:
+        cfg = self.cfg
+        self._prepare()
+        net, task, optimizer, names = self.model, self.task, self.optimizer, self.names
+        l1, l2, clip = cfg.regularization.l1, cfg.regularization.l2, cfg.regularization.grad_clip
+        total_steps = self.steps_per_epoch * cfg.train.epochs
+        step = (self.start_epoch - 1) * self.steps_per_epoch
+        for epoch in range(self.start_epoch, cfg.train.epochs + 1):
+            if self.should_stop:
+                break
+            self.epoch = epoch
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self, epoch)
+            self.train_loader.set_epoch(epoch)
+            augment_set_epoch = getattr(getattr(self.train_loader, "augment", None), "set_epoch", None)
+            if augment_set_epoch is not None:  # alternating flip follows the epoch
+                augment_set_epoch(epoch)
+            t0 = time.perf_counter()
+            self._loss_sum, self._seen = 0.0, 0
+            self._sums = {k: 0.0 for k in task.train_sum_names}
+            for x, y in self.train_loader:
+                optimizer.lr = cfg.optim.lr * self.schedule(step / total_steps)
+                logits = net.forward(x.numpy(), training=True)                # (N, K)
+                loss, dlogits = self.loss_fn(logits, y.numpy())
+                grads = net.backward(dlogits)
+                if l1 or l2:
+                    loss += penalty(net, grads, l1, l2)
+                if clip:
+                    clip_by_global_norm(grads, clip)
+                optimizer.step(net.parameters(), [grads[k] for k in names])
+                n = task.batch_len(y)
+                self._loss_sum += loss * n
+                for k, v in task.train_sums(torch.from_numpy(logits), y).items():
+                    self._sums[k] += float(v)
+                self._seen += n
+                step += 1
+                for cb in self.callbacks:
+                    cb.on_batch_end(self, step)
+            val = self.evaluate()
+            epoch_time = time.perf_counter() - t0
+            self.train_time += epoch_time
+            n = max(self._seen, 1)
+            metrics = {"epoch": epoch, "train_loss": self._loss_sum / n,
+                       **{f"train_{k}": v / n for k, v in self._sums.items()}, "val_loss": val["loss"],
+                       **{f"val_{k}": val[k] for k in task.metric_names}, "lr": optimizer.lr,
+                       "epoch_time_s": round(epoch_time, 4)}
+            self.history.append(metrics)
+            for cb in self.callbacks:  # ... early stopping, the metrics log, checkpoints
+                cb.on_epoch_end(self, epoch, metrics)
+        return self._finish()
+
+    # ---------------------------------------------------------------- set-up and the end
+
+    def _prepare(self) -> None:
         from cnnkit.train.callbacks import standard_callbacks
-        from cnnkit.train.schedules import make_schedule
-        from cnnkit.train.trainer import (RunResult, input_shape_for, process_start_time, remove_temp_files,
-                                          repair_metrics, rng_state,
-                                          run_meta, seed_everything, set_rng_state, summary_text)
+        from cnnkit.train.setup import build_schedule, load_task_data, make_loaders
 
         cfg = self.cfg
         check_reference_config(cfg)
@@ -254,164 +268,111 @@ class ReferenceTrainer:
         seed_everything(cfg.train.seed, cfg.train.deterministic)
 
         # Data: the torch engine's loaders, on the CPU; batches become NumPy arrays.
-        bundle = load_data(cfg.data)
-        input_shape = input_shape_for(cfg, bundle)
-        bs = cfg.data.batch_size
-        train_loader = make_loader(bundle.train, batch_size=bs, mean=bundle.mean, std=bundle.std, shuffle=True,
-                                   seed=cfg.train.seed, device="cpu", augment=cfg.augment,
-                                   num_workers=cfg.data.num_workers)
-        val_loader = make_loader(bundle.val, batch_size=cfg.data.eval_batch_size or max(bs, 256), mean=bundle.mean,
-                                 std=bundle.std, shuffle=False, seed=0, device="cpu", augment=None,
-                                 num_workers=cfg.data.num_workers)
-        self.steps_per_epoch = len(train_loader)
+        self.task, bundle, input_shape = load_task_data(cfg)
+        if not hasattr(self.task, "reference_loss"):
+            raise UserError(f"train.engine=reference runs task classification; task {cfg.task!r} needs "
+                            f"train.engine=torch")
+        self.bundle = bundle
+        self.train_loader, self.val_loader = make_loaders(cfg, bundle, self.task, "cpu")
+        self.steps_per_epoch = len(self.train_loader)
 
         # Model (the torch engine's initial weights), loss, optimiser, schedule.
         net, tmodel = build_reference_model(cfg.model, input_shape, bundle.num_classes,
                                             rng=np.random.default_rng(cfg.train.seed))
-        self.model = net
-        names = list(net.params)
-        loss_fn = make_reference_loss(cfg.train.loss, cfg.regularization.label_smoothing)
-        optimizer = create_reference_optimizer(cfg.optim.name, cfg.optim.lr, cfg.optim.hyper())
-        schedule = make_schedule(cfg.schedule, cfg.train.epochs)
-        total_steps = self.steps_per_epoch * cfg.train.epochs
+        self.model, self.names = net, list(net.params)
+        self.loss_fn = self.task.reference_loss()
+        self.optimizer = create_reference_optimizer(cfg.optim.name, cfg.optim.lr, cfg.optim.hyper())
+        self.schedule = build_schedule(cfg)
+        self.callbacks, self.early, self.checkpointer = standard_callbacks(
+            cfg, self.task, progress=None if not self.quiet else False, extra=self.extra_callbacks)
 
-        # Callbacks.
-        callbacks, early, best_monitor, best_mode = standard_callbacks(
-            cfg, progress=None if not self.quiet else False, extra=self.extra_callbacks)
-
-        # Run folder, or the state of the run being resumed (the same helpers as the torch trainer).
-        start_epoch, best_value, best_epoch, history = 1, (math.inf if best_mode == "min" else -math.inf), 0, []
-        train_time = 0.0
+        self.start_epoch = 1
         if self.resume:
-            if self.run_dir is None:
-                raise UserError("resuming needs the run folder")
-            ckpt_path = self.run_dir / "checkpoints" / "last.pt"
-            if ckpt_path.exists():
-                ckpt = load_checkpoint(ckpt_path)
-                if ckpt.get("engine", "torch") != "reference":
-                    raise UserError(f"{str(ckpt_path)!r} was written by the torch engine; resume it with "
-                                    f"train.engine=torch")
-                net.load_state_dict(ckpt["model"])
-                load_optimizer_state_dict(optimizer, ckpt["optimizer"], names)
-                for cb in callbacks:
-                    state = ckpt.get("callbacks", {}).get(type(cb).__name__)
-                    if state:
-                        cb.load_state_dict(state)
-                set_rng_state(ckpt["rng"])
-                net.rng.bit_generator.state = ckpt["rng"]["reference"]
-                start_epoch = ckpt["epoch"] + 1
-                best_value, best_epoch = ckpt["best_value"], ckpt["best_epoch"]
-                history = ckpt["history"]
-                train_time = ckpt.get("train_time_s", 0.0)
-                self.should_stop = ckpt.get("stopped", False)
-            remove_temp_files(self.run_dir)
-            repair_metrics(self.run_dir, history)
-            self.log(f"resuming {self.run_dir} at epoch {start_epoch}/{cfg.train.epochs}")
+            self._restore()
         else:
             label = cfg.train.name or f"{cfg.model.name or 'layers'}-{cfg.data.name}"
-            self.run_dir = self.run_dir or new_run_dir(cfg.train.runs_dir, label)
-            (self.run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run_dir / "config.yaml", dump_yaml(cfg.to_dict()))
-            write_json(self.run_dir / "meta.json", run_meta(cfg, bundle, input_shape))
-            atomic_write_text(self.run_dir / "summary.txt", summary_text(cfg, tmodel, bundle, input_shape))
-        meta = run_meta(cfg, bundle, input_shape)
-
+            self.run = RunFolder(self.run_dir) if self.run_dir else RunFolder.create(cfg.train.runs_dir, label)
+            self.run.checkpoints.mkdir(parents=True, exist_ok=True)
+            self.run.write_config(cfg.to_dict())
+            self.run.write_meta(run_meta(cfg, bundle, input_shape))
+            self.run.write_summary(summary_text(cfg, tmodel, bundle, input_shape))
+        self.run_dir = self.run.path
+        self.meta = run_meta(cfg, bundle, input_shape)
         self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
                  f"{len(bundle.val)} val images) for {cfg.train.epochs} epochs on cpu (NumPy reference engine)")
-        for cb in callbacks:
-            cb.on_train_begin(self) if start_epoch == 1 else None
+        if self.start_epoch == 1:
+            for cb in self.callbacks:
+                cb.on_train_begin(self)
 
-        # Epochs.
-        step = (start_epoch - 1) * self.steps_per_epoch
-        l1, l2 = cfg.regularization.l1, cfg.regularization.l2
-        clip = cfg.regularization.grad_clip
-        base_lr = cfg.optim.lr
-        epoch = start_epoch - 1
-        for epoch in range(start_epoch, cfg.train.epochs + 1):
-            if self.should_stop:
-                break
-            for cb in callbacks:
-                cb.on_epoch_begin(self, epoch)
-            train_loader.set_epoch(epoch)
-            augment_set_epoch = getattr(getattr(train_loader, "augment", None), "set_epoch", None)
-            if augment_set_epoch is not None:  # alternating flip follows the epoch
-                augment_set_epoch(epoch)
-            t0 = time.perf_counter()
-            self._loss_sum = self._correct = self._seen = 0.0
-            for x, y in train_loader:
-                optimizer.lr = base_lr * schedule(step / total_steps)
-                yb = y.numpy()
-                logits = net.forward(x.numpy(), training=True)                # (N, K)
-                loss, dlogits = loss_fn(logits, yb)
-                grads = net.backward(dlogits)
-                if l1 or l2:
-                    loss += penalty(net, grads, l1, l2)
-                if clip:
-                    clip_by_global_norm(grads, clip)
-                optimizer.step(net.parameters(), [grads[k] for k in names])
-                self._loss_sum += loss * len(yb)
-                self._correct += float((logits.argmax(1) == yb).sum())
-                self._seen += len(yb)
-                step += 1
-                for cb in callbacks:
-                    cb.on_batch_end(self, step)
-            val = evaluate_reference(net, val_loader, loss_fn)
-            epoch_time = time.perf_counter() - t0
-            train_time += epoch_time
+    def _restore(self) -> None:
+        from cnnkit.train.trainer import restore_callbacks
 
-            n = max(self._seen, 1.0)
-            metrics = {"epoch": epoch, "train_loss": self._loss_sum / n, "train_accuracy": self._correct / n,
-                       "val_loss": val["loss"], "val_accuracy": val["accuracy"], "lr": optimizer.lr,
-                       "epoch_time_s": round(epoch_time, 4)}
-            history.append(metrics)
-            for cb in callbacks:
-                cb.on_epoch_end(self, epoch, metrics)
-            value = metrics[best_monitor]
-            improved = value < best_value if best_mode == "min" else value > best_value
-            if improved:
-                best_value, best_epoch = value, epoch
-            self.log(f"epoch {epoch:>3}/{cfg.train.epochs}  train_loss {metrics['train_loss']:.4f}  "
-                     f"train_acc {metrics['train_accuracy']:.4f}  val_loss {val['loss']:.4f}  "
-                     f"val_acc {val['accuracy']:.4f}  lr {metrics['lr']:.3g}  {epoch_time:.2f}s")
-            append_jsonl(self.run_dir / "metrics.jsonl", metrics)
-            state = {"model": net.state_dict(), "epoch": epoch, "config": cfg.to_dict(), "meta": meta,
-                     "metrics": metrics, "engine": "reference"}
-            if improved:
-                atomic_torch_save(state, self.run_dir / "checkpoints" / "best.pt")
-            if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or self.should_stop:
-                atomic_torch_save({**state, "optimizer": optimizer_state_dict(optimizer, names), "ema": None, "lookahead": None,
-                                   "rng": {**rng_state(), "reference": net.rng.bit_generator.state},
-                                   "best_value": best_value, "best_epoch": best_epoch, "history": history,
-                                   "train_time_s": train_time, "stopped": self.should_stop,
-                                   "callbacks": {type(cb).__name__: cb.state_dict() for cb in callbacks}},
-                                  self.run_dir / "checkpoints" / "last.pt")
+        if self.run_dir is None:
+            raise UserError("resuming needs the run folder")
+        self.run = run = RunFolder(self.run_dir)
+        if run.has_checkpoint("last"):
+            ckpt = run.load_checkpoint("last")
+            if checkpoint_engine(ckpt) != self.engine:
+                raise UserError(f"{str(run.checkpoint_path('last'))!r} was written by the {checkpoint_engine(ckpt)} "
+                                f"engine; resume it with train.engine={checkpoint_engine(ckpt)}")
+            self.model.load_state_dict(ckpt["model"])
+            load_optimizer_state_dict(self.optimizer, ckpt["optimizer"], self.names)
+            restore_callbacks(self.callbacks, ckpt)
+            set_rng_state(ckpt["rng"])
+            self.model.rng.bit_generator.state = ckpt["rng"]["reference"]
+            self.start_epoch = ckpt["epoch"] + 1
+            self.epoch = ckpt["epoch"]
+            self.history = ckpt["history"]
+            self.train_time = ckpt.get("train_time_s", 0.0)
+            self.should_stop = ckpt.get("stopped", False)
+        run.remove_temp_files()
+        run.repair_metrics(self.history)
+        self.log(f"resuming {self.run_dir} at epoch {self.start_epoch}/{self.cfg.train.epochs}")
 
-        # The end, as in the torch trainer: the result is the best checkpoint (what eval and predict
-        # use) unless early stopping was told not to restore it.
-        for cb in callbacks:
-            cb.on_train_end(self)
-        last = history[-1] if history else None
-        keep_last = early is not None and not early.restore_best
-        if best_epoch and best_epoch != epoch and not keep_last:
-            net.load_state_dict(load_checkpoint(self.run_dir / "checkpoints" / "best.pt")["model"])
-            row = next(h for h in history if h["epoch"] == best_epoch)
-            val = {"loss": row["val_loss"], "accuracy": row["val_accuracy"], "n": len(bundle.val)}
+    def _finish(self) -> RunResult:
+        """As the torch trainer: the result is the best checkpoint (what eval and predict use) unless
+        early stopping was told not to restore it."""
+        for cb in self.callbacks:
+            cb.on_train_end(self)  # the checkpointer puts the best weights back
+        n_val = len(self.bundle.val)
+        if self.checkpointer.restored:
+            row = next(h for h in self.history if h["epoch"] == self.checkpointer.best_epoch)
+            val = val_of_epoch(self.task, row, n_val)
         else:
-            val = evaluate_reference(net, val_loader, loss_fn)
-        final = {
-            "val_accuracy": val["accuracy"], "val_loss": val["loss"], "best_epoch": best_epoch,
-            "best_val_accuracy": max((h["val_accuracy"] for h in history), default=None),
-            "epochs": len(history), "n_train": len(bundle.train), "n_val": val["n"],
-            "num_classes": bundle.num_classes, "classes": bundle.classes,
-            "checkpoint": "last.pt" if keep_last or best_epoch in (0, epoch) else "best.pt",
-            "last_val_accuracy": last["val_accuracy"] if last else None,
-            "last_val_loss": last["val_loss"] if last else None,
-            "train_time_s": round(train_time, 3), "end_to_end_s": round(time.time() - process_start_time(), 3),
-            "world_size": 1, "device": "cpu", "engine": "reference",
-            "stopped_early": bool(early and early.stopped_epoch),
-        }
-        write_json(self.run_dir / "final.json", final)
-        return RunResult(self.run_dir, final, history)
+            val = self.evaluate()
+        last = val_of_epoch(self.task, self.history[-1], n_val) if self.history else None
+        final = final_record(self.task, val=val, history=self.history, checkpointer=self.checkpointer,
+                             early=self.early, last_val=last, bundle=self.bundle, train_time=self.train_time,
+                             world_size=1, device="cpu", engine=self.engine)
+        self.run.write_final(final)
+        return RunResult(self.run_dir, final, self.history)
+
+    # ---------------------------------------------------------------- for the callbacks
+
+    def evaluate(self) -> dict[str, float]:
+        """The task's metrics of the network (eval mode) over the validation batches."""
+        metrics = self.task.metrics()
+        for x, y in self.val_loader:
+            logits = self.model.forward(x.numpy(), training=False)
+            loss, _ = self.loss_fn(logits, y.numpy())
+            self.task.update_metrics(metrics, torch.from_numpy(logits), y, torch.tensor(loss))
+        out = {k: float(v) for k, v in metrics.compute().items()}
+        out["n"] = int(round(float(metrics["loss"].den)))
+        return out
+
+    def checkpoint_state(self, full: bool) -> dict[str, Any]:
+        state: dict[str, Any] = {"model": self.model.state_dict(), "epoch": self.epoch, "config": self.cfg.to_dict(),
+                                 "meta": self.meta, "metrics": self.history[-1], "engine": self.engine,
+                                 "task": self.task.name}
+        if full:
+            state.update({"optimizer": optimizer_state_dict(self.optimizer, self.names), "ema": None,
+                          "lookahead": None, "rng": {**rng_state(), "reference": self.model.rng.bit_generator.state},
+                          "history": self.history, "train_time_s": self.train_time, "stopped": self.should_stop,
+                          "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks}})
+        return state
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state)
 
 
 def train_reference(cfg: Config, *, quiet: bool = False, log: Callable[[str], None] | None = None,

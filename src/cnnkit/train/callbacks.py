@@ -1,8 +1,13 @@
 """Callbacks: small classes reacting to named events of the training loop
 (Keras' callbacks, fastai's event list). All event names are declared once in
-:data:`EVENTS`; a callback implements the ones it needs.
+:data:`EVENTS`; a callback implements the ones it needs. Logging the metrics,
+writing checkpoints and restoring the best weights are callbacks too.
 
 Stopping is a flag: a callback sets ``trainer.should_stop = True``.
+
+The trainer (either engine) offers callbacks: ``epochs``, ``steps_per_epoch``, ``should_stop``,
+``model``, ``task``, ``run`` (the RunFolder; None on DDP ranks other than 0), ``is_main``,
+``log(text)``, ``running_metrics()``, ``checkpoint_state(full)`` and ``load_weights(state)``.
 """
 
 from __future__ import annotations
@@ -10,6 +15,8 @@ from __future__ import annotations
 import math
 import sys
 from typing import Any
+
+from cnnkit.runs import RunFolder
 
 EVENTS = ("on_train_begin", "on_epoch_begin", "on_batch_end", "on_epoch_end", "on_train_end")
 
@@ -77,7 +84,7 @@ class EarlyStopping(Callback):
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch with the running loss and accuracy; off when not on a terminal."""
+    """A tqdm bar per epoch with the running loss and metrics; off when not on a terminal."""
 
     def __init__(self, enabled: bool | None = None, every: int = 10) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
@@ -95,8 +102,8 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.update(1)
             if self.bar.n % self.every == 0:
-                loss, acc = trainer.running_metrics()
-                self.bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.4f}", refresh=False)
+                running = trainer.running_metrics()
+                self.bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()}, refresh=False)
 
     def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, float]) -> None:
         if self.bar is not None:
@@ -104,15 +111,84 @@ class ProgressBar(Callback):
             self.bar = None
 
 
-def standard_callbacks(cfg, *, progress: bool | None, extra: list[Callback] | None = None
-                       ) -> tuple[list[Callback], EarlyStopping | None, str, str]:
-    """The callbacks every engine runs for a config: a progress bar, early stopping if configured,
-    then ``extra``. Returns them with the early stopper and the (metric, mode) that picks best.pt."""
+class MetricsLogger(Callback):
+    """Each epoch: one line on the console and one line in the run's metrics.jsonl (rank 0 only)."""
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        trainer.log(f"epoch {epoch:>3}/{trainer.epochs}  {trainer.task.epoch_line(metrics)}  lr {metrics['lr']:.3g}  "
+                    f"{metrics['epoch_time_s']:.2f}s")
+        if trainer.run is not None:
+            trainer.run.append_metrics(metrics)
+
+
+class Checkpointer(Callback):
+    """Writes ``best.pt`` when ``monitor`` improves and ``last.pt`` (everything a resume needs) every
+    ``every`` epochs, at the last one and when training stops; at the end, puts the best weights back
+    into the model unless ``keep_last`` (early stopping with ``restore_best: false``).
+
+    ``best_epoch`` / ``best_value`` are what ``final.json`` reports; ``restored`` says whether the
+    final weights are the best epoch's rather than the last's.
+    """
+
+    def __init__(self, monitor: str, mode: str, every: int = 1, keep_last: bool = False) -> None:
+        self.monitor, self.mode, self.every, self.keep_last = monitor, monitor_mode(monitor, mode), every, keep_last
+        self.on_train_begin(None)
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self.best_value = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = 0
+        self.restored = False
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        value = metrics[self.monitor]
+        improved = value is not None and (value < self.best_value if self.mode == "min" else value > self.best_value)
+        if improved:
+            self.best_value, self.best_epoch = value, epoch
+        save_last = epoch % self.every == 0 or epoch == trainer.epochs or trainer.should_stop
+        state = trainer.checkpoint_state(full=save_last)  # collective under DDP: every rank calls it
+        run: RunFolder | None = trainer.run
+        if run is None:
+            return
+        light = {k: state[k] for k in ("model", "epoch", "config", "meta", "metrics", "engine", "task")}
+        if "eval_model" in state:  # the EMA's weights are what best.pt keeps
+            light["model"] = state["eval_model"]
+        if improved:
+            run.save_checkpoint("best", light)
+        if save_last:
+            full = {k: v for k, v in state.items() if k != "eval_model"}
+            run.save_checkpoint("last", {**full, "best_value": self.best_value, "best_epoch": self.best_epoch})
+
+    def on_train_end(self, trainer: Any) -> None:
+        last_epoch = trainer.epoch
+        if self.best_epoch and self.best_epoch != last_epoch and not self.keep_last:
+            trainer.load_weights(RunFolder(trainer.run_dir).load_checkpoint("best")["model"])
+            self.restored = True
+
+    @property
+    def checkpoint_name(self) -> str:
+        """The checkpoint that holds the run's result: best.pt, or last.pt when that is the same epoch."""
+        return "best.pt" if self.restored else "last.pt"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+
+
+def standard_callbacks(cfg, task, *, progress: bool | None, extra: list[Callback] | None = None
+                       ) -> tuple[list[Callback], EarlyStopping | None, Checkpointer]:
+    """The callbacks every engine runs for a config, in order: a progress bar, early stopping if
+    configured, ``extra``, the metrics log and the checkpointer (which watches early stopping's
+    metric, else the task's best metric)."""
     callbacks: list[Callback] = [ProgressBar(enabled=progress)]
     early = None
     if cfg.regularization.early_stopping is not None:
         es = cfg.regularization.early_stopping
         early = EarlyStopping(es.monitor, es.mode, es.patience, es.min_delta, es.restore_best)
         callbacks.append(early)
-    callbacks += extra or []
-    return callbacks, early, (early.monitor if early else "val_accuracy"), (early.mode if early else "max")
+    monitor, mode = (early.monitor, early.mode) if early else (task.best_metric, task.best_mode)
+    checkpointer = Checkpointer(monitor, mode, cfg.train.checkpoint_every,
+                                keep_last=early is not None and not early.restore_best)
+    callbacks += [*(extra or []), MetricsLogger(), checkpointer]
+    return callbacks, early, checkpointer

@@ -55,7 +55,6 @@ final.json also hold ``finetune_from``: the source and the checkpoint file read.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import sys
@@ -276,23 +275,14 @@ class FinetuneCallback(Callback):
         self.finetune_from = finetune_from
 
     def on_train_begin(self, trainer: Any) -> None:
-        if self.finetune_from is not None and getattr(trainer, "is_main", True) and trainer.run_dir is not None:
-            _add_json(Path(trainer.run_dir) / "meta.json", {"finetune_from": self.finetune_from})
+        if self.finetune_from is not None and trainer.run is not None:
+            trainer.run.write_meta({**trainer.run.read_meta(), "finetune_from": self.finetune_from})
 
     def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
         flipped = self.plan.apply(epoch)
         if flipped and hasattr(trainer, "log"):
             n = sum(p.numel() for name, p in self.plan.model.named_parameters() if name in set(flipped))
             trainer.log(f"epoch {epoch}: unfroze {len(flipped)} tensors ({n:,} parameters)")
-
-
-def _add_json(path: Path, extra: dict[str, Any]) -> None:
-    import json
-
-    from cnnkit.rundir import write_json
-
-    data = json.loads(path.read_text()) if path.exists() else {}
-    write_json(path, {**data, **extra})
 
 
 # --------------------------------------------------------------------------- the command
@@ -349,11 +339,12 @@ def finetune(source: str | None, config: str | None, overrides: list[str] | None
              callbacks: list[Callback] | None = None):
     """Fine-tune from ``source`` (run folder / checkpoint / weights file; None: the config's own weights)."""
     from cnnkit.data import load_data
-    from cnnkit.models import create_model
-    from cnnkit.models.weights import load_state, load_weights, normalisation_for, without_weights
+    from cnnkit.models.weights import load_state, load_weights, normalisation_for
     from cnnkit.nn.init import init_weights
-    from cnnkit.rundir import write_json
-    from cnnkit.train.trainer import Trainer, input_shape_for, seed_everything
+    from cnnkit.nn.runtime import seed_everything
+    from cnnkit.runs import RunFolder
+    from cnnkit.train.setup import build_model, input_shape_for
+    from cnnkit.train.trainer import Trainer
 
     say = log or (lambda s: print(s, flush=True))
     note = (lambda s: None) if quiet else (lambda s: print(f"note: {s}", file=sys.stderr))
@@ -390,7 +381,7 @@ def finetune(source: str | None, config: str | None, overrides: list[str] | None
 
     # Model: everything but the head from the source, then a fresh head for the new classes.
     seed_everything(cfg.train.seed, cfg.train.deterministic)
-    model = create_model(without_weights(cfg.model), input_shape, bundle.num_classes)
+    model = build_model(cfg, input_shape, bundle.num_classes, with_weights=False)
     if src is not None:
         report = load_state(model, src.state, source=repr(src.checkpoint), skip_head=True)
         for n in report.notes:
@@ -426,48 +417,5 @@ def finetune(source: str | None, config: str | None, overrides: list[str] | None
                       callbacks=[FinetuneCallback(plan, finetune_from), *(callbacks or [])])
     result = trainer.fit()
     if result.run_dir is not None and trainer.is_main:
-        result.final["finetune_from"] = finetune_from
-        write_json(Path(result.run_dir) / "final.json", result.final)
+        result.final.update(RunFolder(result.run_dir).update_final(finetune_from=finetune_from))
     return result
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser(
-        "finetune", help="start from trained weights, new head, train on new data (freeze, lr_mult, unfreeze)",
-        formatter_class=fmt,
-        description="Fine-tune: build the config's model for the new data's classes, load every weight but the "
-                    "head from --from (a run folder, a cnnkit checkpoint or a .pt/.pth/.safetensors state dict; "
-                    "without --from, the config's model.pretrained or model.weights), give it a fresh head and "
-                    "train, writing an ordinary run folder. CONFIG may be left out when --from is a run (its "
-                    "config is used), and a CONFIG without model.name/model.layers takes the source run's model.\n\n"
-                    "finetune.freeze: none | backbone | until:LAYER (frozen batch norms keep their statistics)\n"
-                    "finetune.lr_mult: {backbone: 0.1, head: 1.0} or {LAYER: mult}; most specific name wins\n"
-                    "finetune.unfreeze_at: {LAYER: EPOCH}; LAYER and every layer after it train from EPOCH on",
-        epilog="examples:\n"
-               "  cnnkit finetune --from runs/x configs/lenet5_mnist5k.yaml 'data.classes=[5,6,7,8,9]' "
-               "data.per_class=20\n"
-               "  cnnkit finetune --from runs/x 'data.classes=[5,6,7,8,9]' finetune.freeze=backbone\n"
-               "  cnnkit finetune --from runs/x my.yaml finetune.freeze=until:conv2 "
-               "'finetune.unfreeze_at={conv2: 5}'\n"
-               "  cnnkit finetune --from runs/x my.yaml 'finetune.lr_mult={backbone: 0.1, head: 1.0}'\n"
-               "  cnnkit finetune --from resnet18.safetensors cifar.yaml model.name=resnet18\n"
-               "  cnnkit finetune cifar.yaml model.name=resnet18 model.pretrained=imagenet data.image_size=224 "
-               "finetune.freeze=backbone")
-    p.add_argument("--from", dest="source", metavar="RUN_DIR|WEIGHTS",
-                   help="a run folder, a cnnkit checkpoint, or a .pt/.pth/.safetensors state dict")
-    p.add_argument("config", nargs="?", help="YAML config file (a key=value here is taken as an override)")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. finetune.freeze=backbone")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
-    p.set_defaults(func=cmd_finetune)
-    return p
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from cnnkit.cli import _split_config_and_overrides, report_run
-
-    config, overrides = _split_config_and_overrides(args.config, args.overrides)
-    return report_run(finetune(args.source, config, overrides, quiet=args.quiet))

@@ -1,4 +1,4 @@
-"""Init schemes (empirical std / bounds) and the shape helpers (hand-checked cases)."""
+"""Init schemes: empirical std / bounds against the published formulas (shapes: tests/test_geometry.py)."""
 
 from __future__ import annotations
 
@@ -56,34 +56,3 @@ def test_init_scale_dtype_and_errors():
         R.init_weight((3, 3), "lecun", "normal", np.random.default_rng(0))
     with pytest.raises(ValueError):
         R.init_weight((3, 3), "he", "laplace", np.random.default_rng(0))
-
-
-@pytest.mark.parametrize(
-    "size, k, s, d, out, pads",
-    [
-        (5, 3, 2, 1, 3, (1, 1)),
-        (6, 3, 2, 1, 3, (0, 1)),
-        (7, 3, 1, 1, 7, (1, 1)),
-        (8, 4, 1, 1, 8, (1, 2)),
-        (10, 3, 3, 1, 4, (1, 1)),   # (4-1)*3 + 3 - 10 = 2
-        (7, 3, 2, 2, 4, (2, 2)),    # (4-1)*2 + 5 - 7 = 4
-        (4, 1, 2, 1, 2, (0, 0)),
-        (2, 5, 3, 1, 1, (1, 2)),    # 0*3 + 5 - 2 = 3
-    ],
-)
-def test_same_padding_by_hand(size, k, s, d, out, pads):
-    assert R.same_padding(size, k, s, d) == pads
-    assert R.same_output_size(size, s) == out
-    assert R.conv_output_size(size, k, s, pads[0], pads[1], d) == out
-
-
-def test_conv_output_size_and_resolve():
-    assert R.conv_output_size(28, 5) == 24
-    assert R.conv_output_size(32, 3, 2, 1, 1) == 16
-    assert R.conv_output_size(7, 3, 1, 0, 0, dilation=2) == 3
-    assert R.conv2d_output_shape((6, 5), (3, 3), 2, "same") == (3, 3)
-    assert R.conv2d_output_shape((6, 5), (3, 3), 1, "valid") == (4, 3)
-    assert R.resolve_padding((1, 2), (8, 8), (3, 3)) == ((1, 1), (2, 2))
-    assert R.resolve_padding("same", (6, 5), (3, 3), 2) == ((0, 1), (1, 1))
-    with pytest.raises(ValueError):
-        R.conv_output_size(2, 3)

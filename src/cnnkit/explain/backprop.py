@@ -44,14 +44,13 @@ def explain_backprop(cfg: Config, batch_size: int = 8, *, checks_per_layer: int 
     """
     import torch
 
-    from cnnkit.data import load_data
     from cnnkit.data.loaders import make_loader
-    from cnnkit.reference.trainer import build_reference_model, layer_list, make_reference_loss
-    from cnnkit.train.trainer import input_shape_for
+    from cnnkit.reference.losses import classification_loss
+    from cnnkit.reference.trainer import build_reference_model, layer_list
+    from cnnkit.train.setup import load_task_data
 
     layer_list(cfg.model)  # a registered torch network is a UserError before any data is read
-    bundle = load_data(cfg.data)
-    input_shape = input_shape_for(cfg, bundle)
+    _, bundle, input_shape = load_task_data(cfg)
     data = bundle.train if split == "train" else bundle.val
     loader = make_loader(data, batch_size=batch_size, mean=bundle.mean, std=bundle.std, shuffle=False, seed=0,
                          device="cpu", augment=None, num_workers=0)
@@ -61,7 +60,7 @@ def explain_backprop(cfg: Config, batch_size: int = 8, *, checks_per_layer: int 
     torch.manual_seed(cfg.train.seed)
     net, _ = build_reference_model(cfg.model, input_shape, bundle.num_classes, dtype=np.float64,
                                    rng=np.random.default_rng(cfg.train.seed))
-    loss_fn = make_reference_loss(cfg.train.loss, cfg.regularization.label_smoothing)
+    loss_fn = classification_loss(cfg.train.loss, cfg.regularization.label_smoothing)
     saved = {k: v.copy() for k, v in net.buffers.items()}
 
     # Forward, keeping every top-level activation; dropout masks are then frozen for the checks.

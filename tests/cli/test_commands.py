@@ -25,7 +25,7 @@ import yaml
 from cnnkit import cli
 from cnnkit.config import validate
 from cnnkit.models import build_torch, parse_layers
-from cnnkit.train.trainer import train
+from cnnkit.api import train
 from cnnkit.config import load_config
 
 TINY = "[{conv: {out: 4, kernel: 3}}, relu, flatten, {dense: 10}]"
@@ -424,7 +424,7 @@ CONTRACT_COMMANDS = ["train", "eval", "predict", "summary", "models", "datasets"
 def _subcommands() -> list[str]:
     """Every registered subcommand (the contract's six if the parser cannot even be built)."""
     try:
-        parser = cli._parser()
+        parser = cli.build_parser()
     except Exception:  # reported by test_the_contracts_subcommands_exist
         return CONTRACT_COMMANDS
     for action in parser._actions:
@@ -434,7 +434,7 @@ def _subcommands() -> list[str]:
 
 
 def test_the_contracts_subcommands_exist():
-    parser = cli._parser()
+    parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert set(CONTRACT_COMMANDS) <= set(sub.choices)
 

@@ -55,7 +55,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import io
@@ -78,7 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from cnnkit.data import DataBundle
 
 __all__ = ["CompressResult", "compress", "prune_model", "quantize_int8", "load_quantized", "count_params",
-           "weights_size_bytes", "measure_latency", "add_parser"]
+           "weights_size_bytes", "measure_latency"]
 
 DEFAULT_FINETUNE_EPOCHS = 2
 DEFAULT_CALIBRATION_BATCHES = 32
@@ -171,13 +170,11 @@ def measure(model: "nn.Module", cfg: "Config", bundle: "DataBundle", input_shape
     """Held-out accuracy (CPU), parameters, weights-file size and latency of ``model``."""
     import torch
 
-    from cnnkit.train.losses import make_loss
-    from cnnkit.train.trainer import evaluate
+    from cnnkit.tasks import create_task
 
     model = model.cpu().eval()
     loader = loader or _val_loader(cfg, bundle)
-    res = evaluate(model, loader, make_loss(cfg.train.loss, cfg.regularization.label_smoothing),
-                   torch.device("cpu"), "fp32", cfg.train.eval_tta)
+    res = create_task(cfg, bundle.classes).evaluate(model, loader, torch.device("cpu"), "fp32")
     total, nonzero = count_params(model)
     blob = _saved_bytes(model.state_dict())
     lat = measure_latency(model, input_shape, threads=threads)
@@ -397,7 +394,7 @@ def load_quantized(source: str | Path) -> tuple["nn.Module", dict[str, Any]]:
 
     from cnnkit.config import validate
     from cnnkit.models import create_model
-    from cnnkit.rundir import load_checkpoint
+    from cnnkit.runs import load_checkpoint
 
     p = Path(source)
     path = p if p.is_file() else p / "checkpoints" / "int8.pt"
@@ -442,11 +439,9 @@ def _suffix_dir(src: Path, suffix: str) -> Path:
 def _load_source(run_dir: str | Path):
     from cnnkit.data import load_data
     from cnnkit.inference import load_run_model
-    from cnnkit.rundir import check_run_dir
+    from cnnkit.runs import RunFolder
 
-    src = check_run_dir(run_dir)
-    if not (src / "checkpoints" / "best.pt").exists() and not (src / "checkpoints" / "last.pt").exists():
-        raise UserError(f"run folder {str(src)!r} has no checkpoint")  # pragma: no cover - check_run_dir caught it
+    src = RunFolder.open(run_dir).path
     model, info = load_run_model(src)
     cfg = info["config"]
     bundle = load_data(cfg.data)
@@ -519,17 +514,18 @@ def compress(run_dir: str | Path, *, prune: float | None = None, quantize: str |
     (out / "weights.pt").write_bytes(blob)
     after["size_bytes"] = (out / "weights.pt").stat().st_size
 
-    from cnnkit.rundir import read_metrics, write_json
+    from cnnkit.runs import RunFolder
 
+    run = RunFolder(out)
     training = None
     if (out / "final.json").exists():  # the trainer's own summary of fine-tuning / distillation
-        training = json.loads((out / "final.json").read_text())
+        training = run.read_final()
     final = {**_scalar_metrics(after), "before": {**_scalar_metrics(before), "run_dir": str(src)},
              "method": method, "source_run": str(src),
              "classes": list(info["classes"]), "num_classes": len(info["classes"]),
-             "training": training, "history": read_metrics(out / "metrics.jsonl") or None}
+             "training": training, "history": run.read_metrics() or None}
     final = {k: v for k, v in final.items() if v is not None}
-    write_json(out / "final.json", final)
+    run.write_final(final)
     say(format_table(final))
     say(str(out))
     return CompressResult(out, final)
@@ -537,7 +533,7 @@ def compress(run_dir: str | Path, *, prune: float | None = None, quantize: str |
 
 def _do_prune(src, model, cfg, bundle, sparsity, epochs, quiet, log):
     from cnnkit.config import validate
-    from cnnkit.rundir import atomic_torch_save, load_checkpoint
+    from cnnkit.runs import RunFolder
     from cnnkit.train.trainer import Trainer
 
     out = _suffix_dir(src, f"pruned{sparsity * 100:g}".replace(".", "p"))
@@ -549,11 +545,12 @@ def _do_prune(src, model, cfg, bundle, sparsity, epochs, quiet, log):
     Trainer(ft_cfg, run_dir=out, model=net, bundle=bundle, quiet=quiet, log=log).fit()
     # The trainer's best checkpoint (by its usual rule) still has weight_orig/weight_mask: load it into the
     # reparametrised net, fold the masks in, and rewrite it as a plain checkpoint.
-    best = load_checkpoint(out / "checkpoints" / "best.pt")
+    run = RunFolder(out)
+    best = run.load_checkpoint("best")
     net.load_state_dict(best["model"])
     net = net.cpu().eval()
     make_pruning_permanent(net)
-    atomic_torch_save({**best, "model": net.state_dict()}, out / "checkpoints" / "best.pt")
+    run.save_checkpoint("best", {**best, "model": net.state_dict()})
     (out / "checkpoints" / "last.pt").unlink(missing_ok=True)  # masked, with optimiser state: not resumable
     method = {"name": "prune", "sparsity": sparsity, "scope": "global, all conv and dense weights",
               "criterion": "L1 magnitude (torch.nn.utils.prune.L1Unstructured)", "finetune_epochs": epochs,
@@ -564,9 +561,8 @@ def _do_prune(src, model, cfg, bundle, sparsity, epochs, quiet, log):
 def _do_quantize(src, model, info, cfg, bundle, batches):
     import torch
 
-    from cnnkit.config import atomic_write_text, dump_yaml
     from cnnkit.data.loaders import make_loader
-    from cnnkit.rundir import atomic_torch_save, write_json
+    from cnnkit.runs import RunFolder
 
     loader = make_loader(bundle.train, batch_size=cfg.data.batch_size, mean=bundle.mean, std=bundle.std,
                          shuffle=True, seed=cfg.train.seed, device=torch.device("cpu"), augment=None,
@@ -581,13 +577,14 @@ def _do_quantize(src, model, info, cfg, bundle, batches):
 
     q, details = quantize_int8(model, calibration, tuple(info["input_shape"]))
     out = _suffix_dir(src, "int8")
-    meta = {k: v for k, v in info.items() if k not in ("config", "checkpoint", "epoch")}
-    atomic_write_text(out / "config.yaml", dump_yaml(cfg.to_dict()))
-    write_json(out / "meta.json", {**meta, "quantization": details})
-    atomic_torch_save({"model": q.state_dict(), "config": cfg.to_dict(), "meta": meta, "quantization": details,
-                       "source_checkpoint": info["checkpoint"]}, out / "checkpoints" / "int8.pt")
+    meta = {k: v for k, v in info.items() if k not in ("config", "checkpoint", "epoch", "task")}
+    run = RunFolder(out)
+    run.write_config(cfg.to_dict())
+    run.write_meta({**meta, "quantization": details})
+    run.save_checkpoint("int8", {"model": q.state_dict(), "config": cfg.to_dict(), "meta": meta,
+                                 "quantization": details, "source_checkpoint": info["checkpoint"]})
     method = {"name": "quantize", "dtype": "int8", "calibration_batches": batches, **details,
-              "reload": "cnnkit.compress.load_quantized(run_dir); eval/predict do not load int8 folders yet"}
+              "reload": "cnnkit.tools.compress.load_quantized(run_dir); eval/predict do not load int8 folders yet"}
     return out, None, method, q
 
 
@@ -618,7 +615,7 @@ def _do_distill(src, cfg, bundle, info, teacher, epochs, temperature, alpha, qui
 def _check_teacher(teacher: Path, info: dict[str, Any]) -> Path:
     """The teacher run folder, refused unless it is a float run for the student's classes and input size."""
     from cnnkit.inference import load_run_model
-    from cnnkit.rundir import check_run_dir
+    from cnnkit.runs import check_run_dir
 
     tdir = Path(teacher)
     if (tdir / "checkpoints" / "int8.pt").exists() and not (tdir / "checkpoints" / "best.pt").exists():
@@ -671,61 +668,3 @@ def format_table(final: dict[str, Any]) -> str:
     lines = [title, f"{'':<{w}}  {'before':>12}  {'after':>12}  {'change':>12}"]
     lines += [f"{r[0]:<{w}}  {r[1]:>12}  {r[2]:>12}  {r[3]:>12}" for r in rows]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- CLI
-
-_EPILOG = """\
-exactly one of --prune, --quantize, --distill-from. The new run folder is written next to
-RUN_DIR (<name>-pruned50, <name>-int8, <name>-distilled); its final.json holds val_accuracy,
-nonzero_params, size_bytes and latency_ms, and the same for RUN_DIR under 'before'.
-Pruned and distilled folders work with cnnkit eval/predict/export; int8 folders are reloaded
-with cnnkit.compress.load_quantized (eval/predict do not read them yet).
-
-examples:
-  cnnkit compress runs/20261130-101500-layers-mnist5k-1a2b3c --prune 0.5
-  cnnkit compress runs/x --prune 0.8 --epochs 3
-  cnnkit compress runs/x --quantize int8 --calibration-batches 16
-  cnnkit compress runs/tiny-student --distill-from runs/lenet-teacher --temperature 4 --alpha 0.7
-  cnnkit train cfg.yaml train.distill.teacher=runs/lenet-teacher     (distillation while training)
-"""
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("compress", help="prune, quantise (int8) or distil a run; before/after table",
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
-                              description="Shrink a trained run into a new run folder and compare held-out "
-                                          "accuracy, non-zero parameters, weights size and CPU latency.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="the trained run (for --distill-from: the student run)")
-    g = p.add_argument_group("method (exactly one)")
-    g.add_argument("--prune", type=float, metavar="SPARSITY",
-                   help="global L1 magnitude pruning of conv/dense weights to this sparsity (0 < s < 1)")
-    g.add_argument("--quantize", choices=["int8"], help="post-training static int8 quantisation (CPU)")
-    g.add_argument("--distill-from", metavar="TEACHER_RUN",
-                   help="retrain RUN_DIR's student from scratch with soft targets from this teacher run")
-    p.add_argument("--epochs", type=int, default=None,
-                   help=f"fine-tuning epochs after pruning (default {DEFAULT_FINETUNE_EPOCHS}) or distillation "
-                        f"epochs (default: the run's train.epochs)")
-    p.add_argument("--calibration-batches", type=int, default=None,
-                   help=f"training batches for int8 calibration (default {DEFAULT_CALIBRATION_BATCHES})")
-    p.add_argument("--temperature", type=float, default=None, help="distillation temperature T (default 4)")
-    p.add_argument("--alpha", type=float, default=None, help="weight of the soft-target term (default 0.7)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for the latency measurement")
-    p.add_argument("--quiet", action="store_true", help="no training progress lines")
-    p.add_argument("--format", choices=["text", "json"], default="text")
-    p.set_defaults(func=cmd_compress)
-    return p
-
-
-def cmd_compress(args: argparse.Namespace) -> int:
-    as_json = args.format == "json"
-    result = compress(args.run_dir, prune=args.prune, quantize=args.quantize, distill_from=args.distill_from,
-                      epochs=args.epochs, calibration_batches=args.calibration_batches,
-                      temperature=args.temperature, alpha=args.alpha, threads=args.threads,
-                      quiet=args.quiet or as_json)
-    if as_json:
-        print(json.dumps({"run_dir": str(result.run_dir), **result.final}, indent=2))
-    elif args.quiet:
-        print(format_table(result.final))
-        print(result.run_dir)
-    return 0

@@ -29,8 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 from dataclasses import dataclass, field, replace
@@ -104,13 +102,9 @@ def default_beta(steps: int) -> float:
 def lr_find(cfg: Config, *, start: float = 1e-7, end: float = 10.0, steps: int = 100, beta: float | None = None,
             diverge: float = 4.0, log: Callable[[str], None] | None = None) -> LRFindResult:
     """Run the range test on ``cfg``'s data, model, optimiser and loss."""
-    from cnnkit.data import load_data
-    from cnnkit.data.loaders import make_loader
-    from cnnkit.models import create_model
-    from cnnkit.models.weights import load_weights, normalisation_for, without_weights
-    from cnnkit.train.losses import make_loss
-    from cnnkit.train.optim import create as create_optimizer
-    from cnnkit.train.trainer import autocast, input_shape_for, penalty, resolve_device, seed_everything
+    from cnnkit.models.weights import load_weights
+    from cnnkit.nn.runtime import autocast, resolve_device, seed_everything
+    from cnnkit.train.setup import build_model, build_optimizer, load_task_data, make_loaders, penalty
 
     if not (start > 0 and end > start):
         raise UserError(f"--start and --end must satisfy 0 < start < end, got start={start:g} end={end:g}")
@@ -122,22 +116,16 @@ def lr_find(cfg: Config, *, start: float = 1e-7, end: float = 10.0, steps: int =
     beta = default_beta(steps) if beta is None else beta
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
-    bundle = load_data(cfg.data)
-    shape = input_shape_for(cfg, bundle)
-    norm = normalisation_for(cfg.model, shape[0])
-    if norm is not None:  # the normalisation pretrained weights expect
-        bundle = replace(bundle, mean=norm[0], std=norm[1])
-    model = create_model(without_weights(cfg.model), shape, bundle.num_classes)
+    task, bundle, shape = load_task_data(cfg)  # with the normalisation pretrained weights expect
+    model = build_model(cfg, shape, bundle.num_classes, with_weights=False)
     load_weights(model, cfg.model, log=lambda s: say(s))
     model.to(device).train()
-    loader = make_loader(bundle.train, batch_size=cfg.data.batch_size, mean=bundle.mean, std=bundle.std,
-                         shuffle=True, seed=cfg.train.seed, device=device, augment=cfg.augment,
-                         num_workers=cfg.data.num_workers, channels_last=cfg.train.channels_last)
+    loader, _ = make_loaders(cfg, bundle, task, device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss_fn = make_loss(cfg.train.loss, cfg.regularization.label_smoothing)
-    optimizer = create_optimizer(cfg.optim.name, [p for p in model.parameters() if p.requires_grad], lr=start,
-                                 **cfg.optim.hyper())
+    loss_fn = task.make_loss()
+    optimizer = build_optimizer(cfg, [{"params": [p for p in model.parameters() if p.requires_grad]}])
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
     l1, l2, clip = cfg.regularization.l1, cfg.regularization.l2, cfg.regularization.grad_clip
 
     lrs: list[float] = []
@@ -160,15 +148,22 @@ def lr_find(cfg: Config, *, start: float = 1e-7, end: float = 10.0, steps: int =
             batches = iter(loader)
             x, y = next(batches)
         with autocast(device, cfg.train.precision):
-            logits = model(x)
-            loss = loss_fn(logits.float(), y)
+            loss = loss_fn(task.to_float(task.forward(model, x)), y)
             if l1 or l2:
                 loss = loss + penalty(model, l1, l2)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if scaler is not None:  # fp16 gradients underflow without loss scaling
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
         if clip:
             nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
         value = float(loss.detach())
         if not math.isfinite(value):
             stopped = f"the loss became {value} at lr {lr:.3g}"
@@ -222,58 +217,3 @@ def plot(result: LRFindResult, path: str, title: str = "learning-rate range test
         raise UserError(f"cannot write the plot {path!r}: {e}") from None
     finally:
         plt.close(fig)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    p = subparsers.add_parser(
-        "lr-find", help="learning-rate range test: suggest optim.lr and plot loss against lr",
-        formatter_class=fmt,
-        description="The learning-rate range test (Smith, 2017): train the config's model on mini-batches while "
-                    "the learning rate grows exponentially from --start to --end, smooth the loss, stop when it "
-                    "exceeds 4x its minimum, and suggest the rate of steepest descent of the smoothed loss "
-                    "(min/10 is printed too). Uses the config's optimiser, loss and data; writes no run folder.",
-        epilog="examples:\n  cnnkit lr-find configs/lenet5_mnist5k.yaml\n"
-               "  cnnkit lr-find configs/lenet5_mnist5k.yaml optim.name=momentum --start 1e-5 --end 1 "
-               "--steps 80 --plot lr.png\n"
-               "  cnnkit lr-find my.yaml model.weights=runs/x --format json")
-    p.add_argument("config", nargs="?", help="YAML config file (a key=value here is taken as an override)")
-    p.add_argument("overrides", nargs="*", help="key.path=value overrides, e.g. optim.name=momentum")
-    p.add_argument("--start", type=float, default=1e-7, help="first learning rate (default 1e-7)")
-    p.add_argument("--end", type=float, default=10.0, help="last learning rate (default 10)")
-    p.add_argument("--steps", type=int, default=100, help="mini-batches, at most (default 100)")
-    p.add_argument("--plot", metavar="FILE.png", default="lr_find.png",
-                   help="where to save the plot (default lr_find.png; 'none' for no plot)")
-    p.add_argument("--format", choices=["text", "json"], default="text")
-    p.set_defaults(func=cmd_lr_find)
-    return p
-
-
-def cmd_lr_find(args: argparse.Namespace) -> int:
-    from cnnkit.cli import _split_config_and_overrides
-    from cnnkit.config import load_config
-
-    config, overrides = _split_config_and_overrides(args.config, args.overrides)
-    cfg = load_config(config, overrides)
-    result = lr_find(cfg, start=args.start, end=args.end, steps=args.steps)
-    plot_path = None if str(args.plot).lower() == "none" else args.plot
-    if plot_path:
-        plot(result, plot_path, title=f"lr range test: {cfg.model.name or 'layer list'} on {cfg.data.name}, "
-                                      f"{cfg.optim.name}")
-    if args.format == "json":
-        print(json.dumps({**result.to_dict(), "plot": plot_path, "notes": result.notes}, indent=2))
-        return 0
-    print(f"{len(result.lrs)} steps from {result.lrs[0]:.3g} to {result.lrs[-1]:.3g} ({result.stopped})")
-    print(f"lowest smoothed loss {min(result.smoothed):.4f} at lr {result.min_lr:.3g}")
-    how = ("steepest descent of the smoothed loss" if result.method == "steepest"
-           else "min/10: the curve was too short for a slope")
-    print(f"suggested lr: {result.suggestion:.3g} ({how}); min/10: {result.min_lr / 10:.3g}")
-    for n in result.notes:
-        print(f"note: {n}")
-    if plot_path:
-        print(f"plot: {plot_path}")
-    print(f"use it with: optim.lr={result.suggestion:.2g}")
-    return 0

@@ -1,14 +1,15 @@
 """``cnnkit explain``: the course's arithmetic written out, step by step.
 
-Wired into the main CLI with :func:`add_parser`::
+The sub-commands (``conv``, ``maxpool``, ``avgpool``, ``l2pool``, ``activation``,
+``shapes``, ``optimizers``, ``backprop``) call :mod:`cnnkit.explain` (and the NumPy
+reference engine's backprop explainer); this module parses, prints and checks
+the options. Every handler prints to stdout and returns the exit code; user
+mistakes raise :class:`cnnkit.errors.UserError` (the main CLI prints it and exits 2)::
 
     p = argparse.ArgumentParser(); sub = p.add_subparsers()
     add_parser(sub)
     args = p.parse_args(["explain", "avgpool", "--example", "course"])
     args.func(args)   # prints, returns 0
-
-Every handler prints to stdout and returns the exit code; user mistakes raise
-:class:`cnnkit.errors.UserError` (the main CLI prints it and exits 2).
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ import argparse
 import json
 from typing import Any
 
-import numpy as np
-
+from cnnkit.cli.common import Formatter
 from cnnkit.errors import UserError, did_you_mean
 
 EXAMPLES = ("course",)
@@ -91,6 +91,8 @@ examples:
 # --------------------------------------------------------------------------- output helpers
 
 def _json_default(o: Any):
+    import numpy as np
+
     if isinstance(o, np.ndarray):
         return o.tolist()
     if isinstance(o, np.generic):
@@ -102,6 +104,8 @@ def _json_default(o: Any):
 
 def _clean(o: Any):
     """Non-finite floats -> None so the output is strict JSON."""
+    import numpy as np
+
     if isinstance(o, float):
         return o if np.isfinite(o) else None
     if isinstance(o, dict):
@@ -245,7 +249,7 @@ def _run_backprop(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise UserError(f"--batch-size {args.batch_size} is not allowed; use a positive int")
     cfg = load_config(args.config, args.overrides)
-    from cnnkit.reference.backprop import explain_backprop, render_backprop_text
+    from cnnkit.explain.backprop import explain_backprop, render_backprop_text
 
     result = explain_backprop(cfg, batch_size=args.batch_size)
     if args.format == "json":
@@ -259,7 +263,7 @@ def _run_backprop(args: argparse.Namespace) -> int:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``explain`` and its sub-subcommands to the main CLI's ``subparsers``."""
-    fmt = argparse.RawDescriptionHelpFormatter
+    fmt = Formatter
     p = subparsers.add_parser(
         "explain", help="the course's arithmetic step by step: conv, pooling, activations, shapes, optimisers",
         description="Write out the arithmetic behind the course's examples, computed with the NumPy "
@@ -268,6 +272,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                "  cnnkit explain activation relu --example course\n  cnnkit explain shapes lenet5\n"
                "  cnnkit explain optimizers --plot optimizers.png\n  cnnkit explain backprop configs/lenet5_mnist5k.yaml\n"
                "\nrun 'cnnkit explain WHAT --help' for each one's options")
+    p.set_defaults(func=run)
     sub = p.add_subparsers(dest="explain_command", metavar="WHAT")
     sub.required = True
 
@@ -287,7 +292,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        help="decimals of the final matrix in text output (default 1, as the course)")
         q.add_argument("--save", metavar="FILE", help="draw the frames: FILE.png (a grid of panels) or FILE.gif")
         _add_format(q)
-        q.set_defaults(func=_run_window, explain_op=op)
+        q.set_defaults(explain_handler=_run_window, explain_op=op)
 
     q = sub.add_parser("activation", help="an activation function value by value, with its derivative",
                        description="Apply one of the course's activation functions to a small matrix.",
@@ -300,7 +305,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--pieces", type=int, default=2, help="maxout's group size (default 2)")
     q.add_argument("--plot", metavar="FILE.png", help="draw the curve and its derivative on [-5, 5]")
     _add_format(q)
-    q.set_defaults(func=_run_activation)
+    q.set_defaults(explain_handler=_run_activation)
 
     q = sub.add_parser("shapes", help="layer by layer: output size, receptive field, stride and parameters",
                        description="Write out each layer's output-size, receptive-field and parameter arithmetic.",
@@ -310,7 +315,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--input", metavar="C,H,W", help="input shape, e.g. 1,28,28")
     q.add_argument("--num-classes", type=int, help="classes for the last layer (default: the config's data, else 10)")
     _add_format(q)
-    q.set_defaults(func=_run_shapes)
+    q.set_defaults(explain_handler=_run_shapes)
 
     q = sub.add_parser("optimizers", help="the six update rules of the course raced on a 2-D function",
                        description="Run sgd, momentum, adagrad, adadelta, rmsprop and adam (the NumPy reference "
@@ -321,7 +326,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--show", type=int, default=3, help="how many first steps to write out per rule (default 3)")
     q.add_argument("--plot", metavar="FILE.png", help="draw the trajectories over the contour plot")
     _add_format(q)
-    q.set_defaults(func=_run_optimizers)
+    q.set_defaults(explain_handler=_run_optimizers)
 
     q = sub.add_parser("backprop", help="one backward pass of a config's network, layer by layer",
                        description="Forward and backward through the config's network with the NumPy reference "
@@ -330,8 +335,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. data.batch_size=4")
     q.add_argument("--batch-size", type=int, default=8, help="examples in the batch (default 8)")
     _add_format(q)
-    q.set_defaults(func=_run_backprop)
+    q.set_defaults(explain_handler=_run_backprop)
     return p
 
 
-__all__ = ["add_parser", "print_json"]
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen sub-command (``cnnkit explain WHAT ...``)."""
+    return args.explain_handler(args)
+
+
+__all__ = ["add_parser", "print_json", "run"]

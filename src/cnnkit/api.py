@@ -1,0 +1,77 @@
+"""The public entry points for a run: :func:`train`, :func:`resume`, :func:`finetune`.
+
+The engine (``train.engine``: ``torch`` or ``reference``) is chosen here, above both
+engines, so that neither knows the other exists and both receive the same callbacks.
+
+Example::
+
+    from cnnkit.api import train
+    from cnnkit.config import load_config
+
+    result = train(load_config("configs/lenet5_mnist5k.yaml", ["train.epochs=2"]))
+    result.run_dir, result.final["val_accuracy"]
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from cnnkit.config import Config
+
+Log = Callable[[str], None]
+
+
+def _trainer_class(engine: str):
+    if engine == "reference":
+        from cnnkit.reference.trainer import ReferenceTrainer
+
+        return ReferenceTrainer
+    from cnnkit.train.trainer import Trainer
+
+    return Trainer
+
+
+def train(cfg: Config, *, quiet: bool = False, log: Log | None = None, callbacks: list | None = None):
+    """Train a new run from a validated config; returns a ``RunResult`` (run folder, final metrics, history)."""
+    return _trainer_class(cfg.train.engine)(cfg, quiet=quiet, log=log, callbacks=callbacks).fit()
+
+
+def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, quiet: bool = False,
+           log: Log | None = None, callbacks: list | None = None):
+    """Continue a run from ``checkpoints/last.pt`` (model, optimiser, schedule position, RNG, epoch)."""
+    from cnnkit.config import apply_overrides, dump_yaml, read_yaml, validate
+    from cnnkit.atomic import atomic_write_text
+    from cnnkit.runs import check_run_dir
+    from cnnkit.train import distributed as dist_utils
+
+    path = check_run_dir(run_dir, need_checkpoint=False)
+    cfg = validate(apply_overrides(read_yaml(path / "config.yaml"), overrides or []))
+    if overrides and dist_utils.is_main_process():  # under torchrun only rank 0 writes
+        atomic_write_text(path / "config.yaml", dump_yaml(cfg.to_dict()))
+    extra = list(callbacks or [])
+    kwargs: dict[str, Any] = {}
+    f = cfg.finetune
+    if cfg.train.engine == "torch" and (f.freeze != "none" or f.lr_mult or f.unfreeze_at):
+        # A fine-tuned run resumes with its freezing, learning-rate groups and unfreezing schedule.
+        from cnnkit.train.finetune import FinetuneCallback, FinetunePlan
+
+        callback = FinetuneCallback(None)  # type: ignore[arg-type]
+
+        def groups(model):
+            callback.plan = FinetunePlan(model, f, cfg.train.epochs)
+            return callback.plan.param_groups(model)
+
+        kwargs["param_groups"] = groups
+        extra.insert(0, callback)
+    trainer = _trainer_class(cfg.train.engine)(cfg, run_dir=path, resume=True, quiet=quiet, log=log,
+                                               callbacks=extra, **kwargs)
+    return trainer.fit()
+
+
+def finetune(source: str | None, config: str | None, overrides: list[str] | None = None, *, quiet: bool = False,
+             log: Log | None = None, head_init: str = "zero", callbacks: list | None = None) -> Any:
+    """Fine-tune from a run folder, checkpoint or weights file (None: the config's own weights)."""
+    from cnnkit.train.finetune import finetune as _finetune
+
+    return _finetune(source, config, overrides, quiet=quiet, log=log, head_init=head_init, callbacks=callbacks)

@@ -1,0 +1,120 @@
+"""What the commands share: config/override splitting, run reports, shapes, targets, exit codes.
+
+Exit codes: 0 success; 2 for anything the user can fix (usage, config, a
+missing or unreadable file, folder or run, an unknown name), printed as one
+``error:`` line with no traceback; 1 for a failure while running; 130 when
+interrupted.
+
+Only ``argparse`` and :mod:`cnnkit.errors` are imported at module level: building
+the parser must not import torch. Everything heavy is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from cnnkit.errors import UserError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+class Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the line breaks of descriptions and epilogs (the examples)."""
+
+
+def split_config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """``CONFIG`` may be left out: a first positional ``key=value`` (not a file) is an override.
+
+    >>> split_config_and_overrides("optim.lr=0.1", ["train.epochs=2"])
+    (None, ['optim.lr=0.1', 'train.epochs=2'])
+    """
+    if config is not None and "=" in config and not Path(config).exists():
+        return None, [config, *overrides]
+    return config, overrides
+
+
+def report_run(result: Any) -> int:
+    """Print a finished run's held-out accuracy, then (last line) its folder; rank 0 only."""
+    from cnnkit.train.distributed import is_main_process
+
+    if result.run_dir is None or not is_main_process():  # a non-zero DDP rank: rank 0 reports
+        return 0
+    f = result.final
+    print(f"held-out accuracy: {f['val_accuracy']:.4f} (val_loss {f['val_loss']:.4f}, {f['n_val']} images, "
+          f"best epoch {f['best_epoch']}, {f['epochs']} epochs, training {f['train_time_s']:.1f}s)")
+    print(result.run_dir)
+    return 0
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """``"3,32,32"`` (or ``"3x32x32"``) -> ``(3, 32, 32)``; anything else is a UserError naming ``--input``."""
+    try:
+        parts = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 1:
+        raise UserError(f"--input {text!r} is not a shape C,H,W of three positive ints (e.g. 3,32,32)")
+    return parts  # type: ignore[return-value]
+
+
+def is_config_path(target: str) -> bool:
+    """The one rule for "model name or config file?": a ``.yaml``/``.yml`` name, a path, or an existing file."""
+    return target.endswith((".yaml", ".yml")) or "/" in target or Path(target).exists()
+
+
+def resolve_target(target: str, input_text: str | None, num_classes: int | None):
+    """A model (and its input shape) from a registered name or a YAML config: ``(model, shape, cfg or None)``."""
+    from cnnkit.config import load_config
+    from cnnkit.models import MODELS, create_model, default_input, get_model, list_models
+
+    shape = parse_shape(input_text) if input_text else None
+    if is_config_path(target):
+        cfg = load_config(target)
+        if shape is None:
+            if cfg.model.input is not None:
+                shape = tuple(cfg.model.input)
+            elif cfg.model.name is not None:
+                shape = default_input(cfg.model.name)
+            else:
+                from cnnkit.data import load_data
+
+                shape = tuple(load_data(cfg.data).input_shape)
+        classes = num_classes or cfg.model.num_classes or 10
+        if cfg.model.layers is None and cfg.model.name is not None:
+            model = get_model(cfg.model.name, num_classes=classes, in_chans=shape[0], input_size=shape[1],
+                              **cfg.model.options)
+        else:
+            model = create_model(cfg.model, shape, classes)
+        return model, shape, cfg
+    list_models()
+    if target not in MODELS:
+        MODELS.entry(target)  # raises the "unknown model" error with the list
+    shape = shape or default_input(target)
+    if shape[1] != shape[2]:
+        raise UserError(f"model {target!r} takes square inputs; got --input {input_text}")
+    return get_model(target, num_classes=num_classes or 10, in_chans=shape[0], input_size=shape[1]), shape, None
+
+
+def run_command(func: Command, args: argparse.Namespace, debug: bool = False) -> int:
+    """Run one command and turn what it raised into an exit code and one ``error:`` line on stderr."""
+    try:
+        return int(func(args) or 0)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a failure while running, not the user's mistake
+        if debug:
+            traceback.print_exc()
+        else:
+            print(f"error: {type(e).__name__}: {e}\n(run with 'cnnkit --debug ...' for the traceback)",
+                  file=sys.stderr)
+        return 1

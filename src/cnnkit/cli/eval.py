@@ -1,0 +1,83 @@
+"""``cnnkit eval``: a run's checkpoint on its held-out data (or on all of another dataset of the same
+kind, ``--data PATH``): the task's metrics, e.g. accuracy, loss, per-class figures, confusion matrix."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cnnkit.cli.common import Formatter
+from cnnkit.errors import UserError
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("eval", help="evaluate a run's best checkpoint on its held-out data or on --data",
+                              formatter_class=Formatter,
+                              epilog="examples:\n  cnnkit eval runs/20261130-101500-layers-mnist5k-1a2b3c\n"
+                                     "  cnnkit eval runs/x --split test --format json\n"
+                                     "  cnnkit eval runs/x --data ../new_images --format json")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["val", "test"], default="val")
+    p.add_argument("--data", metavar="PATH",
+                   help="evaluate on all of PATH instead: a dataset of the same kind and format as the run's "
+                        "(its data.path replaced by PATH; no split is held out)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--format", choices=["text", "json"], default="text")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from cnnkit.data.loaders import make_loader
+    from cnnkit.inference import load_run_model
+    from cnnkit.nn.runtime import resolve_device
+
+    model, info = load_run_model(args.run_dir, which=args.checkpoint)
+    cfg, task = info["config"], info["task"]
+    if args.data is not None:
+        data, what = _other_data(cfg, args.data, info["classes"]), "data"
+    else:
+        from cnnkit.data import load_data
+
+        bundle = load_data(cfg.data)
+        data, what = (bundle.val if args.split == "val" else bundle.test), args.split
+        if data is None:
+            raise UserError(f"dataset {cfg.data.name!r} has no {args.split} split; use --split val")
+    device = resolve_device("auto" if cfg.train.device == "auto" else "cpu")
+    model.to(device)
+    loader = make_loader(data, batch_size=cfg.data.eval_batch_size or 256, mean=info["mean"], std=info["std"],
+                         shuffle=False, seed=0, device=device, augment=None, collate=task.collate)
+    res = task.evaluate(model, loader, device)
+    out = {"split": what, **({"data": str(args.data)} if args.data is not None else {}),
+           **{k: v for k, v in res.items() if k != "n"}, "n": res["n"], "checkpoint": info["checkpoint"],
+           "task": task.name, **task.eval_report(model, loader, device)}
+    if args.format == "json":
+        print(json.dumps(out, indent=2))
+        return 0
+    named = "  ".join(f"{k}: {res[k]:.4f}" for k in (*task.metric_names, "loss"))
+    print(f"{what} {named}  ({res['n']} {'images' if task.name == 'classification' else 'examples'}, "
+          f"{Path(info['checkpoint']).name})")
+    per_class = out.get("per_class_accuracy")
+    if per_class:
+        width = max(len(c) for c in per_class)
+        for c, a in per_class.items():
+            print(f"  {c:<{width}}  {a:.4f}")
+    return 0
+
+
+def _other_data(cfg, path: str, classes: list[str]):
+    """All of the dataset at ``path``, read as the run's own data was; its classes must be the run's."""
+    from cnnkit.data import load_all
+
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"--data {path!r} does not exist")
+    if cfg.data.path is None:
+        raise UserError(f"the run was trained on {cfg.data.name!r}, which is not read from a path; --data needs "
+                        f"a run trained on data from files (e.g. imagefolder, cifar10_jpeg)")
+    bundle = load_all(cfg.data.model_copy(update={"path": str(p)}))
+    if list(bundle.classes) != list(classes):
+        raise UserError(f"--data {path!r} has classes {bundle.classes}, the run was trained on {list(classes)}; "
+                        f"eval needs the same classes in the same order")
+    return bundle.train

@@ -1,0 +1,154 @@
+"""The :class:`Task` interface and the task registry.
+
+A task owns what differs between the course's applications; the trainer (either
+engine), ``eval``, ``predict``, ``tune``, ``finetune`` and ``compress`` only ever
+call these methods, so a new application is a new Task, not a new loop.
+
+Names of metrics: a task reports metrics by short name (``accuracy``); the epoch
+line and ``final.json`` prefix them with ``train_`` / ``val_`` (``val_accuracy``),
+next to ``train_loss`` / ``val_loss`` which every task has.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Sequence
+
+import torch
+from torch import nn
+from torchmetrics import MetricCollection
+
+from cnnkit.errors import UserError, did_you_mean
+from cnnkit.nn.runtime import autocast
+from cnnkit.registry import Registry
+from cnnkit.tasks.metrics import Ratio
+
+TASKS: Registry[type["Task"]] = Registry("task")
+
+
+def register_task(name: str, description: str) -> Callable[[type["Task"]], type["Task"]]:
+    def deco(cls: type["Task"]) -> type["Task"]:
+        cls.name = name
+        TASKS.add(name, cls, description)
+        return cls
+    return deco
+
+
+def list_tasks() -> list[str]:
+    return TASKS.names()
+
+
+def task_class(name: str) -> type["Task"]:
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r}{did_you_mean(name, TASKS.names())}; "
+                        f"choose from {', '.join(TASKS.names())}")
+    return TASKS.get(name)
+
+
+def create_task(cfg, classes: Sequence[str] | None = None) -> "Task":
+    """The task the config names (``task``), for a dataset with these ``classes``."""
+    return task_class(cfg.task)(cfg, list(classes or []))
+
+
+class Task:
+    """How a batch becomes loss, metrics and predictions. Subclasses register with :func:`register_task`.
+
+    A batch is ``(inputs, targets)``: whatever :meth:`collate` makes of a list of dataset items.
+    """
+
+    name: ClassVar[str] = ""
+    best_metric: ClassVar[str] = "val_loss"     # the metrics-line key that picks best.pt
+    best_mode: ClassVar[str] = "min"            # "min" or "max"
+    metric_names: ClassVar[tuple[str, ...]] = ()      # validation metrics besides "loss"
+    train_sum_names: ClassVar[tuple[str, ...]] = ()   # the keys :meth:`train_sums` returns
+
+    def __init__(self, cfg, classes: list[str]) -> None:
+        self.cfg = cfg
+        self.classes = classes
+
+    # -- batches
+
+    collate: Callable[[list[Any]], tuple[Any, Any]] | None = None
+    """Dataset items -> ``(inputs, targets)``. None: items are ``(uint8 image (C, H, W), int label)``,
+    batched and normalised by the loaders (in-memory sets on the device). A task whose items are
+    sequences, clips or structured targets (boxes, masks) defines it."""
+
+    def batch_len(self, targets: Any) -> int:
+        """How many examples a batch's targets hold (means are weighted by it)."""
+        return len(targets)
+
+    # -- training
+
+    def make_loss(self) -> Callable[[Any, Any], torch.Tensor]:
+        """``loss(outputs, targets) -> scalar tensor`` (a mean over the batch)."""
+        raise NotImplementedError
+
+    def forward(self, model: nn.Module, inputs: Any) -> Any:
+        return model(inputs)
+
+    def train_sums(self, outputs: Any, targets: Any) -> dict[str, torch.Tensor]:
+        """Per-batch sums for the running training metrics (``train_<name> = sum / examples``); on the
+        device, no synchronisation."""
+        return {}
+
+    # -- evaluation
+
+    def metrics(self) -> MetricCollection:
+        """Fresh validation metrics (torchmetrics, reduced across DDP ranks by ``compute``)."""
+        return MetricCollection({"loss": Ratio()})
+
+    def update_metrics(self, metrics: MetricCollection, outputs: Any, targets: Any, loss: torch.Tensor) -> None:
+        n = self.batch_len(targets)
+        metrics["loss"].update(loss.detach().double() * n, n)
+
+    def eval_forward(self, model: nn.Module, inputs: Any) -> Any:
+        """The forward pass used for evaluation (test-time augmentation lives here)."""
+        return self.forward(model, inputs)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, device: torch.device, precision: str = "fp32",
+                 loss_fn: Callable | None = None) -> dict[str, float]:
+        """Metrics of ``model`` over ``loader``: ``loss``, the task's metrics and ``n`` (all DDP ranks)."""
+        loss_fn = loss_fn or self.make_loss()
+        was_training = model.training
+        model.eval()
+        metrics = self.metrics().to(device)
+        count = 0
+        for x, y in loader:
+            n = self.batch_len(y)
+            if n == 0:  # this rank's empty slice of the last global batch (a mean over none is NaN)
+                continue
+            with autocast(device, precision):
+                out = self.eval_forward(model, x)
+            out = self.to_float(out)
+            self.update_metrics(metrics, out, y, loss_fn(out, y))
+            count += n
+        model.train(was_training)
+        result = {k: float(v) for k, v in metrics.compute().items() if v.ndim == 0}
+        result["n"] = int(round(float(metrics["loss"].den)))
+        return result
+
+    @staticmethod
+    def to_float(outputs: Any) -> Any:
+        return outputs.float() if isinstance(outputs, torch.Tensor) else outputs
+
+    # -- using a trained model
+
+    def predict(self, model: nn.Module, inputs: Any, names: Sequence[str], top_k: int = 5) -> list[dict]:
+        """The JSON that ``cnnkit predict`` prints, one dict per input (``names``: the inputs' file names)."""
+        raise NotImplementedError
+
+    def eval_report(self, model: nn.Module, loader, device: torch.device) -> dict[str, Any]:
+        """What ``cnnkit eval`` adds to the metrics (per-class figures, a confusion matrix ...)."""
+        return {}
+
+    def epoch_line(self, m: dict[str, Any]) -> str:
+        """The metrics of one epoch, as the trainer prints them."""
+        parts = [f"train_loss {_fmt(m.get('train_loss'))}"]
+        parts += [f"train_{k} {_fmt(m.get('train_' + k))}" for k in self.metric_names if "train_" + k in m]
+        parts += [f"val_loss {_fmt(m.get('val_loss'))}"]
+        parts += [f"val_{k} {_fmt(m.get('val_' + k))}" for k in self.metric_names]
+        return "  ".join(parts)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"

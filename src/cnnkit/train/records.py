@@ -1,0 +1,84 @@
+"""What a run records besides its checkpoints, the same for both engines: ``meta.json``,
+``summary.txt``, ``final.json`` and the :class:`RunResult` handed back to the caller."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cnnkit
+from cnnkit.config import Config
+from cnnkit.data import DataBundle
+from cnnkit.runs import git_revision
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def process_start_time() -> float:
+    """Seconds on the ``time.time()`` clock at which this process started (for end-to-end timing)."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # pragma: no cover - psutil missing or no /proc
+        return _IMPORT_TIME
+
+
+_IMPORT_TIME = time.time()
+
+
+def run_meta(cfg: Config, bundle: DataBundle, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """What a run folder records besides its config: classes, normalisation, versions, seed, command."""
+    import torch
+
+    return {"classes": bundle.classes, "input_shape": list(input_shape), "mean": list(bundle.mean),
+            "std": list(bundle.std), "dataset": cfg.data.name, "task": cfg.task,
+            "cnnkit_version": cnnkit.__version__, "torch_version": str(torch.__version__),
+            "git_revision": git_revision(), "seed": cfg.train.seed, "command": " ".join(sys.argv)}
+
+
+def summary_text(cfg: Config, model, bundle: DataBundle, input_shape: tuple[int, ...]) -> str:
+    """The run folder's summary.txt: data, classes and the model's layer table."""
+    from cnnkit.summary import summarize
+
+    try:
+        table = summarize(model, input_shape).to_text()
+    except Exception as e:  # the summary must never stop a training run
+        table = f"(summary unavailable: {e})"
+    return (f"model: {cfg.model.name or 'layer list'}\ndataset: {cfg.data.name} ({bundle.description})\n"
+            f"classes: {', '.join(bundle.classes)}\ntrain/val images: {len(bundle.train)}/{len(bundle.val)}\n\n"
+            f"{table}\n")
+
+
+def final_record(task, *, val: dict[str, Any], history: list[dict[str, Any]], checkpointer, early,
+                 last_val: dict[str, Any] | None, bundle: DataBundle, train_time: float, world_size: int,
+                 device: str, engine: str) -> dict[str, Any]:
+    """``final.json``: the result's metrics (``val_*``), the best and the last epoch's, sizes and times."""
+    names = task.metric_names
+    best_key = task.best_metric
+    seen = [h[best_key] for h in history if h.get(best_key) is not None]
+    best = (max if task.best_mode == "max" else min)(seen, default=None)
+    final: dict[str, Any] = {f"val_{k}": val.get(k) for k in names}
+    final.update({"val_loss": val.get("loss"), "best_epoch": checkpointer.best_epoch, f"best_{best_key}": best,
+                  "epochs": len(history), "n_train": len(bundle.train), "n_val": val.get("n"),
+                  "num_classes": bundle.num_classes, "classes": bundle.classes,
+                  "checkpoint": checkpointer.checkpoint_name})
+    final.update({f"last_val_{k}": last_val.get(k) if last_val else None for k in names})
+    final.update({"last_val_loss": last_val.get("loss") if last_val else None,
+                  "train_time_s": round(train_time, 3), "end_to_end_s": round(time.time() - process_start_time(), 3),
+                  "world_size": world_size, "device": device, "engine": engine,
+                  "stopped_early": bool(early and early.stopped_epoch), "task": task.name})
+    return final
+
+
+def val_of_epoch(task, row: dict[str, Any], n: int) -> dict[str, Any]:
+    """The validation metrics an epoch's metrics line recorded, as ``Task.evaluate`` returns them."""
+    return {"loss": row.get("val_loss"), **{k: row.get(f"val_{k}") for k in task.metric_names}, "n": n}
