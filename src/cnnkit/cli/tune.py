@@ -73,5 +73,10 @@ def run(args: argparse.Namespace) -> int:
     plan = make_plan(config, overrides, args.space, sampler=args.sampler, trials=args.trials, storage=args.storage,
                      study=args.study, prune=args.prune, metric=args.metric, direction=args.direction,
                      seed=args.seed)
+    weights = (plan.base.get("model") or {}).get("weights")
+    if weights:  # every trial would start from this file: refuse a bad or unsafe one before the first trial
+        from cnnkit.models.weights import open_weights
+
+        open_weights(weights)
     result = tune(plan, workers=args.workers, log=lambda s: print(s, flush=True))
     return result.exit_code
