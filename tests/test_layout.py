@@ -45,10 +45,6 @@ LAYERS: dict[str, int] = {
     "cnnkit.explain": 7, "cnnkit.tools": 7,
     "cnnkit.cli": 8, "cnnkit.__main__": 8,
 }
-LAYER_NAMES = {
-    0: "foundations", 1: "config and spec", 2: "layers and run folders", 3: "models, data, summary",
-    4: "tasks", 5: "training engines", 6: "inference and API", 7: "explain and tools", 8: "command line",
-}
 
 
 # --------------------------------------------------------------------------------------------
@@ -85,6 +81,11 @@ def discover_modules(src: Path, package: str) -> dict[str, Path]:
     return modules
 
 
+def display_path(module: str, path: Path) -> Path:
+    """The file as messages show it: from the folder above the source root (``src/cnnkit/cli.py``)."""
+    return path.relative_to(path.parents[module.count(".") + (2 if path.name == "__init__.py" else 1)])
+
+
 def _deepest_module(name: str, modules: dict[str, Path]) -> str | None:
     """The longest prefix of a dotted ``name`` that is a module of the package, if any."""
     parts = name.split(".")
@@ -118,7 +119,7 @@ def module_imports(module: str, path: Path, modules: dict[str, Path], package: s
     is_package = path.name == "__init__.py"
     found: list[Import] = []
 
-    shown = path.relative_to(path.parents[module.count(".") + (2 if is_package else 1)])
+    shown = display_path(module, path)
 
     def add(name: str, node: ast.AST) -> None:
         target = _resolve(name, modules, package)
@@ -235,7 +236,8 @@ def find_cycles(modules: dict[str, Path], imports: list[Import]) -> list[str]:
         for here, there in zip(chain, chain[1:] + [start]):
             imp = edges[here][there]
             steps.append(f"    {here}  --[{imp.where}: `{imp.code}`]-->  {there}")
-        others = "" if len(group) == len(chain) else f" (the circle also takes in: {', '.join(sorted(members - set(chain)))})"
+        rest = sorted(members - set(chain))
+        others = f" (the circle also takes in: {', '.join(rest)})" if rest else ""
         reports.append(f"cycle {' -> '.join(chain + [start])}{others}\n" + "\n".join(steps))
     return reports
 
@@ -258,7 +260,7 @@ def find_upward_imports(
     for module in modules:
         if module != package and layer_of(module, layers) is None:
             problems.append(
-                f"{modules[module]}: module {module} is in no layer; add it (or its package) "
+                f"{display_path(module, modules[module])}: module {module} is in no layer; add it (or its package) "
                 f"to LAYERS in tests/test_layout.py"
             )
     for imp in imports:
@@ -320,7 +322,8 @@ def test_imports_point_down(graph):
 
 def test_only_the_cli_imports_argparse_or_the_cli(graph):
     _, imports = graph
-    _fail("command-line import(s) outside the CLI", find_cli_imports(imports, f"{PACKAGE}.cli", {f"{PACKAGE}.__main__"}))
+    problems = find_cli_imports(imports, f"{PACKAGE}.cli", allowed={f"{PACKAGE}.__main__"})
+    _fail("command-line import(s) outside the CLI", problems)
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +377,8 @@ def test_checker_finds_cycles_upward_imports_and_argparse(tmp_path):
 
     layers = {"toy.low": 0, "toy.fine": 0, "toy.high": 1, "toy.pkg": 1, "toy.cli": 2}
     upward = find_upward_imports(modules, imports, layers, "toy")
-    assert any("toy.low imports toy.high" in p and "low.py:4" in p and "layer 0 -> layer 1" in p for p in upward), upward
+    assert any("toy.low imports toy.high" in p and "low.py:4" in p and "layer 0 -> layer 1" in p
+               for p in upward), upward
     assert any("module toy.stray is in no layer" in p and "add it" in p for p in upward), upward
     assert not any("toy.fine imports toy " in p for p in upward)  # the root is importable by all
     assert not any("toy.cli imports" in p for p in upward)  # downward is fine

@@ -28,7 +28,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "lenet5_mnist5k.yaml"
 # The demo recipe, made tiny: sklearn's 8x8 digits, a one-conv network, one epoch (seconds per command).
-TINY = ["data.name=digits", "model.input=null", "model.layers=[{conv: {out: 4, kernel: 3}}, relu, flatten, {dense: 10}]",
+TINY = ["data.name=digits", "model.input=null",
+        "model.layers=[{conv: {out: 4, kernel: 3}}, relu, flatten, {dense: 10}]",
         "data.per_class=20", "train.epochs=1", "train.device=cpu"]
 WHY = re.compile(r"weights_only|plain data|unsafe|not safe|not allowed|refus", re.IGNORECASE)
 
@@ -107,8 +108,8 @@ def files(good_run, tmp_path) -> dict[str, Path]:
     weights_config.write_text(yaml.safe_dump(recipe))
     runs = tmp_path / "runs"
     return {"marker": marker, "evil_pt": evil_pt, "evil_run": evil_run, "good_run": good_run,
-            "weights_config": weights_config, "good_pt": good_run / "checkpoints" / "best.pt", "student": student, "img": img,
-            "space": space, "runs": runs, "out": tmp_path, "config": CONFIG}
+            "good_pt": good_run / "checkpoints" / "best.pt", "student": student, "img": img, "space": space,
+            "weights_config": weights_config, "runs": runs, "out": tmp_path, "config": CONFIG}
 
 
 def fill(argv: list[str], files: dict[str, Path]) -> list[str]:

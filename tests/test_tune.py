@@ -347,7 +347,6 @@ def _growth_mb(rss: list[int]) -> float:
 BOUND_MB = 40.0  # a kept model holds ~5 MB: 17 of them ~80 MB (RSS is flat to the MB without a leak)
 
 
-@pytest.mark.slow
 def test_memory_stays_flat_over_twenty_trials_in_one_process(tmp_path, monkeypatch):
     growth = _growth_mb(_trial_rss(tmp_path, monkeypatch))
     assert growth < BOUND_MB, f"resident memory grew {growth:.0f} MB from trial 3 to trial 20"
