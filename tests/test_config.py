@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cnnkit.config import (DEFAULT_CONFIG, Config, ModelConfig, apply_overrides, atomic_write_text, load_config,
+from cnnkit.atomic import atomic_write_text
+from cnnkit.config import (DEFAULT_CONFIG, Config, ModelConfig, apply_overrides, load_config,
                            parse_override, validate)
 from cnnkit.errors import ConfigError, SpecError, UserError
 from cnnkit.models import create_model

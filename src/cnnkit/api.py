@@ -40,13 +40,13 @@ def train(cfg: Config, *, quiet: bool = False, log: Log | None = None, callbacks
 def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, quiet: bool = False,
            log: Log | None = None, callbacks: list | None = None):
     """Continue a run from ``checkpoints/last.pt`` (model, optimiser, schedule position, RNG, epoch)."""
-    from cnnkit.config import apply_overrides, dump_yaml, read_yaml, validate
+    from cnnkit.config import config_from, dump_yaml, read_yaml
     from cnnkit.atomic import atomic_write_text
     from cnnkit.runs import check_run_dir
     from cnnkit.train import distributed as dist_utils
 
     path = check_run_dir(run_dir, need_checkpoint=False)
-    cfg = validate(apply_overrides(read_yaml(path / "config.yaml"), overrides or []))
+    cfg = config_from(read_yaml(path / "config.yaml"), overrides)
     if overrides and dist_utils.is_main_process():  # under torchrun only rank 0 writes
         atomic_write_text(path / "config.yaml", dump_yaml(cfg.to_dict()))
     extra = list(callbacks or [])

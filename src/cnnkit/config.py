@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cnnkit.atomic import atomic_write_text, default_file_mode  # noqa: F401 (re-exported)
 from cnnkit.errors import ConfigError, UserError, did_you_mean
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "lenet5_mnist5k.yaml"
@@ -365,11 +363,22 @@ def validate(raw: dict[str, Any]) -> Config:
     return cfg
 
 
+def is_config_path(target: str | os.PathLike) -> bool:
+    """The one rule for "model name or config file?" (``summary``, ``explain shapes``): a ``.yaml`` /
+    ``.yml`` name, anything with a ``/``, or an existing file; otherwise a registered model name."""
+    text = str(target)
+    return text.lower().endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file()
+
+
+def config_from(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """The one way from a raw mapping (a YAML file's, a run's, a checkpoint's) to a Config:
+    ``key.path=value`` overrides applied to a copy, then validated."""
+    return validate(apply_overrides(raw, list(overrides or [])))
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
     """Read a YAML config (the demo recipe when ``path`` is None), apply overrides, validate."""
-    raw = read_yaml(path if path is not None else DEFAULT_CONFIG)
-    raw = apply_overrides(raw, overrides or [])
-    return validate(raw)
+    return config_from(read_yaml(path if path is not None else DEFAULT_CONFIG), overrides)
 
 
 def dump_yaml(data: dict[str, Any]) -> str:

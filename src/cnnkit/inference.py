@@ -22,7 +22,6 @@ from cnnkit.models import create_model
 from cnnkit.models.weights import without_weights
 from cnnkit.runs import find_checkpoint, load_checkpoint
 from cnnkit.tasks import Task, create_task
-from cnnkit.tasks.classification import format_predictions  # noqa: F401 (re-exported for export's ONNX path)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

@@ -6,7 +6,8 @@ import argparse
 
 import pytest
 
-from cnnkit.cli.common import is_config_path, parse_shape, run_command, split_config_and_overrides
+from cnnkit.cli.common import parse_shape, run_command, split_config_and_overrides
+from cnnkit.config import is_config_path
 from cnnkit.errors import UserError
 
 

@@ -61,14 +61,9 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     return parts  # type: ignore[return-value]
 
 
-def is_config_path(target: str) -> bool:
-    """The one rule for "model name or config file?": a ``.yaml``/``.yml`` name, a path, or an existing file."""
-    return target.endswith((".yaml", ".yml")) or "/" in target or Path(target).exists()
-
-
 def resolve_target(target: str, input_text: str | None, num_classes: int | None):
     """A model (and its input shape) from a registered name or a YAML config: ``(model, shape, cfg or None)``."""
-    from cnnkit.config import load_config
+    from cnnkit.config import is_config_path, load_config
     from cnnkit.models import MODELS, create_model, default_input, get_model, list_models
 
     shape = parse_shape(input_text) if input_text else None

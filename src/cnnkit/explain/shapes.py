@@ -26,7 +26,6 @@ Example::
 from __future__ import annotations
 
 import inspect
-import os
 from typing import Any
 
 from cnnkit.errors import UserError
@@ -400,10 +399,6 @@ def explain_torch_model(model, input_shape, source: str = "model") -> dict[str, 
 
 # --------------------------------------------------------------------------- entry point
 
-def _is_config(target: str) -> bool:
-    return str(target).lower().endswith((".yaml", ".yml")) or os.path.isfile(str(target))
-
-
 def _data_shape(cfg) -> tuple[tuple[int, int, int] | None, int | None]:
     known = KNOWN_DATA.get(cfg.data.name)
     if known is None:
@@ -428,11 +423,10 @@ def _layer_list_of(name: str, options: dict[str, Any]):
 def explain_shapes(target: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
                    overrides: list[str] | None = None) -> dict[str, Any]:
     """Shapes of a registered model name or a YAML config (its ``model.layers`` or ``model.name``)."""
+    from cnnkit.config import is_config_path, load_config
     from cnnkit.models.registry import MODELS, default_input, list_models
 
-    if _is_config(target):
-        from cnnkit.config import load_config
-
+    if is_config_path(target):
         cfg = load_config(target, overrides or [])
         data_shape, data_classes = _data_shape(cfg)
         shape = input_shape or (tuple(cfg.model.input) if cfg.model.input else None) or data_shape

@@ -243,7 +243,8 @@ def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], t
     """Classify image files with an exported ONNX model in onnxruntime; the JSON of ``cnnkit predict``."""
     import numpy as np
 
-    from cnnkit.inference import format_predictions, load_image, normalise
+    from cnnkit.inference import load_image, normalise
+    from cnnkit.tasks.classification import format_predictions
 
     p = Path(path)
     if not p.is_file():

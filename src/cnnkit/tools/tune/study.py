@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cnnkit.config import apply_overrides, read_yaml, validate
+from cnnkit.config import config_from, read_yaml
 from cnnkit.errors import UserError
 from cnnkit.tools.tune.space import Param, grid_key, grid_points, load_space
 
@@ -337,7 +337,7 @@ def make_plan(config: str | None, overrides: list[str], space: str, sampler: str
     if direction not in ("maximize", "minimize"):
         raise UserError(f"--direction must be maximize or minimize, got {direction!r}")
     config_path = Path(config) if config is not None else DEFAULT_CONFIG
-    base = validate(apply_overrides(read_yaml(config_path), overrides)).to_dict()
+    base = config_from(read_yaml(config_path), overrides).to_dict()
     grid = sampler == "grid"
     params = load_space(space, base, grid)
     points = grid_points(params) if grid else None

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from cnnkit.config import apply_overrides, validate
+from cnnkit.config import config_from
 from cnnkit.tools.tune.space import _format_params, _with_params, _yaml_inline
 from cnnkit.tools.tune.study import (_ERROR_ATTR, _HEARTBEAT_ATTR, _HOST, _RUN_DIR_ATTR, _SURPLUS_ATTR, _WORKER_ATTR,
                                      Plan, _surplus_reason)
@@ -65,11 +65,10 @@ def _report_callback(trial: Any, metric: str):
 
 
 def trial_config(plan: Plan, number: int, values: dict[str, Any]) -> Any:
-    raw = _with_params(plan.base, values)
-    raw = apply_overrides(raw, [f"train.runs_dir={_yaml_inline(plan.study_dir)}", f"train.name=trial-{number:04d}"])
+    where = [f"train.runs_dir={_yaml_inline(plan.study_dir)}", f"train.name=trial-{number:04d}"]
     if plan.device_override:
-        raw = apply_overrides(raw, [f"train.device={plan.device_override}"])
-    return validate(raw)
+        where.append(f"train.device={plan.device_override}")
+    return config_from(_with_params(plan.base, values), where)
 
 
 def _metric_value(result: Any, metric: str) -> float:
