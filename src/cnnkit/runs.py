@@ -29,14 +29,13 @@ import pickle
 import re
 import secrets
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cnnkit.atomic import atomic_write_text, default_file_mode
+from cnnkit.atomic import atomic_write, atomic_write_text
 from cnnkit.errors import UserError
 
 CHECKPOINT_SCHEMA = 2
@@ -48,19 +47,8 @@ CHECKPOINT_SCHEMA = 2
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temp file and a rename; a full disk is a UserError naming the file."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, default_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` through a temp file and a rename (see :func:`cnnkit.atomic.atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -33,8 +33,9 @@ from cnnkit.spec import LayerSpec, parse_layers
 from cnnkit.nn.runtime import seed_everything
 from cnnkit.reference.network import ReferenceNet
 from cnnkit.reference.optim import OPTIMIZERS, Optimizer
-from cnnkit.runs import RunFolder, checkpoint_engine, rng_state, set_rng_state
-from cnnkit.train.records import RunResult, final_record, run_meta, summary_text, val_of_epoch
+from cnnkit.runs import RunFolder, rng_state, set_rng_state
+from cnnkit.train.records import (RunResult, create_run, final_record, load_last, restore_progress, run_meta,
+                                  val_of_epoch)
 
 LossFn = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
 
@@ -290,12 +291,7 @@ class ReferenceTrainer:
         if self.resume:
             self._restore()
         else:
-            label = cfg.train.name or f"{cfg.model.name or 'layers'}-{cfg.data.name}"
-            self.run = RunFolder(self.run_dir) if self.run_dir else RunFolder.create(cfg.train.runs_dir, label)
-            self.run.checkpoints.mkdir(parents=True, exist_ok=True)
-            self.run.write_config(cfg.to_dict())
-            self.run.write_meta(run_meta(cfg, bundle, input_shape))
-            self.run.write_summary(summary_text(cfg, tmodel, bundle, input_shape))
+            self.run = create_run(cfg, bundle, input_shape, tmodel, self.run_dir)
         self.run_dir = self.run.path
         self.meta = run_meta(cfg, bundle, input_shape)
         self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
@@ -305,26 +301,16 @@ class ReferenceTrainer:
                 cb.on_train_begin(self)
 
     def _restore(self) -> None:
-        from cnnkit.train.trainer import restore_callbacks
-
         if self.run_dir is None:
             raise UserError("resuming needs the run folder")
         self.run = run = RunFolder(self.run_dir)
-        if run.has_checkpoint("last"):
-            ckpt = run.load_checkpoint("last")
-            if checkpoint_engine(ckpt) != self.engine:
-                raise UserError(f"{str(run.checkpoint_path('last'))!r} was written by the {checkpoint_engine(ckpt)} "
-                                f"engine; resume it with train.engine={checkpoint_engine(ckpt)}")
+        ckpt = load_last(run, self.engine)
+        if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             load_optimizer_state_dict(self.optimizer, ckpt["optimizer"], self.names)
-            restore_callbacks(self.callbacks, ckpt)
             set_rng_state(ckpt["rng"])
             self.model.rng.bit_generator.state = ckpt["rng"]["reference"]
-            self.start_epoch = ckpt["epoch"] + 1
-            self.epoch = ckpt["epoch"]
-            self.history = ckpt["history"]
-            self.train_time = ckpt.get("train_time_s", 0.0)
-            self.should_stop = ckpt.get("stopped", False)
+            restore_progress(self, ckpt)
         run.remove_temp_files()
         run.repair_metrics(self.history)
         self.log(f"resuming {self.run_dir} at epoch {self.start_epoch}/{self.cfg.train.epochs}")

@@ -36,7 +36,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from cnnkit.config import Config
 from cnnkit.errors import UserError
@@ -104,7 +103,8 @@ def lr_find(cfg: Config, *, start: float = 1e-7, end: float = 10.0, steps: int =
     """Run the range test on ``cfg``'s data, model, optimiser and loss."""
     from cnnkit.models.weights import load_weights
     from cnnkit.nn.runtime import autocast, resolve_device, seed_everything
-    from cnnkit.train.setup import build_model, build_optimizer, load_task_data, make_loaders, penalty
+    from cnnkit.train.setup import (backward_and_step, build_model, build_optimizer, load_task_data,
+                                    make_loaders, penalty)
 
     if not (start > 0 and end > start):
         raise UserError(f"--start and --end must satisfy 0 < start < end, got start={start:g} end={end:g}")
@@ -152,18 +152,7 @@ def lr_find(cfg: Config, *, start: float = 1e-7, end: float = 10.0, steps: int =
             if l1 or l2:
                 loss = loss + penalty(model, l1, l2)
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:  # fp16 gradients underflow without loss scaling
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if clip:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
+        backward_and_step(loss, optimizer, model, scaler=scaler, clip=clip)
         value = float(loss.detach())
         if not math.isfinite(value):
             stopped = f"the loss became {value} at lr {lr:.3g}"

@@ -12,7 +12,8 @@ from typing import Any
 import cnnkit
 from cnnkit.config import Config
 from cnnkit.data import DataBundle
-from cnnkit.runs import git_revision
+from cnnkit.errors import UserError
+from cnnkit.runs import RunFolder, checkpoint_engine, git_revision
 
 
 @dataclass
@@ -82,3 +83,46 @@ def final_record(task, *, val: dict[str, Any], history: list[dict[str, Any]], ch
 def val_of_epoch(task, row: dict[str, Any], n: int) -> dict[str, Any]:
     """The validation metrics an epoch's metrics line recorded, as ``Task.evaluate`` returns them."""
     return {"loss": row.get("val_loss"), **{k: row.get(f"val_{k}") for k in task.metric_names}, "n": n}
+
+
+def create_run(cfg: Config, bundle: DataBundle, input_shape: tuple[int, ...], model,
+               run_dir: str | Path | None = None) -> RunFolder:
+    """A new run folder (``run_dir``, or a fresh one under ``train.runs_dir``) with its config.yaml,
+    meta.json and summary.txt written."""
+    label = cfg.train.name or f"{cfg.model.name or 'layers'}-{cfg.data.name}"
+    run = RunFolder(run_dir) if run_dir else RunFolder.create(cfg.train.runs_dir, label)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
+    run.write_config(cfg.to_dict())
+    run.write_meta(run_meta(cfg, bundle, input_shape))
+    run.write_summary(summary_text(cfg, model, bundle, input_shape))
+    return run
+
+
+def load_last(run: RunFolder, engine: str) -> dict[str, Any] | None:
+    """The ``last.pt`` of a run being resumed (None if it was killed before its first checkpoint);
+    a checkpoint written by the other engine is a UserError."""
+    if not run.has_checkpoint("last"):
+        return None
+    ckpt = run.load_checkpoint("last")
+    if checkpoint_engine(ckpt) != engine:
+        raise UserError(f"{str(run.checkpoint_path('last'))!r} was written by the {checkpoint_engine(ckpt)} "
+                        f"engine; resume it with train.engine={checkpoint_engine(ckpt)}")
+    return ckpt
+
+
+def restore_progress(trainer, ckpt: dict[str, Any]) -> None:
+    """Where a resumed run stands: epoch, history, training time, the stop flag and every callback's
+    state (the checkpointer's best epoch from the top-level keys of checkpoints written before it was
+    a callback)."""
+    trainer.start_epoch = ckpt["epoch"] + 1
+    trainer.epoch = ckpt["epoch"]
+    trainer.history = ckpt["history"]
+    trainer.train_time = ckpt.get("train_time_s", 0.0)
+    trainer.should_stop = ckpt.get("stopped", False)
+    states = dict(ckpt.get("callbacks") or {})
+    if "Checkpointer" not in states and "best_epoch" in ckpt:
+        states["Checkpointer"] = {"best_value": ckpt["best_value"], "best_epoch": ckpt["best_epoch"]}
+    for cb in trainer.callbacks:
+        state = states.get(type(cb).__name__)
+        if state:
+            cb.load_state_dict(state)

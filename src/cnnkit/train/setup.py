@@ -123,6 +123,24 @@ def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
     return total
 
 
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, model: nn.Module, *,
+                      scaler: torch.amp.GradScaler | None = None, clip: float = 0.0) -> None:
+    """One optimiser step from ``loss``: backward (scaled by ``scaler`` for fp16, whose small gradients
+    would underflow otherwise), clip the global gradient norm to ``clip`` (0: off), step."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+
+
 def data_init_images(bundle: DataBundle, n: int, device: torch.device) -> torch.Tensor:
     """``n`` training images spread evenly over the training set (all of them if it has fewer), float on
     ``device``, normalised as the loaders normalise them. Evenly spread, not the first ``n``: in a

@@ -27,11 +27,12 @@ from cnnkit.config import Config
 from cnnkit.data import DataBundle
 from cnnkit.errors import UserError
 from cnnkit.nn.runtime import autocast, resolve_device, seed_everything, sync
-from cnnkit.runs import RunFolder, checkpoint_engine, rng_state, set_rng_state
+from cnnkit.runs import RunFolder, rng_state, set_rng_state
 from cnnkit.train import distributed as dist_utils
 from cnnkit.train.callbacks import Callback, standard_callbacks
-from cnnkit.train.records import RunResult, final_record, run_meta, summary_text, val_of_epoch
-from cnnkit.train.setup import (build_model, build_optimizer, build_schedule, data_init_images,
+from cnnkit.train.records import (RunResult, create_run, final_record, load_last, restore_progress, run_meta,
+                                  val_of_epoch)
+from cnnkit.train.setup import (backward_and_step, build_model, build_optimizer, build_schedule, data_init_images,
                                 default_param_groups, load_task_data, make_loaders, penalty)
 
 
@@ -120,18 +121,7 @@ class Trainer:
                     share = n * world / min(bs, self.n_train - i * bs)
                     if share != 1.0:
                         grad_loss = loss * share
-                if scaler is not None:
-                    scaler.scale(grad_loss).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    grad_loss.backward()
-                if clip:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                backward_and_step(grad_loss, optimizer, model, scaler=scaler, clip=clip)
                 if self.ema is not None:
                     self.ema.update(model)
                 if n:  # not this rank's empty slice of the last global batch
@@ -219,12 +209,7 @@ class Trainer:
         if self.resume:
             self._restore()
         elif self.is_main:
-            label = cfg.train.name or f"{cfg.model.name or 'layers'}-{cfg.data.name}"
-            self.run = RunFolder(self.run_dir) if self.run_dir else RunFolder.create(cfg.train.runs_dir, label)
-            self.run.checkpoints.mkdir(parents=True, exist_ok=True)
-            self.run.write_config(cfg.to_dict())
-            self.run.write_meta(run_meta(cfg, bundle, input_shape))
-            self.run.write_summary(summary_text(cfg, model, bundle, input_shape))
+            self.run = create_run(cfg, bundle, input_shape, model, self.run_dir)
         self.run_dir = self.dist.broadcast_path(self.run.path if self.run else self.run_dir)
         self.meta = run_meta(cfg, bundle, input_shape)
         self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
@@ -240,11 +225,8 @@ class Trainer:
         checkpoint starts again from epoch 1)."""
         run = RunFolder(self.run_dir)
         self.run = run if self.is_main else None
-        if run.has_checkpoint("last"):
-            ckpt = run.load_checkpoint("last")
-            if checkpoint_engine(ckpt) != self.engine:
-                raise UserError(f"{str(run.checkpoint_path('last'))!r} was written by the {checkpoint_engine(ckpt)} "
-                                f"engine; resume it with train.engine={checkpoint_engine(ckpt)}")
+        ckpt = load_last(run, self.engine)
+        if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.ema is not None and ckpt.get("ema") is not None:
@@ -254,14 +236,9 @@ class Trainer:
                     self.lookahead.load_state_dict(ckpt["lookahead"])
                 else:  # lookahead switched on at resume: start from the loaded weights
                     self.lookahead.reset()
-            restore_callbacks(self.callbacks, ckpt)
             rngs = ckpt.get("rng_ranks")  # each rank's own stream, from a DDP run of the same size
             set_rng_state(rngs[self.dist.rank] if rngs and len(rngs) == self.dist.world_size else ckpt["rng"])
-            self.start_epoch = ckpt["epoch"] + 1
-            self.epoch = ckpt["epoch"]
-            self.history = ckpt["history"]
-            self.train_time = ckpt.get("train_time_s", 0.0)
-            self.should_stop = ckpt.get("stopped", False)
+            restore_progress(self, ckpt)
         if self.is_main:
             run.remove_temp_files()
             run.repair_metrics(self.history)
@@ -341,18 +318,6 @@ class Trainer:
         for p in teacher.parameters():
             p.requires_grad_(False)
         return teacher
-
-
-def restore_callbacks(callbacks: list[Callback], ckpt: dict[str, Any]) -> None:
-    """Give each callback its state from a checkpoint (the checkpointer's best epoch from the top-level
-    keys of checkpoints written before it was a callback)."""
-    states = dict(ckpt.get("callbacks") or {})
-    if "Checkpointer" not in states and "best_epoch" in ckpt:
-        states["Checkpointer"] = {"best_value": ckpt["best_value"], "best_epoch": ckpt["best_epoch"]}
-    for cb in callbacks:
-        state = states.get(type(cb).__name__)
-        if state:
-            cb.load_state_dict(state)
 
 
 def distill_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
