@@ -220,6 +220,23 @@ class RunFolder:
         raise RuntimeError(f"could not create a unique run folder in {root}")
 
     @classmethod
+    def next_to(cls, source: str | os.PathLike, suffix: str) -> "RunFolder":
+        """A new run folder ``<source>-<suffix>`` beside ``source`` (``-2``, ``-3`` ... if taken), for a
+        run derived from another (a pruned, quantised or distilled copy)."""
+        parent, name = Path(source).resolve().parent, Path(source).resolve().name
+        for i in range(1, 1000):
+            path = parent / (f"{name}-{suffix}" + ("" if i == 1 else f"-{i}"))
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise UserError(f"cannot create run folder {str(path)!r}: {e.strerror}") from None
+            (path / "checkpoints").mkdir()
+            return cls(path)
+        raise RuntimeError(f"could not create a new run folder next to {source}")  # pragma: no cover
+
+    @classmethod
     def open(cls, path: str | os.PathLike, need_checkpoint: bool = True) -> "RunFolder":
         """A run folder the user named: it must exist, hold a config.yaml and (by default) a checkpoint."""
         p = Path(path)

@@ -58,7 +58,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import json
 import statistics
 import time
 import warnings
@@ -68,6 +67,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cnnkit.errors import UserError
+from cnnkit.runs import RunFolder, check_run_dir, load_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -394,7 +394,6 @@ def load_quantized(source: str | Path) -> tuple["nn.Module", dict[str, Any]]:
 
     from cnnkit.config import validate
     from cnnkit.models import create_model
-    from cnnkit.runs import load_checkpoint
 
     p = Path(source)
     path = p if p.is_file() else p / "checkpoints" / "int8.pt"
@@ -420,26 +419,9 @@ def load_quantized(source: str | Path) -> tuple["nn.Module", dict[str, Any]]:
 
 # --------------------------------------------------------------------------- the command
 
-def _suffix_dir(src: Path, suffix: str) -> Path:
-    """A new folder ``<src>-<suffix>`` next to the source run (``-2``, ``-3``... if taken)."""
-    parent = src.resolve().parent
-    for i in range(1, 1000):
-        path = parent / (f"{src.resolve().name}-{suffix}" + ("" if i == 1 else f"-{i}"))
-        try:
-            path.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise UserError(f"cannot create run folder {str(path)!r}: {e.strerror}") from None
-        (path / "checkpoints").mkdir()
-        return path
-    raise RuntimeError(f"could not create a new run folder next to {src}")  # pragma: no cover
-
-
 def _load_source(run_dir: str | Path):
     from cnnkit.data import load_data
     from cnnkit.inference import load_run_model
-    from cnnkit.runs import RunFolder
 
     src = RunFolder.open(run_dir).path
     model, info = load_run_model(src)
@@ -514,7 +496,6 @@ def compress(run_dir: str | Path, *, prune: float | None = None, quantize: str |
     (out / "weights.pt").write_bytes(blob)
     after["size_bytes"] = (out / "weights.pt").stat().st_size
 
-    from cnnkit.runs import RunFolder
 
     run = RunFolder(out)
     training = None
@@ -533,10 +514,9 @@ def compress(run_dir: str | Path, *, prune: float | None = None, quantize: str |
 
 def _do_prune(src, model, cfg, bundle, sparsity, epochs, quiet, log):
     from cnnkit.config import validate
-    from cnnkit.runs import RunFolder
     from cnnkit.train.trainer import Trainer
 
-    out = _suffix_dir(src, f"pruned{sparsity * 100:g}".replace(".", "p"))
+    out = RunFolder.next_to(src, f"pruned{sparsity * 100:g}".replace(".", "p")).path
     net = copy.deepcopy(model)
     prune_model(net, sparsity)
     raw = cfg.to_dict()
@@ -562,7 +542,6 @@ def _do_quantize(src, model, info, cfg, bundle, batches):
     import torch
 
     from cnnkit.data.loaders import make_loader
-    from cnnkit.runs import RunFolder
 
     loader = make_loader(bundle.train, batch_size=cfg.data.batch_size, mean=bundle.mean, std=bundle.std,
                          shuffle=True, seed=cfg.train.seed, device=torch.device("cpu"), augment=None,
@@ -576,7 +555,7 @@ def _do_quantize(src, model, info, cfg, bundle, batches):
             yield x
 
     q, details = quantize_int8(model, calibration, tuple(info["input_shape"]))
-    out = _suffix_dir(src, "int8")
+    out = RunFolder.next_to(src, "int8").path
     meta = {k: v for k, v in info.items() if k not in ("config", "checkpoint", "epoch", "task")}
     run = RunFolder(out)
     run.write_config(cfg.to_dict())
@@ -602,7 +581,7 @@ def _do_distill(src, cfg, bundle, info, teacher, epochs, temperature, alpha, qui
     raw["train"]["distill"] = dist
     raw["train"]["epochs"] = epochs or cfg.train.epochs
     new_cfg = validate(raw)
-    out = _suffix_dir(src, "distilled")
+    out = RunFolder.next_to(src, "distilled").path
     Trainer(new_cfg, run_dir=out, bundle=bundle, quiet=quiet, log=log).fit()
     student, _ = load_run_model(out)
     method = {"name": "distill", "teacher": dist["teacher"], "temperature": dist["temperature"],
@@ -615,7 +594,6 @@ def _do_distill(src, cfg, bundle, info, teacher, epochs, temperature, alpha, qui
 def _check_teacher(teacher: Path, info: dict[str, Any]) -> Path:
     """The teacher run folder, refused unless it is a float run for the student's classes and input size."""
     from cnnkit.inference import load_run_model
-    from cnnkit.runs import check_run_dir
 
     tdir = Path(teacher)
     if (tdir / "checkpoints" / "int8.pt").exists() and not (tdir / "checkpoints" / "best.pt").exists():
@@ -633,8 +611,8 @@ def _check_teacher(teacher: Path, info: dict[str, Any]) -> Path:
 
 def _teacher_accuracy(tdir: Path) -> float | None:
     try:
-        return json.loads((tdir / "final.json").read_text()).get("val_accuracy")
-    except (OSError, ValueError):
+        return RunFolder(tdir).read_final().get("val_accuracy")
+    except UserError:  # no final.json yet, or not JSON
         return None
 
 
