@@ -40,15 +40,11 @@ def train(cfg: Config, *, quiet: bool = False, log: Log | None = None, callbacks
 def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, quiet: bool = False,
            log: Log | None = None, callbacks: list | None = None):
     """Continue a run from ``checkpoints/last.pt`` (model, optimiser, schedule position, RNG, epoch)."""
-    from cnnkit.config import config_from, dump_yaml, read_yaml
-    from cnnkit.atomic import atomic_write_text
+    from cnnkit.config import config_from, read_yaml
     from cnnkit.runs import check_run_dir
-    from cnnkit.train import distributed as dist_utils
 
     path = check_run_dir(run_dir, need_checkpoint=False)
     cfg = config_from(read_yaml(path / "config.yaml"), overrides)
-    if overrides and dist_utils.is_main_process():  # under torchrun only rank 0 writes
-        atomic_write_text(path / "config.yaml", dump_yaml(cfg.to_dict()))
     extra = list(callbacks or [])
     kwargs: dict[str, Any] = {}
     f = cfg.finetune
@@ -64,8 +60,10 @@ def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, qu
 
         kwargs["param_groups"] = groups
         extra.insert(0, callback)
+    # The overridden config is written into the run only once its checkpoint has been loaded into the
+    # model and optimiser it builds: a refused resume leaves the folder as it was.
     trainer = _trainer_class(cfg.train.engine)(cfg, run_dir=path, resume=True, quiet=quiet, log=log,
-                                               callbacks=extra, **kwargs)
+                                               callbacks=extra, save_config=bool(overrides), **kwargs)
     return trainer.fit()
 
 

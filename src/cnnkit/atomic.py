@@ -7,10 +7,13 @@ one is complete. A leaf module: every writer of user files uses it.
 from __future__ import annotations
 
 import codecs
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import IO, Callable
+
+from cnnkit.errors import UserError
 
 
 def default_file_mode() -> int:
@@ -34,9 +37,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if disk_full(e):
+            raise UserError(f"disk full while writing {str(p)!r}; the previous version of it is kept") from None
         raise
+
+
+def disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it: torch.save wraps the OSError in a RuntimeError) is "no space
+    left on device" or an exceeded quota."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left on device" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

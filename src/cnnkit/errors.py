@@ -13,6 +13,14 @@ class UserError(Exception):
     exit_code = 2
 
 
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite: training stops (exit code 1), the checkpoints written before
+    it are kept. One ``error:`` line, as for a UserError, since the cure is in the user's hands
+    (a lower learning rate, gradient clipping)."""
+
+    exit_code = 1
+
+
 class ConfigError(UserError):
     """A config key, value or override that does not validate."""
 

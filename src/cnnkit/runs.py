@@ -6,7 +6,8 @@ normalisation, versions), ``metrics.jsonl`` (one line per epoch),
 Every file is written atomically (temp file + rename), so a kill never leaves a
 half-written one.
 
-A checkpoint is a pickle, and unpickling can run code: every checkpoint is read
+torch is imported only where a checkpoint is read or written, so that listing and reading runs
+(the CLI's start, a web page) stays light. A checkpoint is a pickle, and unpickling can run code: every checkpoint is read
 with ``torch.load(weights_only=True)``, which accepts tensors and plain types
 only, and nothing ever falls back to an unsafe load. Checkpoints are written
 as plain data (schema :data:`CHECKPOINT_SCHEMA`: RNG states as tensors and
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
+import socket
 import pickle
 import re
 import secrets
@@ -32,8 +35,6 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from cnnkit.atomic import atomic_write, atomic_write_text
 from cnnkit.errors import UserError
@@ -48,11 +49,29 @@ CHECKPOINT_SCHEMA = 2
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through a temp file and a rename (see :func:`cnnkit.atomic.atomic_write`)."""
+    import torch
+
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def plain_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, so that it is strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """Strict JSON (``null`` for a non-finite number, never a bare ``NaN``)."""
+    return json.dumps(plain_json(obj), allow_nan=False, **kwargs)
+
+
 def write_json(path: str | os.PathLike, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    atomic_write_text(path, dumps(data, indent=2) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -80,7 +99,7 @@ def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def append_jsonl(path: str | os.PathLike, row: dict[str, Any]) -> None:
     with open(path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+        f.write(dumps(row) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
@@ -116,6 +135,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Old (schema 1) checkpoints, whose RNG state holds NumPy arrays, load too: NumPy arrays are
     allowed as data, nothing else is.
     """
+    import torch
+
     p = Path(path)
     if p.is_dir():
         raise UserError(f"checkpoint {str(p)!r} is a folder, not a file")
@@ -160,6 +181,7 @@ def rng_state() -> dict[str, Any]:
     import random
 
     import numpy as np
+    import torch
 
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {"python": random.getstate(),
@@ -175,6 +197,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     import random
 
     import numpy as np
+    import torch
 
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
@@ -325,7 +348,7 @@ class RunFolder:
                 rows[r["epoch"]] = r
         for e, h in done.items():
             rows.setdefault(e, h)
-        text = "".join(json.dumps(rows[e]) + "\n" for e in sorted(rows))
+        text = "".join(dumps(rows[e]) + "\n" for e in sorted(rows))
         if not path.exists() or path.read_text() != text:
             atomic_write_text(path, text)
 
@@ -334,6 +357,17 @@ class RunFolder:
         for folder in (self.path, self.checkpoints):
             for tmp in folder.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+
+    # -- the lock: one process trains a run at a time
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def lock(self) -> "RunLock":
+        """Take the run's lock (a ``.lock`` file naming the owner's pid); a run already being trained
+        by a live process is a UserError naming it. A lock left by a dead process is taken over."""
+        return RunLock(self.lock_path)
 
     # -- checkpoints
 
@@ -345,6 +379,76 @@ class RunFolder:
 
     def load_checkpoint(self, name: str) -> dict[str, Any]:
         return load_checkpoint(self.checkpoint_path(name))
+
+
+class RunLock:
+    """The lock file of a run folder: ``{"pid", "host", "started"}`` of the process training it.
+
+    Created with O_EXCL, so two processes never both get it; stale (its process is gone, or the pid
+    now belongs to a process started later) locks on this host are replaced. :meth:`release` (or
+    leaving the ``with`` block) removes it.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        me = _process_identity(os.getpid())
+        for attempt in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if attempt == 0 and holder is not None and self._stale(holder):
+                    path.unlink(missing_ok=True)
+                    continue
+                who = (f"process {holder.get('pid')} on {holder.get('host')}" if holder
+                       else "another process")
+                raise UserError(f"run folder {str(path.parent)!r} is being trained by {who} (lock file "
+                                f"{str(path)!r}); wait for it to finish, or delete the lock file if that process "
+                                f"is gone") from None
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(me))
+            return
+        raise UserError(f"cannot take the lock {str(path)!r}")  # pragma: no cover - a race lost twice
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.path.read_text())
+            return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            return None  # being written this very moment, or garbage: treat as held
+
+    @staticmethod
+    def _stale(holder: dict[str, Any]) -> bool:
+        if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
+            return False  # another machine's process cannot be checked from here
+        alive = _process_identity(holder["pid"])
+        return alive is None or alive.get("started") != holder.get("started")
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "RunLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+def _process_identity(pid: int) -> dict[str, Any] | None:
+    """``{"pid", "host", "started"}`` of a live process, None if there is none with that pid."""
+    try:
+        import psutil
+
+        started = round(psutil.Process(pid).create_time(), 2)
+    except Exception:  # psutil.NoSuchProcess, or no psutil / no /proc
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        started = None
+    return {"pid": pid, "host": socket.gethostname(), "started": started}
 
 
 def check_run_dir(path: str | os.PathLike, need_checkpoint: bool = True) -> Path:

@@ -101,8 +101,8 @@ def run_command(func: Command, args: argparse.Namespace, debug: bool = False) ->
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(str(e) or "interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

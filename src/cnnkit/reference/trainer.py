@@ -34,8 +34,8 @@ from cnnkit.nn.runtime import seed_everything
 from cnnkit.reference.network import ReferenceNet
 from cnnkit.reference.optim import OPTIMIZERS, Optimizer
 from cnnkit.runs import RunFolder, rng_state, set_rng_state
-from cnnkit.train.records import (RunResult, create_run, final_record, load_last, restore_progress, run_meta,
-                                  val_of_epoch)
+from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last,
+                                  restore_progress, run_meta, stop_if_diverged, val_of_epoch)
 
 LossFn = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
 
@@ -185,8 +185,10 @@ class ReferenceTrainer:
     is_main = True
 
     def __init__(self, cfg: Config, *, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,
-                 log: Callable[[str], None] | None = None, callbacks: list | None = None) -> None:
-        self.cfg, self.quiet, self.resume = cfg, quiet, resume
+                 log: Callable[[str], None] | None = None, callbacks: list | None = None,
+                 save_config: bool = False) -> None:
+        self.cfg, self.quiet, self.resume, self.save_config = cfg, quiet, resume, save_config
+        self._lock = None
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run: RunFolder | None = None
         self._log = log or (lambda s: print(s, flush=True))
@@ -207,6 +209,19 @@ class ReferenceTrainer:
         return {"loss": self._loss_sum / n, **{k: v / n for k, v in self._sums.items()}}
 
     def fit(self) -> RunResult:
+        """Train; the run folder is locked meanwhile."""
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            if self.run is None:
+                raise
+            raise KeyboardInterrupt(f"interrupted at epoch {self.epoch}; resume with: cnnkit train --resume "
+                                    f"{self.run.path}") from None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _fit(self) -> RunResult:
         cfg = self.cfg
         self._prepare()
         net, task, optimizer, names = self.model, self.task, self.optimizer, self.names
@@ -230,6 +245,8 @@ class ReferenceTrainer:
                 optimizer.lr = cfg.optim.lr * self.schedule(step / total_steps)
                 logits = net.forward(x.numpy(), training=True)                # (N, K)
                 loss, dlogits = self.loss_fn(logits, y.numpy())
+                if not math.isfinite(loss):
+                    stop_if_diverged({"train_loss": loss}, epoch, step, self.steps_per_epoch, optimizer.lr)
                 grads = net.backward(dlogits)
                 if l1 or l2:
                     loss += penalty(net, grads, l1, l2)
@@ -252,6 +269,7 @@ class ReferenceTrainer:
                        **{f"train_{k}": v / n for k, v in self._sums.items()}, "val_loss": val["loss"],
                        **{f"val_{k}": val[k] for k in task.metric_names}, "lr": optimizer.lr,
                        "epoch_time_s": round(epoch_time, 4)}
+            stop_if_diverged(metrics, epoch, None, self.steps_per_epoch, optimizer.lr)
             self.history.append(metrics)
             for cb in self.callbacks:  # ... early stopping, the metrics log, checkpoints
                 cb.on_epoch_end(self, epoch, metrics)
@@ -289,9 +307,13 @@ class ReferenceTrainer:
 
         self.start_epoch = 1
         if self.resume:
+            if self.run_dir is None:
+                raise UserError("resuming needs the run folder")
+            self._lock = RunFolder(self.run_dir).lock()
             self._restore()
         else:
             self.run = create_run(cfg, bundle, input_shape, tmodel, self.run_dir)
+            self._lock = self.run.lock()
         self.run_dir = self.run.path
         self.meta = run_meta(cfg, bundle, input_shape)
         self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
@@ -306,11 +328,14 @@ class ReferenceTrainer:
         self.run = run = RunFolder(self.run_dir)
         ckpt = load_last(run, self.engine)
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            load_optimizer_state_dict(self.optimizer, ckpt["optimizer"], self.names)
+            with checkpoint_must_fit(run):
+                self.model.load_state_dict(ckpt["model"])
+                load_optimizer_state_dict(self.optimizer, ckpt["optimizer"], self.names)
             set_rng_state(ckpt["rng"])
             self.model.rng.bit_generator.state = ckpt["rng"]["reference"]
             restore_progress(self, ckpt)
+        if self.save_config:  # everything fits: now the folder may change
+            run.write_config(self.cfg.to_dict())
         run.remove_temp_files()
         run.repair_metrics(self.history)
         self.log(f"resuming {self.run_dir} at epoch {self.start_epoch}/{self.cfg.train.epochs}")

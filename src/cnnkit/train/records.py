@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -12,7 +14,7 @@ from typing import Any
 import cnnkit
 from cnnkit.config import Config
 from cnnkit.data import DataBundle
-from cnnkit.errors import UserError
+from cnnkit.errors import TrainingDiverged, UserError
 from cnnkit.runs import RunFolder, checkpoint_engine, git_revision
 
 
@@ -126,3 +128,32 @@ def restore_progress(trainer, ckpt: dict[str, Any]) -> None:
         state = states.get(type(cb).__name__)
         if state:
             cb.load_state_dict(state)
+
+
+@contextlib.contextmanager
+def checkpoint_must_fit(run: RunFolder):
+    """Loading a resumed run's state into the model and optimiser the (possibly overridden) config
+    built: a mismatch is a UserError, raised before anything in the run folder is written."""
+    try:
+        yield
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot resume {str(run.path)!r} with this config: its last checkpoint does not fit "
+                        f"({first[:300]}); overrides on resume may change how training goes on (epochs, "
+                        f"learning rate, ...), not the model or the optimiser. The run folder is unchanged") from None
+
+
+def stop_if_diverged(metrics: dict[str, Any], epoch: int, first_bad_step: int | None, steps_per_epoch: int,
+                     lr: float) -> None:
+    """A NaN or infinite loss stops the run (:class:`TrainingDiverged`), before this epoch is logged or
+    checkpointed: the checkpoints of the epochs before it stay as they were."""
+    for key in ("train_loss", "val_loss"):
+        value = metrics.get(key)
+        if value is not None and not math.isfinite(value):
+            where = f"epoch {epoch}"
+            if first_bad_step is not None and first_bad_step >= 0:
+                where += f", step {first_bad_step % steps_per_epoch + 1} of {steps_per_epoch}"
+            raise TrainingDiverged(
+                f"the {key.replace('_', ' ')} became {value} at {where}; training stopped and the checkpoints of "
+                f"earlier epochs are kept. Lower optim.lr (it was {lr:.3g} at that step) or set "
+                f"regularization.grad_clip")

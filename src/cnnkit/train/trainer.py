@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -30,8 +31,8 @@ from cnnkit.nn.runtime import autocast, resolve_device, seed_everything, sync
 from cnnkit.runs import RunFolder, rng_state, set_rng_state
 from cnnkit.train import distributed as dist_utils
 from cnnkit.train.callbacks import Callback, standard_callbacks
-from cnnkit.train.records import (RunResult, create_run, final_record, load_last, restore_progress, run_meta,
-                                  val_of_epoch)
+from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last,
+                                  restore_progress, run_meta, stop_if_diverged, val_of_epoch)
 from cnnkit.train.setup import (backward_and_step, build_model, build_optimizer, build_schedule, data_init_images,
                                 default_param_groups, load_task_data, make_loaders, penalty)
 
@@ -45,7 +46,8 @@ class Trainer:
     def __init__(self, cfg: Config, *, run_dir: Path | None = None, resume: bool = False, quiet: bool = False,
                  log: Callable[[str], None] | None = None, callbacks: list[Callback] | None = None,
                  model: nn.Module | None = None, bundle: DataBundle | None = None,
-                 param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None) -> None:
+                 param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None,
+                 save_config: bool = False) -> None:
         self.cfg, self.quiet, self.resume = cfg, quiet, resume
         self.dist = dist_utils.setup(cfg.train.device)
         self.is_main = self.dist.rank == 0
@@ -60,6 +62,8 @@ class Trainer:
         self.run: RunFolder | None = None
         self.history: list[dict[str, Any]] = []
         self.train_time = 0.0
+        self.save_config = save_config  # a resume with overrides: write config.yaml once the state fits
+        self._lock = None
 
     def log(self, text: str) -> None:
         if self.is_main and not self.quiet:
@@ -72,6 +76,19 @@ class Trainer:
     # ---------------------------------------------------------------- the run
 
     def fit(self) -> RunResult:
+        """Train; the run folder is locked meanwhile (a second process resuming it is refused)."""
+        try:
+            return self._fit()
+        except KeyboardInterrupt:
+            if self.run is None:
+                raise
+            raise KeyboardInterrupt(f"interrupted at epoch {self.epoch}; resume with: cnnkit train --resume "
+                                    f"{self.run.path}") from None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+
+    def _fit(self) -> RunResult:
         cfg, device = self.cfg, self.device
         self._prepare()
         model, task, loss_fn, optimizer = self.model, self.task, self.loss_fn, self.optimizer
@@ -97,6 +114,7 @@ class Trainer:
             self._loss_sum = torch.zeros((), device=device, dtype=torch.float64)
             self._sums = {k: torch.zeros((), device=device, dtype=torch.float64) for k in task.train_sum_names}
             self._seen = 0
+            first_bad = torch.full((), -1, device=device, dtype=torch.long)  # the first non-finite loss's step
             for i, (x, y) in enumerate(self.train_loader):
                 factor = self.schedule(step / total_steps)
                 for g, base in zip(optimizer.param_groups, base_lrs):
@@ -127,6 +145,7 @@ class Trainer:
                 if n:  # not this rank's empty slice of the last global batch
                     # Running sums stay on the device: no synchronisation inside the epoch.
                     self._loss_sum.add_(loss.detach(), alpha=n)
+                    first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), step, first_bad)
                     for k, v in task.train_sums(out, y).items():
                         self._sums[k].add_(v)
                     self._seen += n
@@ -148,6 +167,8 @@ class Trainer:
             metrics = {"epoch": epoch, **self._train_metrics(), "val_loss": val.get("loss"),
                        **{f"val_{k}": val.get(k) for k in task.metric_names},
                        "lr": optimizer.param_groups[0]["lr"], "epoch_time_s": round(epoch_time, 4)}
+            stop_if_diverged(metrics, epoch, int(first_bad) if not math.isfinite(metrics["train_loss"]) else None,
+                             self.steps_per_epoch, optimizer.param_groups[0]["lr"])
             self.history.append(metrics)
             for cb in self.callbacks:  # ... early stopping, the metrics log, checkpoints
                 cb.on_epoch_end(self, epoch, metrics)
@@ -207,9 +228,12 @@ class Trainer:
 
         self.start_epoch = 1
         if self.resume:
+            if self.is_main:
+                self._lock = RunFolder(self.run_dir).lock()
             self._restore()
         elif self.is_main:
             self.run = create_run(cfg, bundle, input_shape, model, self.run_dir)
+            self._lock = self.run.lock()
         self.run_dir = self.dist.broadcast_path(self.run.path if self.run else self.run_dir)
         self.meta = run_meta(cfg, bundle, input_shape)
         self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
@@ -227,19 +251,22 @@ class Trainer:
         self.run = run if self.is_main else None
         ckpt = load_last(run, self.engine)
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            if self.ema is not None and ckpt.get("ema") is not None:
-                self.ema.load_state_dict(ckpt["ema"])
-            if self.lookahead is not None:
-                if ckpt.get("lookahead") is not None:
-                    self.lookahead.load_state_dict(ckpt["lookahead"])
-                else:  # lookahead switched on at resume: start from the loaded weights
-                    self.lookahead.reset()
+            with checkpoint_must_fit(run):
+                self.model.load_state_dict(ckpt["model"])
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+                if self.ema is not None and ckpt.get("ema") is not None:
+                    self.ema.load_state_dict(ckpt["ema"])
+                if self.lookahead is not None:
+                    if ckpt.get("lookahead") is not None:
+                        self.lookahead.load_state_dict(ckpt["lookahead"])
+                    else:  # lookahead switched on at resume: start from the loaded weights
+                        self.lookahead.reset()
             rngs = ckpt.get("rng_ranks")  # each rank's own stream, from a DDP run of the same size
             set_rng_state(rngs[self.dist.rank] if rngs and len(rngs) == self.dist.world_size else ckpt["rng"])
             restore_progress(self, ckpt)
-        if self.is_main:
+        if self.is_main:  # everything fits: now the folder may change
+            if self.save_config:
+                run.write_config(self.cfg.to_dict())
             run.remove_temp_files()
             run.repair_metrics(self.history)
         self.log(f"resuming {self.run_dir} at epoch {self.start_epoch}/{self.cfg.train.epochs}")
