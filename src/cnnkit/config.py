@@ -16,10 +16,11 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from cnnkit.errors import ConfigError, UserError, did_you_mean
 
@@ -30,6 +31,17 @@ class Section(BaseModel):
     """A config section: unknown keys are errors, assignments are validated, numbers are finite."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic reads true as 1 for an int field: `train.epochs=true` would train one epoch.
+        if isinstance(v, bool):
+            ann = cls.model_fields[info.field_name].annotation
+            kinds = set(get_args(ann)) or {ann}
+            if bool not in kinds and kinds & {int, float}:
+                raise ValueError("must be a number, not true/false")
+        return v
 
 
 class DataConfig(Section):

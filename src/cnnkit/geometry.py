@@ -24,6 +24,8 @@ Example::
 
 from __future__ import annotations
 
+import operator
+
 from dataclasses import dataclass
 
 Pair = tuple[int, int]
@@ -35,12 +37,23 @@ def pair(value, name: str | None = None) -> Pair:
     >>> pair(3), pair([2, 1])
     ((3, 3), (2, 1))
     """
+    what = f"{name} must be an int or a pair" if name else "expected an int or a pair"
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            what = f"{name} must be an int or a pair" if name else "expected an int or a pair"
             raise ValueError(f"{what}, got {value!r}")
-        return (int(value[0]), int(value[1]))
-    return (int(value), int(value))
+        return (_whole(value[0], what, value), _whole(value[1], what, value))
+    n = _whole(value, what, value)
+    return (n, n)
+
+
+def _whole(v, what: str, given) -> int:
+    """``v`` as an int when it is one (NumPy ints too); 2.5 or True are errors, never truncated."""
+    if isinstance(v, bool):
+        raise ValueError(f"{what}, got {given!r}")
+    try:
+        return operator.index(v)
+    except TypeError:
+        raise ValueError(f"{what}, got {given!r}") from None
 
 
 def conv_output_size(in_size: int, kernel: int, stride: int = 1, pad_before: int = 0, pad_after: int = 0,

@@ -142,7 +142,7 @@ def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
         a["kernel"] = _positive_pair(kind, index, "kernel", a["kernel"])
         a["stride"] = _positive_pair(kind, index, "stride", a["stride"])
         a["dilation"] = _positive_pair(kind, index, "dilation", a["dilation"])
-        if not isinstance(a["groups"], int) or a["groups"] < 1:
+        if not isinstance(a["groups"], int) or isinstance(a["groups"], bool) or a["groups"] < 1:
             raise SpecError(f"layer {index} (conv): groups must be a positive int, got {a['groups']!r}")
         if isinstance(a["padding"], str):
             if a["padding"] not in ("valid", "same"):
@@ -162,7 +162,8 @@ def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
         raise SpecError(f"layer {index} (leaky_relu): slope must be a number, got {a['slope']!r}")
     if kind == "elu" and not (isinstance(a["alpha"], (int, float)) and a["alpha"] > 0):
         raise SpecError(f"layer {index} (elu): alpha must be a positive number, got {a['alpha']!r}")
-    if kind == "maxout" and not (isinstance(a["pieces"], int) and a["pieces"] >= 2):
+    if kind == "maxout" and not (isinstance(a["pieces"], int) and not isinstance(a["pieces"], bool)
+                                 and a["pieces"] >= 2):
         raise SpecError(f"layer {index} (maxout): pieces must be an int >= 2, got {a['pieces']!r}")
     if kind == "residual":
         if a["shortcut"] not in ("auto", "identity", "conv"):

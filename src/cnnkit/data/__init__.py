@@ -138,6 +138,9 @@ def load_data(cfg: DataConfig) -> DataBundle:
         pool, val = _keep_classes(pool, keep), _keep_classes(val, keep)
         test = _keep_classes(test, keep) if test is not None else None
         classes = [classes[c] for c in keep]
+    if len(classes) < 2:
+        raise UserError(f"dataset {cfg.name!r} has {len(classes)} class ({', '.join(map(str, classes))}); a classifier "
+                        f"needs at least 2 (an image folder needs a subfolder per class)")
     if len(val) == 0:
         raise UserError(f"the validation split of {cfg.name!r} is empty; raise data.val_fraction "
                         f"(got {cfg.val_fraction}) or keep more classes")
