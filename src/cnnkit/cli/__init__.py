@@ -57,7 +57,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the command, return its exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Overrides may come after options (`cnnkit train CFG --quiet train.epochs=1`): argparse stops
+        # filling a positional list at the first option, so the rest arrives here.
+        if isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-")
+                                                                          for e in extra):
+            args.overrides += extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
