@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    if args.epochs < 2 or args.repeats < 1:
+        ap.error(f"--epochs must be at least 2 (the first epoch of each run warms up and is not timed) and "
+                 f"--repeats at least 1; got --epochs {args.epochs} --repeats {args.repeats}")
     with tempfile.TemporaryDirectory() as runs:
         cfg = load_config(args.config, [f"train.epochs={args.epochs}", f"train.runs_dir={runs}",
                                         "schedule.name=constant", "train.device=cpu"])

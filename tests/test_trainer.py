@@ -259,8 +259,11 @@ def test_early_stopping_counts_patience_epochs_without_improvement():
     """patience=2: stop after 2 epochs in a row without improvement (Keras' semantics and the docstring's)."""
     es = EarlyStopping(monitor="val_loss", mode="auto", patience=2)
 
-    class T:
+    class T:  # what EarlyStopping uses of a trainer
         should_stop = False
+
+        def log(self, text):
+            pass
 
     t = T()
     values = [1.0, 0.8, 0.85, 0.9, 0.7, 0.6]
@@ -279,8 +282,11 @@ def test_early_stopping_mode_and_min_delta():
     es = EarlyStopping(monitor="val_accuracy", mode="auto", patience=0, min_delta=0.05)
     assert es.mode == "max"
 
-    class T:
+    class T:  # what EarlyStopping uses of a trainer
         should_stop = False
+
+        def log(self, text):
+            pass
 
     t = T()
     es.on_epoch_end(t, 1, {"val_accuracy": 0.50})

@@ -29,7 +29,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     On any failure (a full disk, a kill) the temp file is removed and ``path`` keeps its old content.
     """
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as e:  # the folder is missing or not writable: name the file the user asked for
+        raise UserError(f"cannot write {str(p)!r}: {e.strerror or e}") from None
     try:
         os.fchmod(fd, default_file_mode())
         with os.fdopen(fd, "wb") as f:

@@ -200,6 +200,14 @@ class TrainConfig(Section):
     device: str = "auto"
     runs_dir: str = "runs"
     name: str | None = Field(None, description="run folder name prefix")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, v: str | None) -> str | None:
+        if v is not None and (not v.strip() or "/" in v or "\\" in v or v in (".", "..") or "\0" in v):
+            raise ValueError(f"train.name must be a plain folder name (no '/', '\\', '.' or '..'), got {v!r}; "
+                             f"use train.runs_dir to choose where runs go")
+        return v
     loss: Literal["cross_entropy", "mse", "bce"] = "cross_entropy"
     engine: Literal["torch", "reference"] = "torch"
     deterministic: bool = False

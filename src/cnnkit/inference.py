@@ -64,6 +64,8 @@ def load_image(path: str | os.PathLike, input_shape: Sequence[int]) -> np.ndarra
             if im.size != (w, h):
                 im = im.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.uint8)
+    except Image.DecompressionBombError as e:
+        raise UserError(f"refusing image {str(p)!r}: {e}") from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise UserError(f"cannot read image {str(p)!r}: not a readable PNG/JPEG image ({e})") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()

@@ -156,7 +156,7 @@ def test_a_full_disk_is_named_and_the_previous_checkpoint_kept(tmp_path, monkeyp
 
 def test_ctrl_c_says_how_to_resume(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "train", *DIGITS, "train.epochs=200",
+    proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "train", *DIGITS, "train.epochs=100000",
                              f"train.runs_dir={tmp_path}", "--quiet"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.time() + 120

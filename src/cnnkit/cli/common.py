@@ -106,7 +106,11 @@ def run_command(func: Command, args: argparse.Namespace, debug: bool = False) ->
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as e:  # a failure while running, not the user's mistake
+    except Exception as e:  # a failure while running, not the user's mistake ...
+        if isinstance(e, OSError) and e.filename is not None:
+            # ... unless it is a path the user named that cannot be written or read (--save, --out ...)
+            print(f"error: cannot use {str(e.filename)!r}: {e.strerror or e}", file=sys.stderr)
+            return 2
         if debug:
             traceback.print_exc()
         else:

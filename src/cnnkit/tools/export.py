@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from cnnkit.atomic import default_file_mode
 from cnnkit.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,7 +151,13 @@ def _max_diff(a, b) -> float:
 
 
 def _tmp_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """A temp file beside ``path``, with the mode a plain ``open`` would give (0644 under the usual
+    umask, as run files; mkstemp's is 0600), renamed over ``path`` once written and checked."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(f"cannot write --out {str(path)!r}: {e.strerror or e}") from None
+    os.fchmod(fd, default_file_mode())
     os.close(fd)
     return Path(tmp)
 
@@ -388,7 +395,7 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
         path = (src if src.is_dir() else src.parent) / f"model{FORMATS[fmt]}"
     else:
         path = Path(out)
-        if path.is_dir():
+        if path.is_dir() or str(out).endswith(("/", os.sep)):  # a folder: the file goes inside it
             path = path / f"model{FORMATS[fmt]}"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,9 @@ class EarlyStopping(Callback):
             if self.wait >= self.patience:
                 self.stopped_epoch = epoch
                 trainer.should_stop = True
+                trainer.log(f"early stopping at epoch {epoch}: {self.monitor} has not improved "
+                            f"{'on' if self.min_delta == 0 else f'by more than {self.min_delta:g} on'} its best "
+                            f"({self.best:.4f}) for {self.patience} epochs")
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "wait": self.wait, "stopped_epoch": self.stopped_epoch}
