@@ -224,3 +224,20 @@ def test_vgg_dropout_option():
     assert {m.p for m in small.modules() if isinstance(m, nn.Dropout)} == {0.2}
     forced = get_model("vgg11", num_classes=10, input_size=64, cifar_head=True)
     assert forced.head.in_features == 512
+
+
+def test_lenet_course_is_the_figure_two_dense_layers():
+    """The course's figure: Conv_1 5x5 (n1) -> pool -> Conv_2 5x5 (n2) -> pool -> fc_3 (ReLU) -> fc_4."""
+    import torch
+
+    from cnnkit.models import get_model
+
+    net = get_model("lenet_course", num_classes=10, n1=4, n2=8, n3=32)
+    linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.padding) for c in convs] == [
+        (1, 4, (5, 5), (0, 0)), (4, 8, (5, 5), (0, 0))]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8 * 4 * 4, 32), (32, 10)]
+    # parameters by hand: conv 1*4*25+4, conv 4*8*25+8, fc_3 128*32+32, fc_4 32*10+10
+    assert sum(p.numel() for p in net.parameters()) == 104 + 808 + 4128 + 330
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)

@@ -52,9 +52,9 @@ JUMP_RULE = "jump = jump_prev*s"
 
 def _layer_list_models() -> dict[str, Any]:
     """Registered models that are declarative layer lists: name -> function returning the list."""
-    from cnnkit.models.lenet import lenet5_layers
+    from cnnkit.models.lenet import LAYER_LISTS
 
-    return {"lenet5": lenet5_layers}
+    return dict(LAYER_LISTS)
 
 
 # --------------------------------------------------------------------------- small helpers

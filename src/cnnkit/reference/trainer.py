@@ -43,19 +43,23 @@ LossFn = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
 # --------------------------------------------------------------------------- model
 
 def layer_list(model_cfg: ModelConfig) -> list[Any]:
-    """The declarative layer list of a model section: ``model.layers``, or LeNet-5's own list."""
+    """The declarative layer list of a model section: ``model.layers``, or that of a registered network
+    that is one (``lenet5``, ``lenet_course``)."""
     if model_cfg.layers is not None:
         return model_cfg.layers
-    if model_cfg.name == "lenet5":
-        from cnnkit.models.lenet import lenet5_layers
+    from cnnkit.models.lenet import LAYER_LISTS
 
-        allowed = ("n1", "n2", "activation")
+    if model_cfg.name in LAYER_LISTS:
+        build = LAYER_LISTS[model_cfg.name]
+        allowed = [p for p in inspect.signature(build).parameters]
         bad = [k for k in model_cfg.options if k not in allowed]
         if bad:
-            raise UserError(f"model 'lenet5' has no option {bad[0]!r}; allowed options: {', '.join(allowed)}")
-        return lenet5_layers(**model_cfg.options)
+            raise UserError(f"model {model_cfg.name!r} has no option {bad[0]!r}; allowed options: "
+                            f"{', '.join(allowed)}")
+        return build(**model_cfg.options)
     raise UserError(f"train.engine=reference runs declarative layer lists; model {model_cfg.name!r} is a "
-                    f"registered torch network; use model.layers (or model.name=lenet5), or train.engine=torch")
+                    f"registered torch network; use model.layers (or model.name={' or '.join(LAYER_LISTS)}), or "
+                    f"train.engine=torch")
 
 
 def reference_specs(model_cfg: ModelConfig, num_classes: int) -> list[LayerSpec]:
