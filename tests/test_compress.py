@@ -128,6 +128,11 @@ def test_int8_is_3x_smaller_and_within_a_point(lenet_run, capsys):
     q2, _ = load_quantized(new / "checkpoints" / "int8.pt")
     assert torch.equal(q(x), q2(x))
     assert info["classes"] == [str(c) for c in range(10)]
+    # eval and predict say exactly why they do not read it (they said "has no checkpoint yet")
+    for argv in (["eval", str(new)], ["predict", str(new), "x.png"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is an int8 run" in err and "load_quantized" in err
 
 
 # --------------------------------------------------------------------------- distillation

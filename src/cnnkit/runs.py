@@ -271,6 +271,11 @@ class RunFolder:
             raise UserError(f"{str(p)!r} is not a cnnkit run folder: it has no config.yaml")
         run = cls(p)
         if need_checkpoint and not run.has_checkpoint("best") and not run.has_checkpoint("last"):
+            if run.has_checkpoint("int8"):
+                raise UserError(f"{str(p)!r} is an int8 run (made by 'cnnkit compress --quantize int8'): its only "
+                                f"checkpoint, checkpoints/int8.pt, holds quantised weights that eval, predict, "
+                                f"export and finetune do not read; load it in Python with "
+                                f"cnnkit.tools.compress.load_quantized({str(p)!r}), or use the float run it came from")
             raise UserError(f"run folder {str(p)!r} has no checkpoint yet (checkpoints/best.pt or last.pt)")
         return run
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -157,6 +158,12 @@ def test_explain_backprop(tmp_path):
     assert all(r["grad_norm"] > 0 for r in result["layers"])
     text = render_backprop_text(result)
     assert "conv1" in text and "grad check" in text and "8x4x8x8" in text
+    assert result["chance_loss"] == pytest.approx(np.log(10))
+    # The explanation of a high starting loss appears exactly when the loss is far above ln(10).
+    high = {**result, "loss": 5 * result["chance_loss"]}
+    low = {**result, "loss": result["chance_loss"]}
+    assert "why the loss starts at" in render_backprop_text(high)
+    assert "why the loss starts at" not in render_backprop_text(low)
 
 
 def test_early_stopping_restores_best(tmp_path):

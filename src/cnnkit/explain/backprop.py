@@ -123,6 +123,8 @@ def explain_backprop(cfg: Config, batch_size: int = 8, *, checks_per_layer: int 
         "model": cfg.model.name or "layer list", "dataset": cfg.data.name, "batch_shape": list(x.shape),
         "loss_name": cfg.train.loss, "loss": float(loss), "dtype": "float64", "eps": eps,
         "checks_per_layer": checks_per_layer, "layers": rows, "max_rel_error": max(errs) if errs else None,
+        "chance_loss": float(np.log(h.shape[1])) if cfg.train.loss == "cross_entropy" else None,
+        "logit_std": float(h.std(axis=1).mean()), "init": cfg.model.init.scheme, "batch_logits": int(h.shape[1]),
     }
 
 
@@ -148,6 +150,14 @@ def render_backprop_text(result: dict[str, Any]) -> str:
     lines = [head, "", "  ".join(c.ljust(w) for c, w in zip(cols, widths)),
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip() for t in table]
+    chance = result.get("chance_loss")
+    if chance is not None and result["loss"] > 1.5 * chance:
+        # A student's first question: why is the untrained loss not ln(K)?
+        lines += ["", f"why the loss starts at {result['loss']:.3g}, not at chance level ln({result['batch_logits']}) = "
+                      f"{chance:.3g}: these untrained weights ({result['init']} initialisation) give logits that "
+                      f"differ by {result['logit_std']:.3g} (std across classes) rather than being near 0, so the "
+                      f"softmax is confident and mostly wrong; scaling the last layer's initial weights down starts "
+                      f"near ln(K), and training brings the loss down within the first steps either way"]
     worst = result["max_rel_error"]
     lines += ["", f"gradient check: {result['checks_per_layer']} random parameter entries per layer, central "
               f"differences (eps {result['eps']:g}); max |numeric - backprop| / max |gradient| = "
