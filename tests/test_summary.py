@@ -29,11 +29,11 @@ LENET = [
     ("relu2", "ReLU", [16, 8, 8], 0, 0, 14, 2),
     ("maxpool2", "MaxPool2d", [16, 4, 4], 0, 0, 16, 4),
     ("flatten1", "Flatten", [256], 0, 0, 16, 4),          # each feature keeps its map position's field
-    ("dense1", "Linear", [120], 30840, 256 * 120, None, None),   # dense layers: no receptive field
-    ("relu3", "ReLU", [120], 0, 0, None, None),
-    ("dense2", "Linear", [84], 10164, 120 * 84, None, None),
-    ("relu4", "ReLU", [84], 0, 0, None, None),
-    ("dense3", "Linear", [10], 850, 84 * 10, None, None),
+    ("dense1", "Linear", [120], 30840, 256 * 120, 28, 4),   # sees all 4x4 positions: 16 + 3*4 = 28
+    ("relu3", "ReLU", [120], 0, 0, 28, 4),
+    ("dense2", "Linear", [84], 10164, 120 * 84, 28, 4),         # a vector's units already see it all
+    ("relu4", "ReLU", [84], 0, 0, 28, 4),
+    ("dense3", "Linear", [10], 850, 84 * 10, 28, 4),
 ]
 
 
@@ -147,7 +147,7 @@ def test_resnet20_macs_match_the_flop_counter_and_the_formula():
     assert (by["body.layer3.2.conv2"].receptive_field, by["body.layer3.2.conv2"].stride) == (81, 4)
     assert by["body.pool"].receptive_field == 109
     assert by["body.pool"].stride == 32       # a window of the whole 8x8 map, moved by 8: 4 * 8
-    assert (by["head"].receptive_field, by["head"].stride) == (None, None)
+    assert (by["head"].receptive_field, by["head"].stride) == (109, 32)  # on the pooled vector: unchanged
 
 
 def test_declarative_residual_net_macs_and_receptive_field():
@@ -216,11 +216,11 @@ def test_summary_and_explain_shapes_agree_on_a_layer_list():
     by = {r["name"]: r for r in explained["layers"]}
     # By hand, per axis (H, W): conv k3 s2 -> 3, jump 2; body conv k3 s2 -> 3 + 2*2 = 7, jump 4;
     # body conv k(3, 1) -> (7 + 2*4, 7) = (15, 7); l2pool 2/2 -> (19, 11), jump 8; the global pool
-    # over the 4x4 map: (19 + 3*8, 11 + 3*8) = (43, 35), jump 32. Dense layers and what follows: none.
+    # over the 4x4 map: (19 + 3*8, 11 + 3*8) = (43, 35), jump 32. Dense layers on that vector: unchanged.
     assert (by["residual1"]["receptive_field"], by["residual1"]["stride"]) == ([15, 7], 4)
     assert (by["l2pool1"]["receptive_field"], by["l2pool1"]["stride"]) == ([19, 11], 8)
     assert (by["globalavgpool1"]["receptive_field"], by["globalavgpool1"]["stride"]) == ([43, 35], 32)
-    assert [by[n]["receptive_field"] for n in ("dense1", "batchnorm2", "dropout1", "dense2")] == [None] * 4
+    assert [by[n]["receptive_field"] for n in ("dense1", "batchnorm2", "dropout1", "dense2")] == [[43, 35]] * 4
 
 
 def test_walk_falls_back_to_execution_order_when_fx_cannot_trace():
@@ -289,3 +289,38 @@ def test_summary_user_errors(capsys, argv, needle):
     err = capsys.readouterr().err
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], err
+
+
+def test_receptive_fields_equal_the_gradient_footprint_of_a_unit():
+    """The oracle: the input pixels that get a non-zero gradient from one output unit (the centre one of
+    a feature map, any one of a dense layer) span exactly the receptive field the walker reports. Average
+    pooling and tanh keep every gradient non-zero, so the footprint is the whole field."""
+    import torch
+
+    from cnnkit.models.spec import build_torch
+    from cnnkit.spec import parse_layers
+    from cnnkit.summary import walk_model
+
+    layers = [{"conv": {"out": 3, "kernel": 5}}, "tanh", {"avgpool": 2}, {"conv": {"out": 4, "kernel": 3,
+              "dilation": 2}}, "tanh", {"avgpool": 2}, "flatten", {"dense": 6}, "tanh", {"dense": 5}]
+    torch.manual_seed(0)
+    net = build_torch(parse_layers(layers), (1, 32, 32), 5).eval()
+    walk = walk_model(net, (1, 32, 32))
+    modules = dict(net.named_modules())
+    checked = 0
+    for call in walk.calls:
+        if call.field is None or not isinstance(call.module, (torch.nn.Conv2d, torch.nn.AvgPool2d, torch.nn.Linear)):
+            continue
+        grabbed = {}
+        handle = modules[call.name].register_forward_hook(lambda m, i, o: grabbed.update(out=o))
+        x = torch.randn(1, 1, 32, 32, requires_grad=True)
+        net(x)
+        handle.remove()
+        out = grabbed["out"]
+        unit = out[0, 0, out.shape[2] // 2, out.shape[3] // 2] if out.ndim == 4 else out[0, 0]
+        (grad,) = torch.autograd.grad(unit, x)
+        rows, cols = torch.nonzero(grad[0, 0].abs() > 0, as_tuple=True)
+        footprint = (int(rows.max() - rows.min()) + 1, int(cols.max() - cols.min()) + 1)
+        assert footprint == tuple(call.field.rf), (call.name, footprint, call.field.rf)
+        checked += 1
+    assert checked == 6  # conv, pool, conv, pool, dense, dense

@@ -165,12 +165,24 @@ class ReceptiveField:
 
     rf: Pair = (1, 1)
     jump: Pair = (1, 1)
+    extent: Pair | None = None  # after a flatten: the (H, W) of the map it flattened, which a dense layer sees whole
 
     def step(self, kernel, stride, dilation=(1, 1)) -> "ReceptiveField":
         """After a window of ``kernel`` (pairs) moved by ``stride`` with ``dilation``."""
         h = receptive_field_step(self.rf[0], self.jump[0], kernel[0], stride[0], dilation[0])
         w = receptive_field_step(self.rf[1], self.jump[1], kernel[1], stride[1], dilation[1])
         return ReceptiveField((h[0], w[0]), (h[1], w[1]))
+
+    def flattened(self, hw) -> "ReceptiveField":
+        """After a flatten of an (H, W) map: the same field, remembering the map's size."""
+        return ReceptiveField(self.rf, self.jump, (int(hw[0]), int(hw[1])))
+
+    def dense(self) -> "ReceptiveField":
+        """After a dense layer: on a flattened map, every output sees all its positions (a window the
+        size of the map, rf + (H - 1) * jump); on a vector, the field is already that of all its inputs."""
+        if self.extent is None:
+            return self
+        return ReceptiveField(self.rf, self.jump).step(self.extent, (1, 1))
 
     def merge(self, other: "ReceptiveField") -> "ReceptiveField":
         """Where branches meet (a sum, a concat): the largest field and jump of each axis."""

@@ -10,10 +10,11 @@ that ``torch.utils.flop_counter`` counts for them.
 output shapes and its receptive field and cumulative stride ("jump", per axis,
 arithmetic in :mod:`cnnkit.geometry`). The field follows the data flow graph
 traced by ``torch.fx`` (the largest over parallel branches); a network fx cannot
-trace falls back to execution order, along its main path. A layer has a field
-when it takes a feature map (C, H, W): flatten and global pooling keep the last
-one (a global pool is a window over the whole map); dense layers, and layers on
-vectors, have none.
+trace falls back to execution order, along its main path. Flatten keeps the field
+of the map it flattens; a global pool is a window over the whole map; a dense layer
+on a flattened (H, W) map sees all its positions (rf + (H - 1) * jump), and on a
+vector keeps its field. The result equals the input region that gets a non-zero
+gradient from one output unit (tested).
 
 Example::
 
@@ -82,8 +83,12 @@ def _window(m: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, 
 def _next_field(op: nn.Module | str | None, field_in: ReceptiveField | None, in_shape: list[int],
                 out_shape: list[int]) -> ReceptiveField | None:
     """The receptive field after ``op`` (a module, or a function's name) on an input with ``field_in``."""
-    if field_in is None or isinstance(op, nn.Linear) or op == "linear":
+    if field_in is None:
         return None
+    if isinstance(op, nn.Linear) or op == "linear":
+        return field_in.dense()
+    if (isinstance(op, nn.Flatten) or op == "flatten") and len(in_shape) == 3:
+        return field_in.flattened(in_shape[1:])
     if isinstance(op, _WINDOWED):
         return field_in.step(*_window(op))
     if (isinstance(op, _ADAPTIVE) or op in _ADAPTIVE_FUNCTIONS) and len(in_shape) == 3:
@@ -137,9 +142,9 @@ def walk_model(model: nn.Module, input_shape, count_flops: bool = False) -> Mode
     else:
         method = "execution order"
         _fields_in_order(calls, input_shape)
-    for c in calls:  # only a layer that takes a feature map has a receptive field
-        if not (len(c.input_shape) == 3 or isinstance(c.module, _WINDOWED)) or c.field is None:
-            c.field_in = c.field = None
+    for c in calls:  # a layer fed by no feature map (a head on a vector of its own) has none
+        if c.field is None:
+            c.field_in = None
     return ModelWalk(calls, _shape(out), method, flops)
 
 

@@ -158,7 +158,9 @@ def test_ctrl_c_says_how_to_resume(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, "-m", "cnnkit", "train", *DIGITS, "train.epochs=100000",
                              f"train.runs_dir={tmp_path}", "--quiet"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            # as from a shell: pytest-xdist workers ignore SIGINT, and children inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("*/metrics.jsonl")):
         time.sleep(0.2)

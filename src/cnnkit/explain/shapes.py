@@ -157,6 +157,16 @@ def _describe(spec) -> str:
     return f"{spec.type}(" + ", ".join(f"{k}={show(v)}" for k, v in shown.items()) + ")"
 
 
+def _dense_field_text(call) -> list[str]:
+    """How a dense unit's receptive field follows: all positions of the flattened map at once."""
+    f_in = call.field_in if call is not None else None
+    if f_in is None or f_in.extent is None or call.field is None:
+        return []
+    texts = [f"a unit sees all {f_in.extent[a]} positions: {RF_RULE} = {f_in.rf[a]} + ({f_in.extent[a]}-1)*"
+             f"{f_in.jump[a]} = {call.field.rf[a]}" for a in range(2)]
+    return [texts[0] if texts[0] == texts[1] else f"H: {texts[0]}; W: {texts[1]}"]
+
+
 def _field(calls, name: str) -> ReceptiveField | None:
     call = calls.get(name)
     return call.field if call is not None else None
@@ -201,7 +211,8 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
             params = (n_in + (1 if a["bias"] else 0)) * n_out
             pf = f"({n_in} + 1)*{n_out} = {params}" if a["bias"] else f"{n_in}*{n_out} = {params}"
             src = " (num_classes)" if a["out"] == "num_classes" else ""
-            out.append(_record(spec.name, t, desc, shape, new_shape, [f"out = {n_out}{src}"], None, params, pf, depth))
+            formulas = [f"out = {n_out}{src}"] + _dense_field_text(call)
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth))
         elif t == "batchnorm":
             c = shape[0]
             params = 2 * c if a["affine"] else 0
@@ -321,7 +332,7 @@ def explain_torch_model(model, input_shape, source: str = "model") -> dict[str, 
             pf = (f"({n_in} + 1)*{n_out} = {params}" if has_b else f"{n_in}*{n_out} = {params}") if first_call \
                 else "0 (shared module, counted once)"
             records.append(_record(qname, "linear", f"Linear({n_in}, {n_out})", in_shape, out_shape,
-                                   [f"out = {n_out}"], None, params, pf))
+                                   [f"out = {n_out}"] + _dense_field_text(call), call.field, params, pf))
             continue
         if len(in_shape) != 3:
             continue
