@@ -202,3 +202,19 @@ def test_user_errors_exit_2(lenet_run, tmp_path, capsys):
         prune_model(get_model("lenet5"), 1.0)
     assert not any(p.name.endswith(("-pruned50-2", "-int8-2")) for p in lenet_run.parent.iterdir())
     assert math.isfinite(weights_size_bytes({"w": torch.zeros(3)}))
+
+
+def test_latency_change_within_the_spread_is_no_measurable_change():
+    """The probe saw "0.57x" between two identical architectures: medians inside each other's quartiles
+    are reported as no change; a shift beyond them as a ratio. (Decided on given numbers: no test
+    asserts on measured times.)"""
+    import torch
+
+    from cnnkit.tools.compress import latency_change, measure_latency
+
+    a = {"latency_ms": 1.00, "latency_q1_ms": 0.90, "latency_q3_ms": 1.30}
+    assert latency_change(a, {"latency_ms": 1.25, "latency_q1_ms": 1.10, "latency_q3_ms": 1.60}) == "no measurable change"
+    assert latency_change(a, {"latency_ms": 0.57, "latency_q1_ms": 0.50, "latency_q3_ms": 1.05}) == "no measurable change"
+    assert latency_change(a, {"latency_ms": 0.40, "latency_q1_ms": 0.38, "latency_q3_ms": 0.45}) == "0.40x"
+    lat = measure_latency(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)), (1, 28, 28), runs=50)
+    assert lat["latency_q1_ms"] <= lat["latency_ms"] <= lat["latency_q3_ms"] and lat["runs"] == 50

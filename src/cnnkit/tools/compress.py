@@ -132,7 +132,8 @@ def count_params(model: "nn.Module") -> tuple[int, int]:
 
 def measure_latency(model: "nn.Module", input_shape: tuple[int, ...], *, threads: int = 1, warmup: int = 20,
                     runs: int = 200, max_seconds: float = 5.0) -> dict[str, Any]:
-    """Median CPU milliseconds per image at batch 1, after warm-up, with ``threads`` torch threads."""
+    """Median CPU milliseconds per image at batch 1, after warm-up, with ``threads`` torch threads, and
+    the spread: ``latency_q1_ms`` / ``latency_q3_ms``, the quartiles of the timed runs."""
     import torch
 
     model = model.cpu().eval()
@@ -151,8 +152,18 @@ def measure_latency(model: "nn.Module", input_shape: tuple[int, ...], *, threads
                 times.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(old)
-    return {"latency_ms": round(statistics.median(times) * 1e3, 4), "runs": len(times), "threads": threads,
-            "batch": 1}
+    q1, _, q3 = statistics.quantiles(times, n=4) if len(times) > 1 else (times[0],) * 3
+    return {"latency_ms": round(statistics.median(times) * 1e3, 4), "latency_q1_ms": round(q1 * 1e3, 4),
+            "latency_q3_ms": round(q3 * 1e3, 4), "runs": len(times), "threads": threads, "batch": 1}
+
+
+def latency_change(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """``after / before`` of the median latencies, or "no measurable change" when each median lies
+    within the other's interquartile range (two runs of one network differ by that much)."""
+    a, b = before["latency_ms"], after["latency_ms"]
+    within = (before.get("latency_q1_ms", a) <= b <= before.get("latency_q3_ms", a)
+              or after.get("latency_q1_ms", b) <= a <= after.get("latency_q3_ms", b))
+    return "no measurable change" if within else _ratio(a, b)
 
 
 def _val_loader(cfg: "Config", bundle: "DataBundle"):
@@ -640,9 +651,13 @@ def format_table(final: dict[str, Any]) -> str:
         ("weights gzip (bytes)", f"{b['gzip_bytes']:,}", f"{final['gzip_bytes']:,}",
          _ratio(b["gzip_bytes"], final["gzip_bytes"])),
         (f"CPU ms/image (batch 1, {b['latency']['threads']} thr)", f"{b['latency_ms']:.4f}",
-         f"{final['latency_ms']:.4f}", _ratio(b["latency_ms"], final["latency_ms"])),
+         f"{final['latency_ms']:.4f}", latency_change(b["latency"], final["latency"])),
     ]
     w = max(len(r[0]) for r in rows)
     lines = [title, f"{'':<{w}}  {'before':>12}  {'after':>12}  {'change':>12}"]
     lines += [f"{r[0]:<{w}}  {r[1]:>12}  {r[2]:>12}  {r[3]:>12}" for r in rows]
+    lat = b["latency"], final["latency"]
+    lines.append(f"{'':<{w}}  latency: median of {lat[0]['runs']} / {lat[1]['runs']} timed runs after warm-up; "
+                 f"quartiles {lat[0].get('latency_q1_ms', 0):.4f}-{lat[0].get('latency_q3_ms', 0):.4f} / "
+                 f"{lat[1].get('latency_q1_ms', 0):.4f}-{lat[1].get('latency_q3_ms', 0):.4f} ms")
     return "\n".join(lines)
