@@ -34,7 +34,7 @@ from cnnkit.nn.runtime import seed_everything
 from cnnkit.reference.network import ReferenceNet
 from cnnkit.reference.optim import OPTIMIZERS, Optimizer
 from cnnkit.runs import RunFolder, rng_state, set_rng_state
-from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last,
+from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last, locked_fit,
                                   restore_progress, run_meta, stop_if_diverged, val_of_epoch)
 
 LossFn = Callable[[np.ndarray, np.ndarray], "tuple[float, np.ndarray]"]
@@ -214,16 +214,7 @@ class ReferenceTrainer:
 
     def fit(self) -> RunResult:
         """Train; the run folder is locked meanwhile."""
-        try:
-            return self._fit()
-        except KeyboardInterrupt:
-            if self.run is None:
-                raise
-            raise KeyboardInterrupt(f"interrupted at epoch {self.epoch}; resume with: cnnkit train --resume "
-                                    f"{self.run.path}") from None
-        finally:
-            if self._lock is not None:
-                self._lock.release()
+        return locked_fit(self, self._fit)
 
     def _fit(self) -> RunResult:
         cfg = self.cfg

@@ -157,3 +157,17 @@ def stop_if_diverged(metrics: dict[str, Any], epoch: int, first_bad_step: int | 
                 f"the {key.replace('_', ' ')} became {value} at {where}; training stopped and the checkpoints of "
                 f"earlier epochs are kept. Lower optim.lr (it was {lr:.3g} at that step) or set "
                 f"regularization.grad_clip")
+
+
+def locked_fit(trainer, fit) -> RunResult:
+    """``fit()``, releasing the run's lock (``trainer._lock``) however it ends; Ctrl-C says how to resume."""
+    try:
+        return fit()
+    except KeyboardInterrupt:
+        if trainer.run is None:
+            raise
+        raise KeyboardInterrupt(f"interrupted at epoch {trainer.epoch}; resume with: cnnkit train --resume "
+                                f"{trainer.run.path}") from None
+    finally:
+        if trainer._lock is not None:
+            trainer._lock.release()

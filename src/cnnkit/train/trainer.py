@@ -31,7 +31,7 @@ from cnnkit.nn.runtime import autocast, resolve_device, seed_everything, sync
 from cnnkit.runs import RunFolder, rng_state, set_rng_state
 from cnnkit.train import distributed as dist_utils
 from cnnkit.train.callbacks import Callback, standard_callbacks
-from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last,
+from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last, locked_fit,
                                   restore_progress, run_meta, stop_if_diverged, val_of_epoch)
 from cnnkit.train.setup import (backward_and_step, build_model, build_optimizer, build_schedule, data_init_images,
                                 default_param_groups, load_task_data, make_loaders, penalty)
@@ -77,16 +77,7 @@ class Trainer:
 
     def fit(self) -> RunResult:
         """Train; the run folder is locked meanwhile (a second process resuming it is refused)."""
-        try:
-            return self._fit()
-        except KeyboardInterrupt:
-            if self.run is None:
-                raise
-            raise KeyboardInterrupt(f"interrupted at epoch {self.epoch}; resume with: cnnkit train --resume "
-                                    f"{self.run.path}") from None
-        finally:
-            if self._lock is not None:
-                self._lock.release()
+        return locked_fit(self, self._fit)
 
     def _fit(self) -> RunResult:
         cfg, device = self.cfg, self.device
