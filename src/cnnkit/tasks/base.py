@@ -112,16 +112,13 @@ class Task:
         was_training = model.training
         model.eval()
         metrics = self.metrics().to(device)
-        count = 0
         for x, y in loader:
-            n = self.batch_len(y)
-            if n == 0:  # this rank's empty slice of the last global batch (a mean over none is NaN)
+            if self.batch_len(y) == 0:  # this rank's empty slice of the last global batch (a mean over none is NaN)
                 continue
             with autocast(device, precision):
                 out = self.eval_forward(model, x)
             out = self.to_float(out)
             self.update_metrics(metrics, out, y, loss_fn(out, y))
-            count += n
         model.train(was_training)
         result = {k: float(v) for k, v in metrics.compute().items() if v.ndim == 0}
         result["n"] = int(round(float(metrics["loss"].den)))
