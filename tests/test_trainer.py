@@ -35,7 +35,7 @@ from cnnkit import cli, runs
 from cnnkit.config import load_config, validate
 from cnnkit.data import load_data
 from cnnkit.models import build_torch, parse_layers
-from cnnkit.runs import new_run_dir
+from cnnkit.runs import RunFolder
 from cnnkit.train.callbacks import EarlyStopping
 from cnnkit.train.setup import penalty
 from cnnkit.train.trainer import Trainer
@@ -388,7 +388,7 @@ def test_run_folders_are_unique_within_one_second(tmp_path, monkeypatch):
     lock = threading.Lock()
 
     def make():
-        p = new_run_dir(tmp_path, "lenet5-digits")
+        p = RunFolder.create(tmp_path, "lenet5-digits").path
         with lock:
             made.append(p)
 
@@ -406,8 +406,8 @@ def test_a_name_collision_is_retried(tmp_path, monkeypatch):
     monkeypatch.setattr(runs.time, "strftime", lambda fmt, *a: "20260101-000000")
     tokens = iter(["aaaaaa", "aaaaaa", "bbbbbb"])
     monkeypatch.setattr(runs.secrets, "token_hex", lambda n: next(tokens))
-    a = new_run_dir(tmp_path, "x")
-    b = new_run_dir(tmp_path, "x")
+    a = RunFolder.create(tmp_path, "x").path
+    b = RunFolder.create(tmp_path, "x").path
     assert a.name == "20260101-000000-x-aaaaaa" and b.name == "20260101-000000-x-bbbbbb"
 
 

@@ -41,9 +41,9 @@ def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, qu
            log: Log | None = None, callbacks: list | None = None):
     """Continue a run from ``checkpoints/last.pt`` (model, optimiser, schedule position, RNG, epoch)."""
     from cnnkit.config import config_from, read_yaml
-    from cnnkit.runs import check_run_dir
+    from cnnkit.runs import RunFolder
 
-    path = check_run_dir(run_dir, need_checkpoint=False)
+    path = RunFolder.open(run_dir, need_checkpoint=False).path
     cfg = config_from(read_yaml(path / "config.yaml"), overrides)
     extra = list(callbacks or [])
     kwargs: dict[str, Any] = {}

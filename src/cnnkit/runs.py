@@ -6,11 +6,11 @@ normalisation, versions), ``metrics.jsonl`` (one line per epoch),
 Every file is written atomically (temp file + rename), so a kill never leaves a
 half-written one.
 
-torch is imported only where a checkpoint is read or written, so that listing and reading runs
-(the CLI's start, a web page) stays light. A checkpoint is a pickle, and unpickling can run code: every checkpoint is read
-with ``torch.load(weights_only=True)``, which accepts tensors and plain types
-only, and nothing ever falls back to an unsafe load. Checkpoints are written
-as plain data (schema :data:`CHECKPOINT_SCHEMA`: RNG states as tensors and
+torch is imported only where a checkpoint is read or written, so that listing and reading
+runs (the CLI's start, a web page) stays light. A checkpoint is a pickle, and unpickling can
+run code: every checkpoint is read with ``torch.load(weights_only=True)``, which accepts
+tensors and plain types only, and nothing ever falls back to an unsafe load. Checkpoints are
+written as plain data (schema :data:`CHECKPOINT_SCHEMA`: RNG states as tensors and
 lists), so that they always load this way.
 
 Example::
@@ -161,7 +161,8 @@ def unsafe_message(path: Path, err: Exception) -> str:
     if m:
         return (f"refusing to load {str(path)!r}: it is not plain data (loading it would call {m.group(1)}); "
                 f"cnnkit only loads tensors and plain Python values (torch.load weights_only=True)")
-    return f"refusing to load {str(path)!r}: it is not plain data that torch.load(weights_only=True) accepts ({text.splitlines()[-1] if text else type(err).__name__})"
+    why = text.strip().splitlines()[-1] if text.strip() else type(err).__name__
+    return f"refusing to load {str(path)!r}: it is not plain data that torch.load(weights_only=True) accepts ({why})"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
@@ -454,15 +455,6 @@ def _process_identity(pid: int) -> dict[str, Any] | None:
             pass
         started = None
     return {"pid": pid, "host": socket.gethostname(), "started": started}
-
-
-def check_run_dir(path: str | os.PathLike, need_checkpoint: bool = True) -> Path:
-    """The path of a run folder the user named (see :meth:`RunFolder.open`)."""
-    return RunFolder.open(path, need_checkpoint).path
-
-
-def new_run_dir(runs_dir: str | os.PathLike, label: str) -> Path:
-    return RunFolder.create(runs_dir, label).path
 
 
 def find_checkpoint(source: str | os.PathLike, which: str = "best") -> Path:

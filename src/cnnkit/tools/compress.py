@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from cnnkit.errors import UserError
-from cnnkit.runs import RunFolder, check_run_dir, load_checkpoint
+from cnnkit.runs import RunFolder, load_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -609,7 +609,7 @@ def _check_teacher(teacher: Path, info: dict[str, Any]) -> Path:
     tdir = Path(teacher)
     if (tdir / "checkpoints" / "int8.pt").exists() and not (tdir / "checkpoints" / "best.pt").exists():
         raise UserError(f"teacher {str(tdir)!r} is an int8 run; distil from a float run")
-    tdir = check_run_dir(tdir)
+    tdir = RunFolder.open(tdir).path
     _, tinfo = load_run_model(tdir)
     if list(tinfo["classes"]) != list(info["classes"]):
         raise UserError(f"teacher {str(tdir)!r} predicts classes {tinfo['classes']} but the student's data has "
