@@ -184,6 +184,17 @@ def test_a_literal_error_lists_the_allowed_values():
         assert name in str(e.value)
 
 
+def test_bare_on_and_off_mean_the_choices_not_booleans():
+    # YAML 1.1 reads `off` as false; a choice spelt on/off takes it back, and only there.
+    cfg = load_config(DEMO, ["data.device_resident=off", "finetune.augment=off"])
+    assert cfg.data.device_resident == "off" and cfg.finetune.augment == "off"
+    assert load_config(DEMO, ["data.device_resident=on"]).data.device_resident == "on"
+    with pytest.raises(ConfigError, match="finetune.augment"):
+        load_config(DEMO, ["finetune.augment=on"])  # not one of its choices
+    with pytest.raises(ConfigError, match="train.epochs"):
+        load_config(DEMO, ["train.epochs=off"])
+
+
 def test_config_file_that_is_not_a_mapping_or_not_yaml_or_missing(tmp_path):
     with pytest.raises(ConfigError, match="mapping"):
         load_config(write_yaml(tmp_path, "- a\n- b\n"))

@@ -87,7 +87,9 @@ def digits_source(tmp_path_factory) -> Path:
 def ft(source: Path, tmp_path: Path, *overrides: str, callbacks=None):
     from cnnkit.train.finetune import finetune
 
-    ov = DIGITS + ["data.classes=[5,6,7,8,9]", "data.subset=200", f"train.runs_dir={tmp_path}", *overrides]
+    # finetune.min_steps=0: these tests look at the mechanics of a few epochs, not the low-data schedule.
+    ov = DIGITS + ["data.classes=[5,6,7,8,9]", "data.subset=200", f"train.runs_dir={tmp_path}",
+                   "finetune.min_steps=0", *overrides]
     return finetune(str(source), str(LENET), ov, quiet=True, callbacks=callbacks)
 
 
@@ -96,13 +98,14 @@ def ft(source: Path, tmp_path: Path, *overrides: str, callbacks=None):
 
 @pytest.mark.slow
 def test_finetune_beats_training_from_scratch_on_100_images(tmp_path, capsys):
+    # The transfer check: the recipe as it is (20 epochs, Adam 0.002, cosine, batch 32, no augmentation)
+    # for both arms, 20 images per class of digits 5-9, the fine-tuning defaults doing the rest.
     src_dir, ft_dir, sc_dir = tmp_path / "src", tmp_path / "ft", tmp_path / "scratch"
     assert cli(["train", LENET, "data.classes=[0,1,2,3,4]", "train.epochs=3", f"train.runs_dir={src_dir}",
                 "train.device=cpu", "--quiet"]) == 0
     source = only_run(src_dir)
     assert final(source)["val_accuracy"] > 0.9
-    # The recipe's optimiser (Adam, lr 0.002, cosine, batch 32) for both: 10 epochs = 40 steps on 100 images.
-    target = ["data.classes=[5,6,7,8,9]", "data.per_class=20", "train.epochs=10", "train.checkpoint_every=10"]
+    target = ["data.classes=[5,6,7,8,9]", "data.per_class=20"]
     ft_acc, sc_acc = [], []
     for seed in (0, 1, 2):
         a = cli(["finetune", "--from", source, LENET, *target, f"train.seed={seed}",
@@ -113,17 +116,68 @@ def test_finetune_beats_training_from_scratch_on_100_images(tmp_path, capsys):
         f_run, s_run = only_run(ft_dir / str(seed)), only_run(sc_dir / str(seed))
         f, s = final(f_run), final(s_run)
         assert f["n_train"] == s["n_train"] == 100 and f["n_val"] == s["n_val"]
-        assert f["classes"] == ["5", "6", "7", "8", "9"]
+        assert f["classes"] == ["5", "6", "7", "8", "9"] and f["epochs"] == s["epochs"] == 20
         ft_acc.append(f["val_accuracy"])
         sc_acc.append(s["val_accuracy"])
     ft_mean, sc_mean = sum(ft_acc) / 3, sum(sc_acc) / 3
     print(f"finetune {ft_acc} mean {ft_mean:.3f}; scratch {sc_acc} mean {sc_mean:.3f}")
     assert ft_mean >= sc_mean + 0.10, (ft_acc, sc_acc)
-    # The run folder says where it came from.
+    assert min(a - b for a, b in zip(ft_acc, sc_acc)) >= 0.05, (ft_acc, sc_acc)
+    # The run folder says where it came from, and what the low-data defaults did.
     assert f["finetune_from"]["checkpoint"].startswith(str(source))
     meta = json.loads((f_run / "meta.json").read_text())
     assert meta["finetune_from"]["source"] == str(source)
     assert meta["mean"] == json.loads((source / "meta.json").read_text())["mean"]  # the source's normalisation
+    cfg = load_config(f_run / "config.yaml")
+    assert cfg.data.epoch_repeats == 16 and cfg.augment.rotation == 10 and cfg.augment.crop_padding == 2
+
+
+def test_low_data_trains_min_steps_with_light_augmentation(tmp_path, digits_source, capsys):
+    from cnnkit.train.callbacks import Callback
+    from cnnkit.train.finetune import finetune
+
+    class Steps(Callback):
+        n = 0
+
+        def on_batch_end(self, trainer, step):
+            self.n += 1
+
+    steps = Steps()
+    res = finetune(str(digits_source), str(LENET), DIGITS + [
+        "data.classes=[5,6,7,8,9]", "data.per_class=4", "train.epochs=3", "finetune.min_steps=40",
+        f"train.runs_dir={tmp_path}"], callbacks=[steps])
+    # 20 images at batch 32: 3 steps in 3 epochs; 40 steps need 14 an epoch: 21 passes (420 images) make them.
+    cfg = load_config(res.run_dir / "config.yaml")
+    assert cfg.data.epoch_repeats == 21 and steps.n == 42 and final(res.run_dir)["epochs"] == 3
+    assert cfg.augment.rotation == 10 and cfg.augment.crop_padding == 1  # 8x8 images: 8 / 14 rounds to 1
+    out = capsys.readouterr().out
+    assert "passes over them 21 times (42 steps" in out and "light augmentation added" in out
+
+
+def test_low_data_defaults_leave_enough_data_and_explicit_choices_alone():
+    from cnnkit.train.finetune import low_data_defaults
+
+    def cfg(*ov):
+        return load_config(LENET, ["train.epochs=10", "data.batch_size=32", *ov])
+
+    c = cfg()
+    assert low_data_defaults(c, 3169, (1, 28, 28)) == [] and c.data.epoch_repeats == 1  # 100 x 10 steps already
+    assert not c.augment.active()
+    c = cfg()
+    assert low_data_defaults(c, 3168, (1, 28, 28)) and c.data.epoch_repeats == 2  # 99 x 10 is short
+    assert (c.augment.rotation, c.augment.crop_padding) == (10, 2)
+    c = cfg("finetune.min_steps=0")
+    assert low_data_defaults(c, 100, (1, 28, 28)) == [] and c.data.epoch_repeats == 1
+    c = cfg("finetune.augment=off")
+    assert low_data_defaults(c, 100, (1, 28, 28)) and c.data.epoch_repeats == 32 and not c.augment.active()
+    c = cfg("augment.hflip=true")  # the config's own augmentation is kept as it is
+    low_data_defaults(c, 100, (3, 224, 224))
+    assert c.augment.hflip is True and c.augment.rotation == 0 and c.data.epoch_repeats == 32
+    c = cfg("data.epoch_repeats=32")  # already enough: ceil(3200 / 32) x 10 steps
+    assert low_data_defaults(c, 100, (3, 224, 224)) == [] and c.data.epoch_repeats == 32
+    c = cfg()
+    low_data_defaults(c, 100, (3, 224, 224))
+    assert c.augment.crop_padding == 16
 
 
 def test_finetune_cli_errors_are_user_errors(tmp_path, digits_source, capsys):
@@ -420,6 +474,7 @@ def test_finetune_from_pretrained_weights_with_a_mocked_download(tmp_path, monke
     res = finetune(None, str(LENET), ["data.name=imagefolder", f"data.path={tmp_path / 'img'}", "data.val_fraction=0.2",
                                       "model.name=resnet18", "model.pretrained=imagenet", "model.input=null",
                                       "model.init=default", "finetune.freeze=backbone", "train.epochs=1",
+                                      "finetune.min_steps=0",
                                       "train.device=cpu", f"train.runs_dir={tmp_path / 'runs'}"], quiet=True)
     assert calls == ["IMAGENET1K_V1"]
     out = state_of(res.run_dir)

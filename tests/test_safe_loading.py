@@ -144,7 +144,7 @@ def test_torch_refuses_the_crafted_checkpoint_with_weights_only(files):
 # --------------------------------------------------------------------------------------------
 
 TRAIN = ["{config}", *TINY, "train.runs_dir={runs}"]
-FINETUNE = [*TINY, "data.classes=[5,6,7,8,9]", "train.runs_dir={runs}", "--quiet"]
+FINETUNE = [*TINY, "data.classes=[5,6,7,8,9]", "finetune.min_steps=0", "train.runs_dir={runs}", "--quiet"]
 
 # name -> argv; each reads evil.pt or EVIL_RUN, which the error must name.
 REFUSE = {

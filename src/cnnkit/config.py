@@ -41,6 +41,10 @@ class Section(BaseModel):
             kinds = set(get_args(ann)) or {ann}
             if bool not in kinds and kinds & {int, float}:
                 raise ValueError("must be a number, not true/false")
+            # YAML 1.1 reads a bare on/off as true/false: a choice spelt "on"/"off" takes them back.
+            word = "on" if v else "off"
+            if bool not in kinds and word in kinds:
+                return word
         return v
 
 
@@ -56,6 +60,9 @@ class DataConfig(Section):
     classes: list[int] | None = None
     per_class: int | None = Field(None, gt=0)
     subset: int | None = Field(None, gt=0, description="keep N training images, drawn at random (data.split_seed)")
+    epoch_repeats: int = Field(1, ge=1, description="passes over the training split in one epoch (as timm's "
+                               "--epoch-repeats), each reshuffled and augmented anew: for small data, so that "
+                               "an epoch is more than a few steps")
     cache_dir: str | None = None
     download: bool = True
     device_resident: Literal["auto", "on", "off"] = "auto"
@@ -245,6 +252,13 @@ class FinetuneConfig(Section):
     freeze: str = "none"
     lr_mult: dict[str, float] = Field(default_factory=dict)
     unfreeze_at: dict[str, int] = Field(default_factory=dict)
+    min_steps: int = Field(1000, ge=0, description="low data: when train.epochs passes over the training split "
+                           "make fewer optimiser steps than this, each epoch passes over it more times "
+                           "(data.epoch_repeats is raised); 0 keeps the epochs as they are")
+    augment: Literal["auto", "off"] = Field("auto", description="auto: in the low-data case (min_steps raised "
+                                            "the repeats) and when the config has no augmentation, add light "
+                                            "geometric augmentation (rotation 10 degrees, shifts of 1/14 of the "
+                                            "side); off: the config's augmentation only")
 
 
 class Config(Section):

@@ -154,3 +154,46 @@ def test_bad_items_and_arguments() -> None:
         next(iter(make_loader(Floats(_data()), **_kw())))
     with pytest.raises(ValueError, match="rank"):
         make_loader(_data(), **_kw(rank=2, world_size=2))
+
+
+@pytest.mark.parametrize("kind", ["tensor", "dataset"])
+def test_epoch_repeats_pass_over_every_item_r_times(kind: str) -> None:
+    # data.epoch_repeats: an epoch of R passes, each a fresh permutation; R = 1 is the plain order.
+    from cnnkit.data.base import epoch_order
+
+    data = _data(n=13)
+    src = data if kind == "tensor" else Items(data)
+    plain, three = make_loader(src, **_kw()), make_loader(src, **_kw(repeats=3))
+    assert len(plain) == 2 and len(three) == 5  # ceil(39 / 8)
+    for epoch in (1, 2):
+        plain.set_epoch(epoch)
+        three.set_epoch(epoch)
+        flat = [i for b in _indices(three) for i in b]
+        passes = [flat[k * 13:(k + 1) * 13] for k in range(3)]
+        assert all(sorted(p) == list(range(13)) for p in passes)
+        assert len({tuple(p) for p in passes}) == 3  # each pass reshuffled
+        # Pass k is the order epoch * 3 + k would have; a plain epoch is unchanged by the option.
+        g = torch.Generator().manual_seed(3 * 1_000_003 + epoch * 3 + 1)
+        assert passes[1] == torch.randperm(13, generator=g).tolist()
+        assert [i for b in _indices(plain) for i in b] == epoch_order(13, shuffle=True, seed=3, epoch=epoch).tolist()
+        g = torch.Generator().manual_seed(3 * 1_000_003 + epoch)
+        assert epoch_order(13, shuffle=True, seed=3, epoch=epoch).tolist() == torch.randperm(13, generator=g).tolist()
+
+
+def test_epoch_repeats_agree_across_loaders_and_ranks_and_augment_each_pass_anew() -> None:
+    data = _data(n=10)
+    a, b = make_loader(data, **_kw(repeats=2)), make_loader(Items(data), **_kw(repeats=2))
+    a.set_epoch(4)
+    b.set_epoch(4)
+    assert _indices(a) == _indices(b)
+    for rank in (0, 1):  # sharding cuts the same global batches
+        r = make_loader(Items(data), **_kw(repeats=2, rank=rank, world_size=2))
+        r.set_epoch(4)
+        assert all(set(x) <= set(g) for x, g in zip(_indices(r), _indices(b), strict=True))
+    # Per-sample augmentation is keyed by (epoch * R + pass, index): the two passes over an image differ.
+    aug = make_loader(Items(data), **_kw(repeats=2, shuffle=False, augment=AugmentConfig(crop_padding=2,
+                                                                                         hflip=True)))
+    x = torch.cat([x for x, _ in aug])
+    assert x.shape[0] == 20 and not torch.equal(x[:10], x[10:])
+    with pytest.raises(ValueError, match="repeats"):
+        make_loader(data, **_kw(repeats=0))

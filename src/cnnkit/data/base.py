@@ -15,6 +15,21 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, repeats: int = 1) -> torch.Tensor:
+    """The order of ``n`` items in ``epoch``: a permutation from ``(seed, epoch)``.
+
+    With ``repeats`` R > 1 an epoch is R passes over the items, pass ``k``
+    ordered as epoch ``epoch * R + k`` would be, so R = 1 is exactly the plain order.
+    """
+    if not shuffle:
+        return torch.arange(n).repeat(repeats)
+    parts = []
+    for k in range(repeats):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch * repeats + k)
+        parts.append(torch.randperm(n, generator=g))
+    return parts[0] if repeats == 1 else torch.cat(parts)
+
+
 @dataclass
 class TensorData:
     """A whole split in memory: ``images`` uint8 (N, C, H, W), ``labels`` int64 (N,)."""
@@ -85,8 +100,11 @@ class TensorLoader:
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False,
                  device: torch.device | str = "cpu",
                  augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-                 rank: int = 0, world_size: int = 1, channels_last: bool = False) -> None:
+                 rank: int = 0, world_size: int = 1, channels_last: bool = False, repeats: int = 1) -> None:
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         self.device = torch.device(device)
+        self.repeats = repeats
         self.data = data.to(self.device) if data.images.device != self.device else data
         self.batch_size = batch_size
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
@@ -114,12 +132,8 @@ class TensorLoader:
         self.epoch = epoch
 
     def _order(self) -> torch.Tensor:
-        n = len(self.data)
-        if not self.shuffle:
-            order = torch.arange(n)
-        else:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            order = torch.randperm(n, generator=g)
+        order = epoch_order(len(self.data), shuffle=self.shuffle, seed=self.seed, epoch=self.epoch,
+                            repeats=self.repeats)
         if self.world_size > 1:
             # Each rank takes a contiguous slice of every global batch.
             per = self.batch_size // self.world_size
@@ -134,7 +148,7 @@ class TensorLoader:
         return order
 
     def __len__(self) -> int:
-        n = len(self.data)
+        n = len(self.data) * self.repeats
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

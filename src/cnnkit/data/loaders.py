@@ -27,17 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cnnkit.config import AugmentConfig
 from cnnkit.data.augment import make_batch_augment, make_transforms
-from cnnkit.data.base import TensorData, TensorLoader
+from cnnkit.data.base import TensorData, TensorLoader, epoch_order
 
 __all__ = ["DatasetLoader", "make_loader", "epoch_order", "rank_batches"]
-
-
-def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int) -> torch.Tensor:
-    """The order of ``n`` items in ``epoch``: a permutation from ``(seed, epoch)`` (the same as TensorLoader's)."""
-    if not shuffle:
-        return torch.arange(n)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
 
 
 def rank_batches(order: torch.Tensor, batch_size: int, *, drop_last: bool, rank: int = 0,
@@ -67,23 +59,29 @@ class _EpochBatches(Sampler[list[tuple[int, int]]]):
 
     The epoch travels with each index so that per-sample augmentation in the
     dataset is seeded by ``(seed, epoch, index)``, also in persistent workers.
+    With ``repeats`` R, pass ``k`` of epoch ``e`` travels as ``e * R + k``, so
+    each pass over an item draws its own augmentation.
     """
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool,
-                 rank: int, world_size: int) -> None:
-        self.n, self.batch_size = n, batch_size
+                 rank: int, world_size: int, repeats: int = 1) -> None:
+        self.n, self.batch_size, self.repeats = n, batch_size, repeats
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def __len__(self) -> int:
-        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+        n = self.n * self.repeats
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        order = epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch)
-        for idx in rank_batches(order, self.batch_size, drop_last=self.drop_last,
+        r = self.repeats
+        order = epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, repeats=r)
+        # Position j of the order is in pass j // n; its key epoch is epoch * r + pass (r = 1: the epoch).
+        key = self.epoch * r + torch.arange(len(order)) // max(self.n, 1)
+        for pos in rank_batches(torch.arange(len(order)), self.batch_size, drop_last=self.drop_last,
                                 rank=self.rank, world_size=self.world_size):
-            yield [(i, self.epoch) for i in idx.tolist()]
+            yield list(zip(order[pos].tolist(), key[pos].tolist()))
 
 
 class _Items(Dataset):
@@ -149,14 +147,16 @@ class DatasetLoader:
                  shuffle: bool = False, seed: int = 0, drop_last: bool = False,
                  device: torch.device | str = "cpu", transform: Any | None = None, num_workers: int = 0,
                  rank: int = 0, world_size: int = 1, channels_last: bool = False,
-                 collate: Callable[[list[Any]], tuple[Any, Any]] | None = None) -> None:
+                 collate: Callable[[list[Any]], tuple[Any, Any]] | None = None, repeats: int = 1) -> None:
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
         self.dataset = dataset
         self.collate = collate
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.channels_last = channels_last
         self.sampler = _EpochBatches(len(dataset), batch_size, shuffle=shuffle, seed=seed,  # type: ignore[arg-type]
-                                     drop_last=drop_last, rank=rank, world_size=world_size)
+                                     drop_last=drop_last, rank=rank, world_size=world_size, repeats=repeats)
         cuda = self.device.type == "cuda"
         self.loader = DataLoader(_Items(dataset, transform, seed, images=collate is None),
                                  batch_sampler=self.sampler, num_workers=num_workers,
@@ -206,14 +206,15 @@ class DatasetLoader:
 def make_loader(data: TensorData | Dataset, *, batch_size: int, mean: Sequence[float], std: Sequence[float],
                 shuffle: bool, seed: int, device: torch.device | str, augment: AugmentConfig | None,
                 num_workers: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1,
-                channels_last: bool = False,
-                collate: Callable[[list[Any]], tuple[Any, Any]] | None = None) -> TensorLoader | DatasetLoader:
+                channels_last: bool = False, collate: Callable[[list[Any]], tuple[Any, Any]] | None = None,
+                repeats: int = 1) -> TensorLoader | DatasetLoader:
     """A loader yielding normalised ``(x, y)`` on ``device``, with ``len()`` and ``set_epoch(e)``.
 
     ``TensorData`` gets a :class:`TensorLoader` (data moved to the device once,
     augmented in batches there); any other Dataset gets a :class:`DatasetLoader`.
     ``augment`` is for training splits; pass None for evaluation. ``collate`` (a task's) makes
-    batches of datasets whose items are not ``(image, label)``.
+    batches of datasets whose items are not ``(image, label)``. ``repeats`` makes an epoch that many
+    passes over the data (``data.epoch_repeats``; each pass reshuffled and augmented anew).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -222,7 +223,8 @@ def make_loader(data: TensorData | Dataset, *, batch_size: int, mean: Sequence[f
     if isinstance(data, TensorData):
         return TensorLoader(data, batch_size, mean, std, shuffle=shuffle, seed=seed, drop_last=drop_last,
                             device=device, augment=make_batch_augment(augment), rank=rank,
-                            world_size=world_size, channels_last=channels_last)
+                            world_size=world_size, channels_last=channels_last, repeats=repeats)
     return DatasetLoader(data, batch_size, mean, std, shuffle=shuffle, seed=seed, drop_last=drop_last,
                          device=device, transform=make_transforms(augment), num_workers=num_workers,
-                         rank=rank, world_size=world_size, channels_last=channels_last, collate=collate)
+                         rank=rank, world_size=world_size, channels_last=channels_last, collate=collate,
+                         repeats=repeats)

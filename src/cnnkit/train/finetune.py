@@ -43,6 +43,15 @@ What it does:
    with ``requires_grad=False``, so unfreezing flips a flag; their optimiser
    state starts at the first step they train. It needs ``freeze`` to have
    frozen something.
+7. Low data (:func:`low_data_defaults`): when the epochs would make fewer than
+   ``finetune.min_steps`` (1000) optimiser steps, each epoch passes over the
+   data several times (``data.epoch_repeats``), and ``finetune.augment=auto``
+   adds light geometric augmentation when the config has none. These defaults
+   were measured, not assumed: on the demo recipe (LeNet-5, digits 0-4 -> 5-9,
+   20 images per class) training the whole network at the recipe's learning
+   rate beat a head-only phase, a frozen backbone and a 0.1x backbone learning
+   rate, and the schedule's length and augmentation were what the rest of the
+   gain needed (``benchmarks/transfer_gain.py`` prints the curve).
 
 Layer names are the model's module names: a layer list's ``conv1, relu1, ...,
 dense3``; a zoo model's body modules with or without ``body.`` (``conv1``,
@@ -285,6 +294,48 @@ class FinetuneCallback(Callback):
             trainer.log(f"epoch {epoch}: unfroze {len(flipped)} tensors ({n:,} parameters)")
 
 
+# --------------------------------------------------------------------------- low data
+
+
+def low_data_defaults(cfg: Config, n_train: int, input_shape: tuple[int, ...]) -> list[str]:
+    """Make a small training set train long enough, and augmented, before the epochs run out.
+
+    A hundred images at batch 32 are four optimiser steps an epoch: the
+    recipe's 20 epochs are 80 steps, too few for a new head and the layers
+    under it to settle. When ``train.epochs`` passes make fewer than
+    ``finetune.min_steps`` steps, ``data.epoch_repeats`` is raised so that each
+    epoch passes over the data several times (the epoch count, the schedule's
+    shape, evaluation and checkpoints per epoch stay as configured). In that
+    case, and when the config augments nothing, ``finetune.augment=auto`` adds
+    light geometric augmentation (rotation up to 10 degrees, shifts up to 1/14 of
+    the side), since every image is now seen dozens of times. Both are written
+    into the run's config.yaml, so a resume sees the same. Returns what was done,
+    in words.
+    """
+    import math
+
+    ft = cfg.finetune
+    bs, epochs = cfg.data.batch_size, cfg.train.epochs
+    planned = math.ceil(n_train * cfg.data.epoch_repeats / bs) * epochs
+    if ft.min_steps == 0 or planned >= ft.min_steps or n_train == 0:
+        return []
+    # The passes of an epoch are cut into batches together: R passes make ceil(n R / bs) steps.
+    per_epoch = math.ceil(ft.min_steps / epochs)
+    repeats = (per_epoch - 1) * bs // n_train + 1
+    steps = math.ceil(n_train * repeats / bs) * epochs
+    lines = [f"low data: {n_train} training images make {planned} step(s) in {epochs} epoch(s); each epoch now "
+             f"passes over them {repeats} times ({steps} steps; finetune.min_steps={ft.min_steps}, 0 to keep the "
+             f"epochs as they are)"]
+    cfg.data.epoch_repeats = repeats
+    if ft.augment == "auto" and not cfg.augment.active():
+        side = min(input_shape[1:]) if len(input_shape) >= 3 else 0
+        cfg.augment.rotation = 10.0
+        cfg.augment.crop_padding = max(1, round(side / 14)) if side else 0
+        lines.append(f"low data: light augmentation added (augment.rotation=10, augment.crop_padding="
+                     f"{cfg.augment.crop_padding}; finetune.augment=off to train without)")
+    return lines
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -379,6 +430,8 @@ def finetune(source: str | None, config: str | None, overrides: list[str] | None
         bundle = replace(bundle, mean=mean, std=std)
         norm_from = f"torchvision's {cfg.model.name} weights"
 
+    low_data = low_data_defaults(cfg, len(bundle.train), input_shape)
+
     # Model: everything but the head from the source, then a fresh head for the new classes.
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     model = build_model(cfg, input_shape, bundle.num_classes, with_weights=False)
@@ -411,7 +464,7 @@ def finetune(source: str | None, config: str | None, overrides: list[str] | None
     if not quiet:
         say(f"fine-tuning from {finetune_from['source']} ({finetune_from['kind']}): "
             f"new head for {bundle.num_classes} classes; normalisation of {norm_from}")
-        for line in plan.describe(1):
+        for line in plan.describe(1) + low_data:
             say("  " + line)
     trainer = Trainer(cfg, quiet=quiet, log=log, model=model, bundle=bundle, param_groups=plan.param_groups,
                       callbacks=[FinetuneCallback(plan, finetune_from), *(callbacks or [])])

@@ -67,7 +67,7 @@ def make_loaders(cfg: Config, bundle: DataBundle, task: Task, device, *, rank: i
     train = make_loader(bundle.train, batch_size=bs, mean=bundle.mean, std=bundle.std, shuffle=True,
                         seed=cfg.train.seed, device=device, augment=cfg.augment, num_workers=cfg.data.num_workers,
                         rank=rank, world_size=world_size, channels_last=cfg.train.channels_last,
-                        collate=task.collate)
+                        collate=task.collate, repeats=cfg.data.epoch_repeats)
     val = eval_loader(cfg, bundle.val, bundle.mean, bundle.std, task, device, rank=rank, world_size=world_size,
                       channels_last=cfg.train.channels_last)
     return train, val
