@@ -4,21 +4,26 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: demo test test-slow test-all setup setup-dev bench clean
+.PHONY: demo test test-slow test-all setup setup-dev bench clean postgres
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/cnnkit train configs/lenet5_mnist5k.yaml
 
 # `make test` leaves out the tests marked slow (statistical, many-epoch, multi-process);
 # `make test-slow` runs only those, `make test-all` everything.
-test: $(VENV)/.installed-dev
+# The tune scale-out test starts a real PostgreSQL: .ci/ensure-postgres installs Debian's package
+# when it is missing (as root); without it that test fails and says how to install it.
+test: $(VENV)/.installed-dev postgres
 	$(PY) -m pytest -q -n 2 -m "not slow"
 
 test-slow: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -n 2 -m slow
 
-test-all: $(VENV)/.installed-dev
+test-all: $(VENV)/.installed-dev postgres
 	$(PY) -m pytest -q -n 2
+
+postgres:
+	@bash .ci/ensure-postgres || true
 
 setup: $(VENV)/.installed
 setup-dev: $(VENV)/.installed-dev

@@ -66,7 +66,9 @@ def open_storage(spec: str) -> Any:
         try:
             return RDBStorage(spec, **kwargs)
         except (ImportError, ModuleNotFoundError) as e:
-            raise UserError(f"--storage {spec!r} needs a database driver that is not installed: {e}") from None
+            hint = (" (for postgresql://: pip install 'cnnkit[postgres]', which brings psycopg)"
+                    if spec.startswith("postgresql") else "")
+            raise UserError(f"--storage {spec!r} needs a database driver that is not installed{hint}: {e}") from None
         except Exception as e:  # sqlalchemy: bad URL, unreachable server, wrong password
             racing = type(e).__name__ == "IntegrityError" or "already exists" in str(e)
             if racing and attempt < 2:
