@@ -1,7 +1,7 @@
 """``cnnkit explain``: the course's arithmetic written out, step by step.
 
 The sub-commands (``conv``, ``maxpool``, ``avgpool``, ``l2pool``, ``activation``,
-``shapes``, ``optimizers``, ``backprop``) call :mod:`cnnkit.explain` (and the NumPy
+``shapes``, ``optimizers``, ``backprop``, ``iou``, ``nms``) call :mod:`cnnkit.explain` (and the NumPy
 reference engine's backprop explainer); this module parses, prints and checks
 the options. Every handler prints to stdout and returns the exit code; user
 mistakes raise :class:`cnnkit.errors.UserError` (the main CLI prints it and exits 2)::
@@ -85,6 +85,37 @@ _BACKPROP_EPILOG = """\
 examples:
   cnnkit explain backprop configs/lenet5_mnist5k.yaml
   cnnkit explain backprop configs/lenet5_mnist5k.yaml --format json
+"""
+
+_IOU_EPILOG = """\
+boxes: "x1 y1 x2 y2", the top-left then the bottom-right corner (y grows downwards), with x2 > x1
+and y2 > y1; spaces or commas (a comma form that starts with '-' needs '=': --a=-3,-1,1,0.5).
+Without --a/--b (or with --example course): A = (1, 1, 6, 5),
+B = (3, 2, 8, 7), IoU = 9/36 = 0.25.
+variants: giou (minus the empty part of the smallest enclosing box), diou (minus the squared
+centre distance over the enclosing diagonal squared), ciou (diou minus an aspect-ratio term);
+--all shows the four.
+
+examples:
+  cnnkit explain iou
+  cnnkit explain iou --a "0 0 4 4" --b "2 2 6 6" --variant giou
+  cnnkit explain iou --all --format json
+  cnnkit explain iou --all --save iou.png
+"""
+
+_NMS_EPILOG = """\
+boxes file: a JSON list of {"box": [x1, y1, x2, y2], "score": s, "class": c} ("class", an int or
+a name, may be left out). Without --boxes (or with --example course): 6 boxes around a cat
+(class 0) and a dog (class 1).
+A box is suppressed when its IoU with a kept, better-scored box is > --iou (as torchvision.ops.nms);
+boxes scored below --conf are dropped first. --per-class runs it in each class apart (batched NMS).
+
+examples:
+  cnnkit explain nms
+  cnnkit explain nms --per-class
+  cnnkit explain nms --boxes detections.json --iou 0.45 --conf 0.25
+  cnnkit explain nms --example course --format json
+  cnnkit explain nms --save nms.gif      (or nms.png: a grid of panels)
 """
 
 
@@ -259,18 +290,85 @@ def _run_backprop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_iou(args: argparse.Namespace) -> int:
+    from cnnkit.explain import detection as det
+
+    if args.save:
+        from cnnkit.explain import plots
+
+        plots.check_path(args.save, (".png",), "--save")
+    shown = det.variants_to_show(args.variant, args.all)
+    given = [f for f, v in (("--a", args.a), ("--b", args.b)) if v is not None]
+    if _example(args.example) and given:
+        raise UserError(f"--example course sets both boxes itself; drop {', '.join(given)} or drop --example")
+    if len(given) == 1:
+        missing = "--b" if args.a is not None else "--a"
+        raise UserError(f"explain iou needs both boxes: add {missing} \"x1 y1 x2 y2\" (or give neither for "
+                        f"the worked example)")
+    example = not given
+    a = det.COURSE_BOX_A if example else det.parse_box(args.a, "--a")
+    b = det.COURSE_BOX_B if example else det.parse_box(args.b, "--b")
+    res = det.explain_iou(a, b)
+    saved = det.save_iou_picture(res, args.save, shown) if args.save else None
+    if args.format == "json":
+        out = det.iou_to_json(res, shown)
+        if example:
+            out["example"] = "course"
+        if saved:
+            out["saved"] = saved
+        print_json(out)
+    else:
+        print(det.render_iou_text(res, shown, example=example))
+        if saved:
+            print(f"saved both boxes, their intersection and the enclosing box to {saved}")
+    return 0
+
+
+def _run_nms(args: argparse.Namespace) -> int:
+    from cnnkit.explain import detection as det
+
+    if args.save:
+        from cnnkit.explain import plots
+
+        plots.check_path(args.save, (".png", ".gif"), "--save")
+    iou = det.parse_threshold(args.iou, "--iou")
+    conf = det.parse_threshold(args.conf, "--conf")
+    if _example(args.example) and args.boxes is not None:
+        raise UserError("--example course sets the boxes itself; drop --boxes or drop --example")
+    boxes = det.course_boxes() if args.boxes is None else det.load_boxes(args.boxes, "--boxes")
+    res = det.explain_nms(boxes, iou_threshold=iou, conf_threshold=conf, per_class=args.per_class)
+    if args.boxes is None:
+        res["example"] = "course"
+    saved = det.save_nms_frames(res, args.save) if args.save else None
+    if args.format == "json":
+        out = det.nms_to_json(res)
+        if saved:
+            out["saved"] = saved
+        print_json(out)
+    else:
+        print(det.render_nms_text(res))
+        if saved:
+            cut = f" (the first {saved['frames'] - 1} of {saved['total_steps']} rounds)" \
+                if saved["frames"] - 1 < saved["total_steps"] else ""
+            print(f"saved {saved['frames']} frame{'s' if saved['frames'] != 1 else ''} (each round, then the "
+                  f"result) to {saved['path']}{cut}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``explain`` and its sub-subcommands to the main CLI's ``subparsers``."""
     fmt = Formatter
     p = subparsers.add_parser(
-        "explain", help="the course's arithmetic step by step: conv, pooling, activations, shapes, optimisers",
+        "explain", help="the course's arithmetic step by step: conv, pooling, activations, shapes, optimisers, "
+                        "IoU, NMS",
         description="Write out the arithmetic behind the course's examples, computed with the NumPy "
                     "reference engine.", formatter_class=fmt,
         epilog="examples:\n  cnnkit explain avgpool --example course\n  cnnkit explain conv --example course\n"
                "  cnnkit explain activation relu --example course\n  cnnkit explain shapes lenet5\n"
                "  cnnkit explain optimizers --plot optimizers.png\n  cnnkit explain backprop configs/lenet5_mnist5k.yaml\n"
+               "  cnnkit explain iou --all\n  cnnkit explain nms --per-class\n"
                "\nrun 'cnnkit explain WHAT --help' for each one's options")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="explain_command", metavar="WHAT")
@@ -336,6 +434,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--batch-size", type=int, default=8, help="examples in the batch (default 8)")
     _add_format(q)
     q.set_defaults(explain_handler=_run_backprop)
+
+    q = sub.add_parser("iou", help="intersection over union of two boxes, and GIoU, DIoU, CIoU",
+                       description="Write out the intersection over union of two boxes (x1 y1 x2 y2) step by "
+                                   "step, and its variants GIoU, DIoU and CIoU.", formatter_class=fmt,
+                       epilog=_IOU_EPILOG)
+    q.add_argument("--a", metavar='"X1 Y1 X2 Y2"', help='box A, e.g. "1 1 6 5" (default: the worked example)')
+    q.add_argument("--b", metavar='"X1 Y1 X2 Y2"', help='box B, e.g. "3 2 8 7" (default: the worked example)')
+    q.add_argument("--variant", help="also show giou, diou or ciou (default: plain iou)")
+    q.add_argument("--all", action="store_true", help="show IoU, GIoU, DIoU and CIoU")
+    q.add_argument("--example", help="'course': the worked example (the default without --a/--b)")
+    q.add_argument("--save", metavar="FILE.png", help="draw both boxes, the intersection and the enclosing box")
+    _add_format(q)
+    q.set_defaults(explain_handler=_run_iou)
+
+    q = sub.add_parser("nms", help="non-maximum suppression round by round (--per-class: batched)",
+                       description="Walk non-maximum suppression on scored boxes: sort by score, keep the best, "
+                                   "suppress the boxes overlapping it, repeat.", formatter_class=fmt,
+                       epilog=_NMS_EPILOG)
+    q.add_argument("--boxes", metavar="FILE.json", help='a JSON list of {"box": [x1, y1, x2, y2], "score": s, '
+                                                        '"class": c}')
+    q.add_argument("--example", help="'course': the worked example, 6 boxes on 2 objects (the default)")
+    q.add_argument("--iou", default="0.5", help="suppress when IoU > this, in [0, 1] (default 0.5)")
+    q.add_argument("--conf", default="0.0", help="drop boxes scored below this first, in [0, 1] (default 0)")
+    q.add_argument("--per-class", action="store_true", help="run NMS in each class apart (batched NMS)")
+    q.add_argument("--save", metavar="FILE", help="draw the rounds: FILE.png (a grid of panels) or FILE.gif")
+    _add_format(q)
+    q.set_defaults(explain_handler=_run_nms)
     return p
 
 
