@@ -197,6 +197,7 @@ def test_finetune_from_model_weights_without_from(tmp_path, digits_source):
     from cnnkit.train.finetune import finetune
 
     res = finetune(None, str(LENET), DIGITS + ["data.classes=[5,6,7,8,9]", "data.subset=200", "train.epochs=1",
+                                               "finetune.min_steps=0",
                                                f"model.weights={digits_source}", f"train.runs_dir={tmp_path}",
                                                "finetune.freeze=backbone"],
                    quiet=True)

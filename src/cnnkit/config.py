@@ -60,6 +60,8 @@ class DataConfig(Section):
     classes: list[int] | None = None
     per_class: int | None = Field(None, gt=0)
     subset: int | None = Field(None, gt=0, description="keep N training images, drawn at random (data.split_seed)")
+    annotations: str | None = Field(None, description="detection: the annotation file (a COCO instances JSON) "
+                                    "when it is not the one inside data.path")
     epoch_repeats: int = Field(1, ge=1, description="passes over the training split in one epoch (as timm's "
                                "--epoch-repeats), each reshuffled and augmented anew: for small data, so that "
                                "an epoch is more than a few steps")
@@ -179,10 +181,12 @@ class AugmentConfig(Section):
     brightness: float = Field(0.0, ge=0.0, lt=1.0)
     contrast: float = Field(0.0, ge=0.0, lt=1.0)
     cutout: int = Field(0, ge=0, description="side of a random square set to zero")
+    scale_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="detection: random zoom by a factor in "
+                                "[1 - s, 1 + s] with a random shift, boxes following (torchvision v2)")
 
     def active(self) -> bool:
         return bool(self.crop_padding or self.rotation or self.hflip or self.brightness
-                    or self.contrast or self.cutout)
+                    or self.contrast or self.cutout or self.scale_jitter)
 
 
 class DistillConfig(Section):

@@ -44,7 +44,7 @@ def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu"
     model = create_model(without_weights(cfg.model), tuple(meta["input_shape"]), len(meta["classes"]))
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
-    task = create_task(cfg, meta["classes"])
+    task = create_task(cfg, meta["classes"], meta["input_shape"])
     return model, {**meta, "config": cfg, "checkpoint": str(path), "epoch": ckpt.get("epoch"), "task": task}
 
 
@@ -78,10 +78,21 @@ def normalise(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -
     return ((images.astype(np.float32) / 255.0) - m) / s
 
 
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(H, W)`` of an image file (its header only), after :func:`load_image` has accepted it."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.size[1], im.size[0]
+
+
 @torch.no_grad()
-def predict_files(model: nn.Module, info: dict[str, Any], files: Sequence[str], top_k: int = 5) -> list[dict]:
+def predict_files(model: nn.Module, info: dict[str, Any], files: Sequence[str], top_k: int = 5,
+                  **options: Any) -> list[dict]:
+    """The task's predictions for image files (``options``: a task's own, e.g. detection's conf and iou)."""
     images = np.stack([load_image(f, info["input_shape"]) for f in files])
     x = torch.from_numpy(normalise(images, info["mean"], info["std"]))
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    task: Task = info.get("task") or create_task(info["config"], info["classes"])
-    return task.predict(model, x.to(device), [str(f) for f in files], top_k)
+    task: Task = info.get("task") or create_task(info["config"], info["classes"], info["input_shape"])
+    sizes = [image_size(f) for f in files]
+    return task.predict(model, x.to(device), [str(f) for f in files], top_k, orig_sizes=sizes, **options)

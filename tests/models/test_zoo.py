@@ -28,7 +28,7 @@ def _first_conv(model: nn.Module) -> nn.Conv2d:
 # --------------------------------------------------------------------------- every registered model
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", list_models(task="classification"))
 def test_model_trains_and_has_the_classifier_interface(name):
     c, h, w = MODELS.entry(name).meta["min_input"]
     torch.manual_seed(0)

@@ -43,9 +43,16 @@ def report_run(result: Any) -> int:
 
     if result.run_dir is None or not is_main_process():  # a non-zero DDP rank: rank 0 reports
         return 0
+    from cnnkit.tasks import task_class
+
     f = result.final
-    print(f"held-out accuracy: {f['val_accuracy']:.4f} (val_loss {f['val_loss']:.4f}, {f['n_val']} images, "
-          f"best epoch {f['best_epoch']}, {f['epochs']} epochs, training {f['train_time_s']:.1f}s)")
+    tail = f"best epoch {f['best_epoch']}, {f['epochs']} epochs, training {f['train_time_s']:.1f}s"
+    if f.get("val_accuracy") is not None:
+        print(f"held-out accuracy: {f['val_accuracy']:.4f} (val_loss {f['val_loss']:.4f}, {f['n_val']} images, {tail})")
+    else:  # another task: its own metrics
+        names = task_class(f.get("task", "classification")).metric_names
+        shown = ", ".join(f"{k} {f[f'val_{k}']:.4f}" for k in names if f.get(f"val_{k}") is not None)
+        print(f"held-out {shown or 'metrics: none'} ({f['n_val']} images, {tail})")
     print(result.run_dir)
     return 0
 

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device("auto" if cfg.train.device == "auto" else "cpu")
     model.to(device)
     loader = make_loader(data, batch_size=cfg.data.eval_batch_size or 256, mean=info["mean"], std=info["std"],
-                         shuffle=False, seed=0, device=device, augment=None, collate=task.collate)
+                         shuffle=False, seed=0, device=device, augment=None, collate=task.collate,
+                         transform=task.transform(train=False))
     res = task.evaluate(model, loader, device)
     out = {"split": what, **({"data": str(args.data)} if args.data is not None else {}),
            **{k: v for k, v in res.items() if k != "n"}, "n": res["n"], "checkpoint": info["checkpoint"],
@@ -55,14 +56,14 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(out, indent=2))
         return 0
-    named = "  ".join(f"{k}: {res[k]:.4f}" for k in (*task.metric_names, "loss"))
-    print(f"{what} {named}  ({res['n']} {'images' if task.name == 'classification' else 'examples'}, "
+    named = "  ".join(f"{k}: {res[k]:.4f}" for k in (*task.metric_names, "loss") if res.get(k) is not None)
+    print(f"{what} {named}  ({res['n']} {'images' if task.name in ('classification', 'detection') else 'examples'}, "
           f"{Path(info['checkpoint']).name})")
-    per_class = out.get("per_class_accuracy")
+    per_class = out.get("per_class") if task.name == "detection" else out.get("per_class_accuracy")
     if per_class:
         width = max(len(c) for c in per_class)
         for c, a in per_class.items():
-            print(f"  {c:<{width}}  {a:.4f}")
+            print(f"  {c:<{width}}  {'-' if a is None else f'{a:.4f}'}")
     return 0
 
 

@@ -25,5 +25,6 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(n) for n in names)
     for n in names:
         e = MODELS.entry(n)
-        print(f"{n:<{width}}  {'x'.join(map(str, e.meta['default_input'])):<10}  {e.description}")
+        kind = e.meta.get("task", "classification")
+        print(f"{n:<{width}}  {'x'.join(map(str, e.meta['default_input'])):<10}  {kind:<14}  {e.description}")
     return 0

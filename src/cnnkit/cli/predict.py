@@ -1,4 +1,5 @@
-"""``cnnkit predict``: classify image files with a run, a checkpoint or an exported ONNX file."""
+"""``cnnkit predict``: classify image files (or find the objects in them, for a detection run) with a run,
+a checkpoint or an exported ONNX file."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ from cnnkit.errors import UserError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("predict", help="classify image files with a trained run", formatter_class=Formatter,
+    p = subparsers.add_parser("predict", help="classify image files (or detect objects) with a trained run",
+                              formatter_class=Formatter,
                               epilog="examples:\n  cnnkit predict runs/x digit.png\n"
                                      "  cnnkit predict runs/x a.png b.jpg --top-k 3 --format json\n"
-                                     "  cnnkit predict model.onnx a.png")
+                                     "  cnnkit predict model.onnx a.png\n"
+                                     "  cnnkit predict runs/detector photo.jpg --conf 0.4 --save boxes/")
     p.add_argument("source", help="a run folder, a cnnkit checkpoint (.pt) or an exported .onnx file")
     p.add_argument("images", nargs="+", help="PNG or JPEG files")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--conf", type=float, default=0.25, help="detection: the lowest score kept")
+    p.add_argument("--iou", type=float, default=0.6, help="detection: the IoU above which NMS drops the weaker "
+                                                          "of two boxes of a class")
+    p.add_argument("--save", metavar="DIR", help="detection: write each image with its boxes drawn into DIR")
     p.set_defaults(func=run)
     return p
 
@@ -25,17 +32,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {args.top_k}")
+    for name in ("conf", "iou"):
+        v = getattr(args, name)
+        if not 0.0 <= v <= 1.0:
+            raise UserError(f"--{name} must be between 0 and 1, got {v}")
+    options = {"conf": args.conf, "iou": args.iou}
     if str(args.source).endswith(".onnx"):
         from cnnkit.tools.export import predict_onnx
 
-        results = predict_onnx(args.source, args.images, top_k=args.top_k)
+        results = predict_onnx(args.source, args.images, top_k=args.top_k, **options)
     else:
         from cnnkit.inference import load_run_model, predict_files
 
         model, info = load_run_model(args.source)
-        results = predict_files(model, info, args.images, top_k=args.top_k)
+        results = predict_files(model, info, args.images, top_k=args.top_k, **options)
+    detection = bool(results) and "detections" in results[0]
+    if args.save is not None:
+        if not detection:
+            raise UserError("--save draws boxes: it is for a detection run")
+        from cnnkit.tasks.detection import save_drawn
+
+        for r in results:
+            r["saved"] = str(save_drawn(r, args.save))
     if args.format == "json":
         print(json.dumps(results, indent=2))
+    elif detection:
+        for r in results:
+            found = ", ".join(f"{d['class']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]"
+                              for d in r["detections"])
+            print(f"{r['file']}: {found or 'nothing found'}")
     else:
         for r in results:
             tops = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"])

@@ -24,6 +24,7 @@ __all__ = ["DATASETS", "DataBundle", "TensorData", "TensorLoader", "list_dataset
 def _load_families() -> None:
     # Importing a family module registers its datasets.
     from cnnkit.data import builtin, torchvision_sets  # noqa: F401
+    from cnnkit.data import detection  # noqa: F401
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
@@ -138,7 +139,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         pool, val = _keep_classes(pool, keep), _keep_classes(val, keep)
         test = _keep_classes(test, keep) if test is not None else None
         classes = [classes[c] for c in keep]
-    if len(classes) < 2:
+    if len(classes) < 2 and (bundle.extra or {}).get("task") != "detection":  # one class of objects is a detector
         raise UserError(f"dataset {cfg.name!r} has {len(classes)} class ({', '.join(map(str, classes))}); a classifier "
                         f"needs at least 2 (an image folder needs a subfolder per class)")
     if len(val) == 0:
@@ -182,7 +183,8 @@ def load_all(cfg: DataConfig) -> DataBundle:
         from torch.utils.data import ConcatDataset
 
         data = ConcatDataset(parts)
-        data.targets = torch.cat([targets_of(p) for p in parts]).tolist()  # type: ignore[attr-defined]
+        if all(getattr(p, "targets", None) is not None or isinstance(p, TensorData) for p in parts):
+            data.targets = torch.cat([targets_of(p) for p in parts]).tolist()  # type: ignore[attr-defined]
     classes = list(bundle.classes)
     if cfg.classes is not None:
         data = _keep_classes(data, list(cfg.classes))

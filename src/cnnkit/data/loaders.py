@@ -101,7 +101,8 @@ class _Items(Dataset):
             torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_033 + index) % (1 << 63))
             x, y = self.ds[index]
             if not self.images:  # sequences, clips, structured targets: the task's collate takes them as they are
-                return (self.transform(x) if self.transform is not None else x), y
+                # A task's transform sees the pair, as torchvision's v2 transforms do: boxes follow the image.
+                return self.transform(x, y) if self.transform is not None else (x, y)
             if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 3:
                 raise TypeError(f"dataset {type(self.ds).__name__} item {index} must be (uint8 tensor (C, H, W), "
                                 f"label), got {type(x).__name__} {getattr(x, 'dtype', '')} "
@@ -207,14 +208,16 @@ def make_loader(data: TensorData | Dataset, *, batch_size: int, mean: Sequence[f
                 shuffle: bool, seed: int, device: torch.device | str, augment: AugmentConfig | None,
                 num_workers: int = 0, drop_last: bool = False, rank: int = 0, world_size: int = 1,
                 channels_last: bool = False, collate: Callable[[list[Any]], tuple[Any, Any]] | None = None,
-                repeats: int = 1) -> TensorLoader | DatasetLoader:
+                repeats: int = 1, transform: Callable[..., Any] | None = None) -> TensorLoader | DatasetLoader:
     """A loader yielding normalised ``(x, y)`` on ``device``, with ``len()`` and ``set_epoch(e)``.
 
     ``TensorData`` gets a :class:`TensorLoader` (data moved to the device once,
     augmented in batches there); any other Dataset gets a :class:`DatasetLoader`.
     ``augment`` is for training splits; pass None for evaluation. ``collate`` (a task's) makes
     batches of datasets whose items are not ``(image, label)``. ``repeats`` makes an epoch that many
-    passes over the data (``data.epoch_repeats``; each pass reshuffled and augmented anew).
+    passes over the data (``data.epoch_repeats``; each pass reshuffled and augmented anew). ``transform``
+    (a task's, with ``collate``) replaces the one ``augment`` would make: it takes and returns an item's
+    ``(input, target)`` pair.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -224,7 +227,9 @@ def make_loader(data: TensorData | Dataset, *, batch_size: int, mean: Sequence[f
         return TensorLoader(data, batch_size, mean, std, shuffle=shuffle, seed=seed, drop_last=drop_last,
                             device=device, augment=make_batch_augment(augment), rank=rank,
                             world_size=world_size, channels_last=channels_last, repeats=repeats)
+    if transform is not None and collate is None:
+        raise ValueError("a task's transform (of (input, target) pairs) comes with its collate")
     return DatasetLoader(data, batch_size, mean, std, shuffle=shuffle, seed=seed, drop_last=drop_last,
-                         device=device, transform=make_transforms(augment), num_workers=num_workers,
+                         device=device, transform=transform if transform is not None else make_transforms(augment), num_workers=num_workers,
                          rank=rank, world_size=world_size, channels_last=channels_last, collate=collate,
                          repeats=repeats)

@@ -22,16 +22,23 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
 def register_model(name: str, description: str, *, default_input: tuple[int, int, int],
-                   min_input: tuple[int, int, int] | None = None):
-    """Register a builder with its default and smallest valid input (C, H, W)."""
+                   min_input: tuple[int, int, int] | None = None, task: str = "classification"):
+    """Register a builder with its default and smallest valid input (C, H, W) and the task it serves
+    (a classifier's ``model(x)`` gives logits; a detector's gives boxes)."""
     return MODELS.register(name, description, default_input=tuple(default_input),
-                           min_input=tuple(min_input or default_input))
+                           min_input=tuple(min_input or default_input), task=task)
 
 
-def list_models(pattern: str | None = None) -> list[str]:
-    """Registered model names, optionally filtered by a wildcard such as ``'resnet*'``."""
+def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
+    """Registered model names, optionally filtered by a wildcard such as ``'resnet*'`` and by task."""
     _load_families()
-    return MODELS.names(pattern)
+    return [n for n in MODELS.names(pattern) if task is None or model_task(n) == task]
+
+
+def model_task(name: str) -> str:
+    """The task a registered model serves: ``classification`` or ``detection``."""
+    _load_families()
+    return MODELS.entry(name).meta.get("task", "classification")
 
 
 def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, input_size: int | None = None,

@@ -44,9 +44,10 @@ def task_class(name: str) -> type["Task"]:
     return TASKS.get(name)
 
 
-def create_task(cfg, classes: Sequence[str] | None = None) -> "Task":
-    """The task the config names (``task``), for a dataset with these ``classes``."""
-    return task_class(cfg.task)(cfg, list(classes or []))
+def create_task(cfg, classes: Sequence[str] | None = None, input_shape: Sequence[int] | None = None) -> "Task":
+    """The task the config names (``task``), for a dataset with these ``classes`` and the model's
+    ``input_shape`` (tasks that resize their inputs, like detection, need it)."""
+    return task_class(cfg.task)(cfg, list(classes or []), tuple(input_shape) if input_shape else None)
 
 
 class Task:
@@ -61,9 +62,10 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]] = ()      # validation metrics besides "loss"
     train_sum_names: ClassVar[tuple[str, ...]] = ()   # the keys :meth:`train_sums` returns
 
-    def __init__(self, cfg, classes: list[str]) -> None:
+    def __init__(self, cfg, classes: list[str], input_shape: tuple[int, ...] | None = None) -> None:
         self.cfg = cfg
         self.classes = classes
+        self.input_shape = input_shape
 
     # -- batches
 
@@ -71,6 +73,18 @@ class Task:
     """Dataset items -> ``(inputs, targets)``. None: items are ``(uint8 image (C, H, W), int label)``,
     batched and normalised by the loaders (in-memory sets on the device). A task whose items are
     sequences, clips or structured targets (boxes, masks) defines it."""
+
+    def transform(self, train: bool) -> Callable[[Any, Any], tuple[Any, Any]] | None:
+        """With :attr:`collate`: the per-item ``(input, target) -> (input, target)`` of the training
+        (``train``) or evaluation loader, augmentation included. None: the loaders' own (``augment``)."""
+        return None
+
+    def training_step(self, model: nn.Module, inputs: Any, targets: Any,
+                      loss_fn: Callable[[Any, Any], torch.Tensor]) -> tuple[Any, torch.Tensor]:
+        """``(outputs, loss)`` of one training batch, under the trainer's autocast. A model that computes
+        its own losses from the targets (a detector) overrides this to pass them in."""
+        out = self.forward(model, inputs)
+        return out, loss_fn(self.to_float(out), targets)
 
     def batch_len(self, targets: Any) -> int:
         """How many examples a batch's targets hold (means are weighted by it)."""
@@ -130,8 +144,11 @@ class Task:
 
     # -- using a trained model
 
-    def predict(self, model: nn.Module, inputs: Any, names: Sequence[str], top_k: int = 5) -> list[dict]:
-        """The JSON that ``cnnkit predict`` prints, one dict per input (``names``: the inputs' file names)."""
+    def predict(self, model: nn.Module, inputs: Any, names: Sequence[str], top_k: int = 5,
+                **options: Any) -> list[dict]:
+        """The JSON that ``cnnkit predict`` prints, one dict per input (``names``: the inputs' file names).
+        ``options``: ``orig_sizes`` (each input's original (H, W)) and a task's own (detection: ``conf``,
+        ``iou``); a task ignores the ones it has no use for."""
         raise NotImplementedError
 
     def eval_report(self, model: nn.Module, loader, device: torch.device) -> dict[str, Any]:

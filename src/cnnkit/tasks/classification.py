@@ -77,7 +77,8 @@ class ClassificationTask(Task):
     # -- using a trained model
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, x: torch.Tensor, names: Sequence[str], top_k: int = 5) -> list[dict]:
+    def predict(self, model: nn.Module, x: torch.Tensor, names: Sequence[str], top_k: int = 5,
+                **_: Any) -> list[dict]:
         probs = torch.softmax(model(x).float(), dim=1).cpu().numpy()
         return format_predictions(names, probs, self.classes, top_k)
 

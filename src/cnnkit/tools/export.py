@@ -246,7 +246,8 @@ def _softmax(logits: "np.ndarray") -> "np.ndarray":
     return e / e.sum(axis=1, keepdims=True)
 
 
-def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], top_k: int = 5) -> list[dict]:
+def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], top_k: int = 5,
+                 **options: Any) -> list[dict]:
     """Classify image files with an exported ONNX model in onnxruntime; the JSON of ``cnnkit predict``."""
     import numpy as np
 

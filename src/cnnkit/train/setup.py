@@ -34,12 +34,20 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task,
     """The config's task (checked first: an unknown one fails before any data is read), its data with
     the normalisation pretrained weights expect, and the model's input shape."""
     task_class(cfg.task)
+    if cfg.model.name is not None:
+        from cnnkit.models.registry import MODELS, model_task
+
+        if cfg.model.name in MODELS and model_task(cfg.model.name) != cfg.task:
+            raise UserError(f"model {cfg.model.name!r} is a {model_task(cfg.model.name)} model and the config's "
+                            f"task is {cfg.task!r}; set task: {model_task(cfg.model.name)} or pick a "
+                            f"{cfg.task} model ('cnnkit models' lists both)")
     if bundle is None:
         bundle = load_data(cfg.data)
         norm = normalisation_for(cfg.model, bundle.input_shape[0])
         if norm is not None:  # pretrained weights expect the normalisation they were trained with
             bundle.mean, bundle.std = norm
-    return create_task(cfg, bundle.classes), bundle, input_shape_for(cfg, bundle)
+    input_shape = input_shape_for(cfg, bundle)
+    return create_task(cfg, bundle.classes, input_shape), bundle, input_shape
 
 
 def input_shape_for(cfg: Config, bundle: DataBundle) -> tuple[int, ...]:
@@ -56,7 +64,7 @@ def eval_loader(cfg: Config, data: Any, mean, std, task: Task, device, *, rank: 
     return make_loader(data, batch_size=cfg.data.eval_batch_size or max(cfg.data.batch_size, 256), mean=mean,
                        std=std, shuffle=False, seed=0, device=device, augment=None,
                        num_workers=cfg.data.num_workers, rank=rank, world_size=world_size,
-                       channels_last=channels_last, collate=task.collate)
+                       channels_last=channels_last, collate=task.collate, transform=task.transform(train=False))
 
 
 def make_loaders(cfg: Config, bundle: DataBundle, task: Task, device, *, rank: int = 0, world_size: int = 1):
@@ -67,7 +75,7 @@ def make_loaders(cfg: Config, bundle: DataBundle, task: Task, device, *, rank: i
     train = make_loader(bundle.train, batch_size=bs, mean=bundle.mean, std=bundle.std, shuffle=True,
                         seed=cfg.train.seed, device=device, augment=cfg.augment, num_workers=cfg.data.num_workers,
                         rank=rank, world_size=world_size, channels_last=cfg.train.channels_last,
-                        collate=task.collate, repeats=cfg.data.epoch_repeats)
+                        collate=task.collate, repeats=cfg.data.epoch_repeats, transform=task.transform(train=True))
     val = eval_loader(cfg, bundle.val, bundle.mean, bundle.std, task, device, rank=rank, world_size=world_size,
                       channels_last=cfg.train.channels_last)
     return train, val

@@ -111,8 +111,7 @@ class Trainer:
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * factor
                 with autocast(device, precision):
-                    out = task.forward(self.step_fn, x)
-                    loss = loss_fn(task.to_float(out), y)
+                    out, loss = task.training_step(self.step_fn, x, y, loss_fn)
                     if self.teacher is not None:
                         with torch.no_grad():
                             teacher_logits = self.teacher(x).float()
