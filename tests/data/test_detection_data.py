@@ -625,3 +625,17 @@ def test_the_loaders_batch_detection_items_with_the_task_transform():
     again = list(loader)  # the same epoch again: the same flips (seeded per item)
     for (_, t1), (_, t2) in zip(batches, again):
         assert all(torch.equal(a["boxes"], c["boxes"]) for a, c in zip(t1, t2))
+
+
+def test_generated_images_are_kept_and_handed_out_as_copies():
+    from cnnkit.data.detection.synthetic import ShapesDataset
+
+    ds = ShapesDataset(seed=3, indices=[0, 1, 2])
+    first_image, first_target = ds[1]
+    fresh = ShapesDataset(seed=3, indices=[1])[0]  # drawn anew by another instance
+    assert torch.equal(first_image, fresh[0]) and torch.equal(first_target["masks"], fresh[1]["masks"])
+    first_image.zero_()
+    first_target["masks"].zero_()  # a caller writing into its item must not change the kept one
+    again_image, again_target = ds[1]
+    assert torch.equal(again_image, fresh[0]) and torch.equal(again_target["masks"], fresh[1]["masks"])
+    assert 1 in ds._drawn and ds.subset([1])._drawn is ds._drawn

@@ -71,8 +71,12 @@ class SyntheticDetection(Dataset):
     classes: list[str] = []
     name = ""
 
+    #: Drawn images kept in memory (about 50 KB each at 128 px), so later epochs do not draw again.
+    CACHE_ITEMS = 20_000
+
     def __init__(self, seed: int, indices: Sequence[int], canvas: int = CANVAS) -> None:
         self.seed, self.indices, self.canvas = seed, list(indices), canvas
+        self._drawn: dict[int, tuple] = {}  # shared by subsets (copies): an image is the same wherever it is read
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -83,10 +87,15 @@ class SyntheticDetection(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         index = self.indices[i]
-        image, boxes, labels, masks = self.draw(index)
+        drawn = self._drawn.get(index)
+        if drawn is None:
+            drawn = self.draw(index)
+            if len(self._drawn) < self.CACHE_ITEMS:
+                self._drawn[index] = drawn
+        image, boxes, labels, masks = drawn
         target = make_target(torch.as_tensor(boxes, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.int64),
                              index, f"{self.name}/seed{self.seed}/{index:05d}", (self.canvas, self.canvas),
-                             None if masks is None else torch.from_numpy(masks))
+                             None if masks is None else torch.from_numpy(masks.copy()))
         return torch.from_numpy(image).permute(2, 0, 1).contiguous(), target
 
     def thumbnail(self, i: int, side: int = STATS_SIDE) -> torch.Tensor:
