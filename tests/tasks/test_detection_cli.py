@@ -120,3 +120,34 @@ def test_predict_thresholds_are_checked(run, tmp_path, capsys):
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(f)
     assert main(["predict", str(run), str(f), "--conf", "1.5"]) == 2
     assert "--conf" in capsys.readouterr().err
+
+
+def test_onnx_export_carries_boxes_and_scores_and_predicts_the_same(run, tmp_path, capsys):
+    import onnxruntime as ort
+
+    from cnnkit.inference import load_run_model
+    from cnnkit.models.detection.yolo import PreNMS
+
+    out = tmp_path / "det.onnx"
+    assert main(["export", str(run), "--format", "onnx", "--out", str(out)]) == 0
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["boxes", "scores"]
+    model, info = load_run_model(run)
+    x = torch.randn(3, *info["input_shape"], generator=torch.Generator().manual_seed(0))
+    boxes, scores = sess.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        ref_boxes, ref_scores = PreNMS(model)(x)
+    assert np.abs(boxes - ref_boxes.numpy()).max() < 1e-3 and np.abs(scores - ref_scores.numpy()).max() < 1e-5
+    rng = np.random.default_rng(1)
+    f = tmp_path / "scene.png"
+    arr = (rng.random((70, 110, 3)) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(f)
+    capsys.readouterr()
+    assert main(["predict", str(run), str(f), "--format", "json", "--conf", "0.01"]) == 0
+    from_run = json.loads(capsys.readouterr().out)
+    assert main(["predict", str(out), str(f), "--format", "json", "--conf", "0.01"]) == 0
+    from_onnx = json.loads(capsys.readouterr().out)
+    a, b = from_run[0]["detections"], from_onnx[0]["detections"]
+    assert [d["class"] for d in a] == [d["class"] for d in b]
+    assert np.allclose([d["box"] for d in a], [d["box"] for d in b], atol=0.05) if a else not b
+    assert main(["export", str(run), "--format", "torchscript"]) == 2

@@ -132,23 +132,29 @@ class DetectionTask(Task):
         """Per image, its detections in the ORIGINAL image's pixels (``orig_sizes`` (H, W); the
         inputs' own size when not given), best first."""
         preds = detect(model, images, conf, iou)
-        size = images.shape[-2:]
-        out = []
-        for i, (name, p) in enumerate(zip(names, preds)):
-            h0, w0 = orig_sizes[i] if orig_sizes is not None else (int(size[0]), int(size[1]))
-            scale = torch.tensor([w0 / size[1], h0 / size[0]] * 2, device=p["boxes"].device)
-            boxes = (p["boxes"].float() * scale).tolist()
-            out.append({"file": str(name), "detections": [
-                {"label": int(c), "class": self.classes[int(c)], "score": round(float(s), 5),
-                 "box": [round(v, 2) for v in b]}
-                for b, s, c in zip(boxes, p["scores"].tolist(), p["labels"].tolist())]})
-        return out
+        return format_detections(names, preds, self.classes, tuple(images.shape[-2:]), orig_sizes)
 
     def epoch_line(self, m: dict[str, Any]) -> str:
         def f(v):
             return "-" if v is None else f"{v:.4f}"
         return (f"train_loss {f(m.get('train_loss'))}  val_map {f(m.get('val_map'))}  "
                 f"val_map_50 {f(m.get('val_map_50'))}  val_map_75 {f(m.get('val_map_75'))}")
+
+
+def format_detections(names: Sequence[str], preds: list[dict[str, torch.Tensor]], classes: Sequence[str],
+                      size: tuple[int, int], orig_sizes: Sequence[tuple[int, int]] | None = None) -> list[dict]:
+    """The JSON of ``cnnkit predict`` for a detector: per file, its detections with boxes scaled from
+    the model's ``size`` (H, W) input back to the original image (``orig_sizes``; ``size`` if None)."""
+    out = []
+    for i, (name, p) in enumerate(zip(names, preds)):
+        h0, w0 = orig_sizes[i] if orig_sizes is not None else (int(size[0]), int(size[1]))
+        scale = torch.tensor([w0 / size[1], h0 / size[0]] * 2, device=p["boxes"].device)
+        boxes = (p["boxes"].float() * scale).tolist()
+        out.append({"file": str(name), "detections": [
+            {"label": int(c), "class": str(classes[int(c)]), "score": round(float(s), 5),
+             "box": [round(v, 2) for v in b]}
+            for b, s, c in zip(boxes, p["scores"].tolist(), p["labels"].tolist())]})
+    return out
 
 
 def detect(model: nn.Module, images: torch.Tensor, conf: float, iou: float) -> list[dict[str, torch.Tensor]]:

@@ -99,6 +99,8 @@ def metadata_for(info: dict[str, Any], source: str | os.PathLike | None = None) 
         meta["source_run"] = str(source)
     if info.get("dataset"):
         meta["dataset"] = str(info["dataset"])
+    task = info.get("task")
+    meta["task"] = getattr(task, "name", None) or "classification"
     return meta
 
 
@@ -117,6 +119,7 @@ def parse_metadata(meta: dict[str, str], where: str) -> dict[str, Any]:
     for k in ("source_run", "dataset"):
         if k in meta:
             out[k] = meta[k]
+    out["task"] = meta.get("task", "classification")
     return out
 
 
@@ -130,8 +133,10 @@ def _check_inputs(info: dict[str, Any], n: int = CHECK_IMAGES) -> tuple["torch.T
         from cnnkit.data.loaders import make_loader
 
         bundle = load_data(cfg.data)
+        task = info.get("task")
         loader = make_loader(bundle.val, batch_size=n, mean=info["mean"], std=info["std"], shuffle=False, seed=0,
-                             device=torch.device("cpu"), augment=None)
+                             device=torch.device("cpu"), augment=None, collate=getattr(task, "collate", None),
+                             transform=task.transform(train=False) if task is not None else None)
         x, _ = next(iter(loader))
         source = f"{len(x)} validation images"
     except Exception as e:  # the data may be gone; the export check still runs
@@ -191,12 +196,13 @@ def export_onnx(model: "nn.Module", info: dict[str, Any], path: str | os.PathLik
     path = Path(path)
     model = model.cpu().eval()
     x = check_inputs if check_inputs is not None else _check_inputs(info)[0]
+    names = list(getattr(model, "output_names", (OUTPUT_NAME,)))
     tmp = _tmp_path(path)
     try:
         with _quiet_export(), torch.no_grad():
             torch.onnx.export(model, (x[:1],), str(tmp), dynamo=False, opset_version=opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                              input_names=[INPUT_NAME], output_names=names,
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, **{k: {0: "batch"} for k in names}},
                               do_constant_folding=True)
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
@@ -211,13 +217,20 @@ def export_onnx(model: "nn.Module", info: dict[str, Any], path: str | os.PathLik
         checks: dict[str, Any] = {"tolerance": tolerance, "opset": opset}
         with torch.no_grad():
             for name, batch in (("batch_1", x[:1]), ("batch_7", x[:7]), (f"batch_{len(x)}", x)):
-                ref = model(batch).numpy()
-                got = sess.run([OUTPUT_NAME], {INPUT_NAME: batch.numpy()})[0]
-                if got.shape != ref.shape:
-                    raise ExportCheckError(f"onnxruntime gave logits of shape {got.shape} for a batch of "
-                                           f"{len(batch)}, torch {ref.shape}: the batch dimension is not dynamic")
-                checks[f"max_abs_diff_{name}"] = _max_diff(got, ref)
-                checks[f"same_argmax_{name}"] = bool((got.argmax(1) == ref.argmax(1)).all())
+                refs = model(batch)
+                refs = [r.numpy() for r in (refs if isinstance(refs, (tuple, list)) else (refs,))]
+                gots = sess.run(names, {INPUT_NAME: batch.numpy()})
+                diffs = []
+                for out_name, got, ref in zip(names, gots, refs):
+                    if got.shape != ref.shape:
+                        raise ExportCheckError(f"onnxruntime gave {out_name} of shape {got.shape} for a batch of "
+                                               f"{len(batch)}, torch {ref.shape}: the batch dimension is not dynamic")
+                    # Boxes are in pixels: their difference is measured relative to the image's scale.
+                    scale = max(1.0, float(abs(ref).max())) if out_name == "boxes" else 1.0
+                    diffs.append(_max_diff(got, ref) / scale)
+                checks[f"max_abs_diff_{name}"] = max(diffs)
+                if names == [OUTPUT_NAME]:
+                    checks[f"same_argmax_{name}"] = bool((gots[0].argmax(1) == refs[0].argmax(1)).all())
         checks["max_abs_diff"] = max(v for k, v in checks.items() if k.startswith("max_abs_diff_"))
         checks["ok"] = checks["max_abs_diff"] <= tolerance
         if not checks["ok"]:
@@ -262,6 +275,19 @@ def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], t
     batch = np.stack([load_image(f, meta["input_shape"]) for f in images])
     x = normalise(batch, meta["mean"], meta["std"])
     name = sess.get_inputs()[0].name
+    if meta["task"] == "detection":
+        import torch
+
+        from cnnkit.inference import image_size
+        from cnnkit.models.detection.yolo import postprocess
+        from cnnkit.tasks.detection import format_detections
+
+        boxes, scores = sess.run(["boxes", "scores"], {name: x})
+        size = tuple(meta["input_shape"][1:])
+        preds = postprocess(torch.from_numpy(boxes), torch.from_numpy(scores), size,
+                            options.get("conf", 0.25), options.get("iou", 0.6))
+        return format_detections([str(f) for f in images], preds, meta["classes"], size,
+                                 [image_size(f) for f in images])
     logits = sess.run(None, {name: x})[0]
     return format_predictions([str(f) for f in images], _softmax(logits), meta["classes"], top_k)
 
@@ -404,6 +430,13 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
         raise UserError(f"cannot create the folder of --out {str(path)!r}: {e.strerror}") from None
     x, check_source = _check_inputs(info)
     source = str(src.resolve())
+    if info["task"].name == "detection":
+        if fmt != "onnx":
+            raise UserError(f"--format {fmt}: a detector exports to onnx (boxes and scores before NMS); "
+                            f"its weights are in the run's checkpoints")
+        from cnnkit.models.detection.yolo import PreNMS
+
+        model = PreNMS(model)
     if fmt == "onnx":
         checks = export_onnx(model, info, path, opset=opset, check_inputs=x, source=source)
     elif fmt == "torchscript":

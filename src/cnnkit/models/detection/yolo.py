@@ -312,22 +312,43 @@ class YOLODetector(nn.Module):
 
     @torch.no_grad()
     def postprocess(self, boxes: Tensor, scores: Tensor, size: tuple[int, int]) -> list[dict[str, Tensor]]:
-        """Per image: candidates above ``conf`` (at most 3000, best first), boxes clipped to the
-        image, per-class NMS at ``iou``, the best ``max_det`` kept."""
-        h, w = int(size[0]), int(size[1])
-        out = []
-        for b, s in zip(boxes.float(), scores.float()):
-            loc, cls = (s > self.conf).nonzero(as_tuple=True)
-            sc = s[loc, cls]
-            if sc.numel() > 3000:
-                sc, order = sc.topk(3000)
-                loc, cls = loc[order], cls[order]
-            bx = b[loc].clone()
-            bx[:, 0::2] = bx[:, 0::2].clamp(0, w)
-            bx[:, 1::2] = bx[:, 1::2].clamp(0, h)
-            keep = batched_nms(bx, sc, cls, self.iou)[: self.max_det]
-            out.append({"boxes": bx[keep], "scores": sc[keep], "labels": cls[keep]})
-        return out
+        return postprocess(boxes, scores, size, self.conf, self.iou, self.max_det)
+
+
+class PreNMS(nn.Module):
+    """A detector up to NMS: ``(boxes (N, A, 4) in input pixels, class probabilities (N, A, C))``, the
+    part ONNX export carries (NMS then runs as :func:`postprocess`, the same code as in torch)."""
+
+    output_names = ("boxes", "scores")
+
+    def __init__(self, detector: YOLODetector) -> None:
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        boxes, logits = self.detector.raw(images)
+        return boxes, logits.sigmoid()
+
+
+@torch.no_grad()
+def postprocess(boxes: Tensor, scores: Tensor, size: tuple[int, int], conf: float, iou: float,
+                max_det: int = 100, max_candidates: int = 3000) -> list[dict[str, Tensor]]:
+    """Per image: candidates above ``conf`` (at most ``max_candidates``, best first), boxes clipped to
+    the image, per-class NMS at ``iou`` (torchvision's batched_nms), the best ``max_det`` kept."""
+    h, w = int(size[0]), int(size[1])
+    out = []
+    for b, s in zip(boxes.float(), scores.float()):
+        loc, cls = (s > conf).nonzero(as_tuple=True)
+        sc = s[loc, cls]
+        if sc.numel() > max_candidates:
+            sc, order = sc.topk(max_candidates)
+            loc, cls = loc[order], cls[order]
+        bx = b[loc].clone()
+        bx[:, 0::2] = bx[:, 0::2].clamp(0, w)
+        bx[:, 1::2] = bx[:, 1::2].clamp(0, h)
+        keep = batched_nms(bx, sc, cls, iou)[:max_det]
+        out.append({"boxes": bx[keep], "scores": sc[keep], "labels": cls[keep]})
+    return out
 
 
 def _create(width: int, depth: int, num_classes: int, in_chans: int, input_size: int, **kw: Any) -> YOLODetector:
