@@ -71,7 +71,8 @@ class DataConfig(Section):
 
 
 class EarlyStoppingConfig(Section):
-    monitor: Literal["val_loss", "val_accuracy", "train_loss", "train_accuracy"] = "val_loss"
+    monitor: Literal["val_loss", "val_accuracy", "train_loss", "train_accuracy", "val_map", "val_map_50",
+                     "val_map_75"] = "val_loss"
     mode: Literal["min", "max", "auto"] = "auto"
     patience: int = Field(5, ge=0)
     min_delta: float = Field(0.0, ge=0.0)

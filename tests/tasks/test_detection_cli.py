@@ -151,3 +151,21 @@ def test_onnx_export_carries_boxes_and_scores_and_predicts_the_same(run, tmp_pat
     assert [d["class"] for d in a] == [d["class"] for d in b]
     assert np.allclose([d["box"] for d in a], [d["box"] for d in b], atol=0.05) if a else not b
     assert main(["export", str(run), "--format", "torchscript"]) == 2
+
+
+def test_tune_searches_a_detector_on_its_own_metric(tmp_path, capsys):
+    import optuna
+
+    space = tmp_path / "space.yaml"
+    space.write_text("optim.lr: [0.004, 0.001]\n")
+    assert main(["tune", str(RECIPE), *FAST, "train.epochs=1", f"train.runs_dir={tmp_path / 'runs'}", "--space",
+                 str(space), "--sampler", "grid", "--study", "det"]) == 0
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "det.journal")))
+    study = optuna.load_study(study_name="det", storage=storage)
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.params["optim.lr"] for t in done) == [0.001, 0.004]
+    for t in done:  # each trial's value is its run's best val_map_50
+        final = json.loads((Path(t.user_attrs["run_dir"]) / "final.json").read_text())
+        assert t.value == pytest.approx(final["best_val_map_50"])

@@ -58,7 +58,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=1, metavar="K", help="processes on this machine (default: 1)")
     t.add_argument("--prune", choices=PRUNERS, default="none",
                    help="stop poor trials early on per-epoch metrics (default: none)")
-    t.add_argument("--metric", choices=METRICS, default="val_accuracy", help="metric to optimise")
+    t.add_argument("--metric", choices=METRICS, default=None,
+                   help="metric to optimise (default: the task's own: val_accuracy, val_map_50 for detection)")
     t.add_argument("--direction", choices=("maximize", "minimize"),
                    help="default: maximize for accuracies, minimize for losses")
     t.add_argument("--seed", type=int, help="sampler seed (a fresh single-process search is then reproducible)")

@@ -39,7 +39,7 @@ class Callback:
 def monitor_mode(monitor: str, mode: str) -> str:
     if mode != "auto":
         return mode
-    return "max" if "acc" in monitor else "min"
+    return "max" if "acc" in monitor or "map" in monitor else "min"
 
 
 class EarlyStopping(Callback):

@@ -18,7 +18,7 @@ from cnnkit.config import config_from, read_yaml
 from cnnkit.errors import UserError
 from cnnkit.tools.tune.space import Param, grid_key, grid_points, load_space
 
-METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss")
+METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "val_map", "val_map_50", "val_map_75")
 SAMPLERS = ("grid", "random", "tpe", "gp")
 PRUNERS = ("none", "median", "hyperband")
 STALE_AFTER_S = 300.0
@@ -322,7 +322,7 @@ def _surplus_reason(study: Any, trial: Any, plan: Plan) -> str | None:
 
 def make_plan(config: str | None, overrides: list[str], space: str, sampler: str = "tpe",
               trials: int | None = None, storage: str | None = None, study: str | None = None,
-              prune: str = "none", metric: str = "val_accuracy", direction: str | None = None,
+              prune: str = "none", metric: str | None = None, direction: str | None = None,
               seed: int | None = None) -> Plan:
     from cnnkit.config import DEFAULT_CONFIG
     from cnnkit.train.callbacks import monitor_mode
@@ -331,6 +331,12 @@ def make_plan(config: str | None, overrides: list[str], space: str, sampler: str
         raise UserError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     if prune not in PRUNERS:
         raise UserError(f"unknown pruner {prune!r}; choose one of {', '.join(PRUNERS)}")
+    config_path = Path(config) if config is not None else DEFAULT_CONFIG
+    base = config_from(read_yaml(config_path), overrides).to_dict()
+    if metric is None:  # the metric the config's task picks its best checkpoint by
+        from cnnkit.tasks import task_class
+
+        metric = task_class(base["task"]).best_metric
     if metric not in METRICS:
         raise UserError(f"--metric {metric!r} is not a per-epoch metric; choose one of {', '.join(METRICS)}")
     if trials is not None and trials < 1:
@@ -338,8 +344,6 @@ def make_plan(config: str | None, overrides: list[str], space: str, sampler: str
     direction = direction or ("maximize" if monitor_mode(metric, "auto") == "max" else "minimize")
     if direction not in ("maximize", "minimize"):
         raise UserError(f"--direction must be maximize or minimize, got {direction!r}")
-    config_path = Path(config) if config is not None else DEFAULT_CONFIG
-    base = config_from(read_yaml(config_path), overrides).to_dict()
     grid = sampler == "grid"
     params = load_space(space, base, grid)
     points = grid_points(params) if grid else None
