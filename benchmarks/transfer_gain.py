@@ -36,23 +36,13 @@ RECIPE = REPO / "configs" / "lenet5_mnist5k.yaml"
 TARGET = "data.classes=[5,6,7,8,9]"
 
 
-def _ints(text: str) -> list[int]:
+def _int_list(text: str, lowest: int, example: str) -> list[int]:
     try:
         out = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         out = []
-    if not out or min(out) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give positive integers separated by commas, e.g. 5,10,20")
-    return out
-
-
-def _seeds(text: str) -> list[int]:
-    try:
-        out = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        out = []
-    if not out or min(out) < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: give seeds >= 0 separated by commas, e.g. 0,1,2")
+    if not out or min(out) < lowest:
+        raise argparse.ArgumentTypeError(f"{text!r}: give integers >= {lowest} separated by commas, e.g. {example}")
     return out
 
 
@@ -62,8 +52,9 @@ def _accuracy(run_dir: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--per-class", type=_ints, default=[5, 10, 20, 50], help="images per class of digits 5-9")
-    ap.add_argument("--seeds", type=_seeds, default=[0, 1, 2])
+    ap.add_argument("--per-class", type=lambda t: _int_list(t, 1, "5,10,20"), default=[5, 10, 20, 50],
+                    help="images per class of digits 5-9")
+    ap.add_argument("--seeds", type=lambda t: _int_list(t, 0, "0,1,2"), default=[0, 1, 2])
     ap.add_argument("--out", type=Path, default=None, help="keep the run folders here (default: a temp folder)")
     args = ap.parse_args(argv)
 

@@ -169,3 +169,11 @@ def test_tune_searches_a_detector_on_its_own_metric(tmp_path, capsys):
     for t in done:  # each trial's value is its run's best val_map_50
         final = json.loads((Path(t.user_attrs["run_dir"]) / "final.json").read_text())
         assert t.value == pytest.approx(final["best_val_map_50"])
+
+
+def test_detection_only_augmentation_is_refused_for_classification(tmp_path, capsys):
+    lenet = REPO / "configs" / "lenet5_mnist5k.yaml"
+    assert main(["train", str(lenet), "augment.scale_jitter=0.2", "train.epochs=1", "data.subset=64",
+                 f"train.runs_dir={tmp_path}", "--quiet"]) == 2
+    assert "augment.scale_jitter=0.2 is a detection augmentation" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before a run folder was made

@@ -12,6 +12,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from cnnkit.errors import UserError
 from cnnkit.nn.losses import make_loss
 from cnnkit.reference.losses import classification_loss as reference_classification_loss
 from cnnkit.tasks.base import Task, register_task
@@ -24,6 +25,12 @@ class ClassificationTask(Task):
     best_mode = "max"
     metric_names = ("accuracy",)
     train_sum_names = ("accuracy",)
+
+    def __init__(self, cfg, classes: list[str], input_shape: tuple[int, ...] | None = None) -> None:
+        super().__init__(cfg, classes, input_shape)
+        if cfg.augment.scale_jitter:
+            raise UserError(f"augment.scale_jitter={cfg.augment.scale_jitter} is a detection augmentation (boxes "
+                            f"follow the zoom); for classification use augment.crop_padding or augment.rotation")
 
     # -- training
 
