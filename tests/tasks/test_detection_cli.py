@@ -177,3 +177,12 @@ def test_detection_only_augmentation_is_refused_for_classification(tmp_path, cap
                  f"train.runs_dir={tmp_path}", "--quiet"]) == 2
     assert "augment.scale_jitter=0.2 is a detection augmentation" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before a run folder was made
+
+
+def test_a_model_of_the_wrong_task_is_refused_before_training(tmp_path, capsys):
+    assert main(["train", str(RECIPE), *FAST, "model.name=resnet20", f"train.runs_dir={tmp_path}", "--quiet"]) == 2
+    assert "is a classification model" in capsys.readouterr().err
+    assert main(["train", str(RECIPE), *FAST, "model.name=null", "model.layers=[{conv: {out: 4, kernel: 3}}, flatten,"
+                 " {dense: 3}]", f"train.runs_dir={tmp_path}", "--quiet"]) == 2
+    assert "task detection needs a detector: model.name=yolo_n or yolo_s" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -120,9 +120,6 @@ class DetectionTask(Task):
                                 for i, name in enumerate(self.classes)}
         return out
 
-    def batch_len(self, targets: Any) -> int:
-        return len(targets)
-
     # -- using a trained model
 
     @torch.no_grad()

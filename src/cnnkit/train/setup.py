@@ -34,6 +34,11 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task,
     """The config's task (checked first: an unknown one fails before any data is read), its data with
     the normalisation pretrained weights expect, and the model's input shape."""
     task_class(cfg.task)
+    if cfg.model.name is None and cfg.task == "detection":
+        from cnnkit.models.registry import list_models
+
+        raise UserError(f"a layer list builds a classifier; task detection needs a detector: model.name="
+                        f"{' or '.join(list_models(task='detection'))}")
     if cfg.model.name is not None:
         from cnnkit.models.registry import MODELS, model_task
 
