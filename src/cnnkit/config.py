@@ -96,6 +96,21 @@ class ModelConfig(Section):
     weights: str | None = None
     data_init: int = Field(5000, ge=0, description="training images passed to the model's init_from_data() "
                            "before training, for models that have one (fastnet's whitening layer); 0 skips it")
+    backbone: "ModelConfig | None" = Field(None, description="a torchvision-family detector's backbone: a "
+                                           "classifier name, a layer list, or a model section {name|layers, "
+                                           "input, options, num_classes}")
+    backbone_weights: str | None = Field(None, description="RUN_OR_CHECKPOINT: a cnnkit classification run "
+                                         "(its best weights) or a weights file, loaded into the backbone")
+
+    @field_validator("backbone", mode="before")
+    @classmethod
+    def _backbone_shorthand(cls, v: Any) -> Any:
+        # "resnet18" and a bare layer list are accepted for {name: resnet18} / {layers: [...]}.
+        if isinstance(v, str):
+            return {"name": v}
+        if isinstance(v, list):
+            return {"layers": v}
+        return v
 
     @field_validator("init", mode="before")
     @classmethod
@@ -121,6 +136,9 @@ class ModelConfig(Section):
         if (self.name is None) == (self.layers is None):
             raise ValueError("set exactly one of model.name (a registered model) or model.layers (a layer list)")
         return self
+
+
+ModelConfig.model_rebuild()
 
 
 class OptimConfig(Section):

@@ -42,16 +42,21 @@ def model_task(name: str) -> str:
 
 
 def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, input_size: int | None = None,
-              **options: Any) -> nn.Module:
-    """Build a registered model. Unknown names and options raise UserError."""
+              backbone: nn.Module | None = None, **options: Any) -> nn.Module:
+    """Build a registered model. Unknown names and options raise UserError. ``backbone``: the classifier
+    a torchvision-family detector is built on (see :func:`create_backbone`)."""
     _load_families()
     entry = MODELS.entry(name)
     c, h, _ = entry.meta["default_input"]
     builder = entry.obj
     params = inspect.signature(builder).parameters
+    reserved = ("num_classes", "in_chans", "input_size", "backbone")
     for key in options:
-        if key not in params or key in ("num_classes", "in_chans", "input_size"):
-            allowed = [p for p in params if p not in ("num_classes", "in_chans", "input_size")]
+        if key == "backbone" and key in params:
+            raise UserError(f"model {name!r} takes its backbone from model.backbone (a classifier name or layer "
+                            f"list), not model.options.backbone")
+        if key not in params or key in reserved:
+            allowed = [p for p in params if p not in reserved]
             raise UserError(f"model {name!r} has no option {key!r}{did_you_mean(key, allowed)}; "
                             f"allowed options: {', '.join(allowed) or 'none'}")
     min_c, min_h, min_w = entry.meta["min_input"]
@@ -59,6 +64,10 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
     if size < min_h:
         raise UserError(f"model {name!r} needs inputs of at least {min_h}x{min_w} pixels, got {size}x{size}; "
                         f"set data.image_size={min_h} or pick a smaller network")
+    if backbone is not None:
+        if "backbone" not in params:
+            raise UserError(f"model {name!r} has its own network and takes no backbone")
+        options["backbone"] = backbone
     return builder(num_classes=num_classes, in_chans=in_chans if in_chans is not None else c,
                    input_size=size, **options)
 
@@ -99,10 +108,86 @@ def create_model(cfg: "ModelConfig", input_shape: tuple[int, int, int], num_clas
     else:
         if h != w:
             raise UserError(f"model {cfg.name!r} expects square inputs, got {h}x{w}; set data.image_size")
-        model = get_model(cfg.name, num_classes=num_classes, in_chans=c, input_size=h, **cfg.options)
+        if "backbone" in cfg.options:
+            raise UserError(f"model {cfg.name!r} takes its backbone from model.backbone (a classifier name or "
+                            f"layer list), not model.options.backbone")
+        backbone = None
+        if cfg.backbone is not None or cfg.backbone_weights is not None:
+            backbone = create_backbone(cfg, c, h)
+        model = get_model(cfg.name, num_classes=num_classes, in_chans=c, input_size=h, backbone=backbone,
+                          **cfg.options)
     init_weights(model, cfg.init.scheme, cfg.init.distribution, cfg.init.scale)
     if cfg.pretrained is not None or cfg.weights is not None:
         from cnnkit.models.weights import load_weights
 
         load_weights(model, cfg)
     return model
+
+
+def takes_backbone(name: str) -> bool:
+    """Whether the registered model ``name`` is built on a replaceable backbone (``model.backbone``)."""
+    _load_families()
+    return "backbone" in inspect.signature(MODELS.entry(name).obj).parameters
+
+
+def backbone_config(cfg: "ModelConfig") -> "ModelConfig":
+    """The classifier a detector's backbone is: ``model.backbone`` or, when only ``model.backbone_weights``
+    names a cnnkit run or checkpoint, that run's own model section (its input size and classes too)."""
+    from cnnkit.config import ModelConfig
+
+    if cfg.name is None or cfg.name not in MODELS or not takes_backbone(cfg.name):
+        with_backbone = [n for n in list_models(task="detection") if takes_backbone(n)]
+        raise UserError(f"model.backbone / model.backbone_weights apply to detectors built on a classifier "
+                        f"({', '.join(with_backbone)}); model {cfg.name or 'layers'!r} has its own network")
+    if cfg.backbone is not None:
+        return cfg.backbone
+    from cnnkit.models.weights import open_weights
+
+    wf = open_weights(cfg.backbone_weights, "model.backbone_weights")
+    if wf.config is None or not isinstance(wf.config.get("model"), dict):
+        raise UserError(f"model.backbone_weights: {str(wf.path)!r} is a plain weights file, which does not say "
+                        f"which network it belongs to; also set model.backbone (a classifier name or layer list)")
+    task = wf.config.get("task", "classification")
+    if task != "classification":
+        raise UserError(f"model.backbone_weights: {str(wf.path)!r} is a {task} run; a backbone comes from a "
+                        f"classification run")
+    raw = {k: v for k, v in wf.config["model"].items() if k not in ("pretrained", "weights")}
+    meta = wf.meta or {}
+    if meta.get("input_shape"):
+        raw["input"] = list(meta["input_shape"])
+    if meta.get("classes"):
+        raw["num_classes"] = len(meta["classes"])
+    try:
+        return ModelConfig(**raw)
+    except Exception as e:
+        raise UserError(f"model.backbone_weights: the model section of {str(wf.path)!r} is not valid: {e}") from None
+
+
+def create_backbone(cfg: "ModelConfig", in_chans: int, input_size: int) -> nn.Module:
+    """The classifier a detector is built on (:func:`backbone_config`), with ``model.backbone_weights``
+    loaded (its head, which the detector drops, may have any class count)."""
+    import sys
+
+    bcfg = backbone_config(cfg)
+    if bcfg.name is not None and bcfg.name in MODELS and model_task(bcfg.name) != "classification":
+        raise UserError(f"model.backbone {bcfg.name!r} is a {model_task(bcfg.name)} model; a backbone is a "
+                        f"classifier ('cnnkit models' lists them)")
+    shape = tuple(bcfg.input) if bcfg.input is not None else (in_chans, input_size, input_size)
+    if shape[0] != in_chans:
+        # A grey classifier on colour images (or the reverse): its first convolution is adapted on loading.
+        if not {shape[0], in_chans} <= {1, 3}:
+            raise UserError(f"the backbone takes {shape[0]}-channel images (model.backbone input {list(shape)}) "
+                            f"but the detection data has {in_chans} channels")
+        shape = (in_chans, *shape[1:])
+        bcfg = bcfg.model_copy(update={"input": list(shape)})
+    classifier = create_model(bcfg, shape, bcfg.num_classes or 10)
+    if cfg.backbone_weights is not None:
+        from cnnkit.models.weights import load_state, open_weights
+
+        wf = open_weights(cfg.backbone_weights, "model.backbone_weights")
+        report = load_state(classifier, wf.state, source=f"model.backbone_weights {str(wf.path)!r}", skip_head=True)
+        print(f"note: backbone {bcfg.name or 'layers'} loaded from {wf.path} ({len(report.loaded)} tensors)",
+              file=sys.stderr)
+        for note in report.notes:
+            print(f"note: {note}", file=sys.stderr)
+    return classifier

@@ -380,16 +380,20 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], *, source: s
     elif missing_head and not skip_head:
         report.notes.append(f"{source} has no head weights; the head stays freshly initialised")
     if report.adapted:
-        report.notes.append(f"summed {', '.join(report.adapted)} over its input channels for a "
+        how = "summed" if target[report.adapted[0]].shape[1] == 1 else "spread"
+        report.notes.append(f"{how} {', '.join(report.adapted)} over its input channels for a "
                             f"{target[report.adapted[0]].shape[1]}-channel input")
     return report
 
 
 def _adapt_input_conv(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
-    """A 3-channel first convolution for a 1-channel model: the sum over colour channels."""
-    if v.ndim == 4 and t.ndim == 4 and v.shape[0] == t.shape[0] and v.shape[2:] == t.shape[2:] \
-            and v.shape[1] == 3 and t.shape[1] == 1:
-        return v.sum(dim=1, keepdim=True)
+    """A 3-channel first convolution for a 1-channel model: the sum over colour channels; a 1-channel one
+    for a 3-channel model: the same filter on each colour, divided by 3 (a grey image gives the same output)."""
+    if v.ndim == 4 and t.ndim == 4 and v.shape[0] == t.shape[0] and v.shape[2:] == t.shape[2:]:
+        if v.shape[1] == 3 and t.shape[1] == 1:
+            return v.sum(dim=1, keepdim=True)
+        if v.shape[1] == 1 and t.shape[1] == 3:
+            return v.repeat(1, 3, 1, 1) / 3
     return None
 
 
@@ -397,8 +401,10 @@ def _adapt_input_conv(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
 
 
 def without_weights(cfg: "ModelConfig") -> "ModelConfig":
-    """A copy of a model section with ``pretrained`` and ``weights`` unset (for rebuilding a trained run)."""
-    return cfg.model_copy(update={"pretrained": None, "weights": None})
+    """A copy of a model section with ``pretrained``, ``weights`` and ``backbone_weights`` unset, its
+    backbone's too (for rebuilding a trained run, whose own checkpoint holds every weight)."""
+    backbone = without_weights(cfg.backbone) if cfg.backbone is not None else None
+    return cfg.model_copy(update={"pretrained": None, "weights": None, "backbone_weights": None, "backbone": backbone})
 
 
 def normalisation_for(cfg: "ModelConfig", channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:

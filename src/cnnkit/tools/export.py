@@ -434,8 +434,15 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
         if fmt != "onnx":
             raise UserError(f"--format {fmt}: a detector exports to onnx (boxes and scores before NMS); "
                             f"its weights are in the run's checkpoints")
-        from cnnkit.models.detection.yolo import PreNMS
+        from cnnkit.models.detection.yolo import PreNMS, YOLODetector
 
+        if not isinstance(model, YOLODetector):
+            from cnnkit.models.registry import list_models
+
+            yolo = [n for n in list_models(task="detection") if n.startswith("yolo")]
+            raise UserError(f"ONNX export of detectors covers cnnkit's own ({', '.join(yolo)}); "
+                            f"{type(model).__name__} ({info['config'].model.name}) is not exported yet: use the "
+                            f"run folder with cnnkit predict/eval")
         model = PreNMS(model)
     if fmt == "onnx":
         checks = export_onnx(model, info, path, opset=opset, check_inputs=x, source=source)

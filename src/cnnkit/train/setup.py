@@ -38,7 +38,8 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task,
         from cnnkit.models.registry import list_models
 
         raise UserError(f"a layer list builds a classifier; task detection needs a detector: model.name="
-                        f"{' or '.join(list_models(task='detection'))}")
+                        f"{' or '.join(list_models(task='detection'))} (a layer list can be the backbone of "
+                        f"faster_rcnn, retinanet, fcos, ssd and ssdlite: move it to model.backbone)")
     if cfg.model.name is not None:
         from cnnkit.models.registry import MODELS, model_task
 
@@ -53,6 +54,18 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task,
             bundle.mean, bundle.std = norm
     input_shape = input_shape_for(cfg, bundle)
     return create_task(cfg, bundle.classes, input_shape), bundle, input_shape
+
+
+def resolve_backbone(cfg: Config) -> Config:
+    """``cfg`` with ``model.backbone`` filled in from ``model.backbone_weights``' run when only the latter
+    is set, so that the run's config.yaml says which network the detector is built on (eval, predict and
+    resume rebuild it from there, without needing the backbone's run again)."""
+    if cfg.model.backbone_weights is None or cfg.model.backbone is not None:
+        return cfg
+    from cnnkit.models.registry import backbone_config
+
+    model = cfg.model.model_copy(update={"backbone": backbone_config(cfg.model)})
+    return cfg.model_copy(update={"model": model})
 
 
 def input_shape_for(cfg: Config, bundle: DataBundle) -> tuple[int, ...]:

@@ -34,7 +34,8 @@ from cnnkit.train.callbacks import Callback, standard_callbacks
 from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last, locked_fit,
                                   restore_progress, run_meta, stop_if_diverged, val_of_epoch)
 from cnnkit.train.setup import (backward_and_step, build_model, build_optimizer, build_schedule, data_init_images,
-                                default_param_groups, load_task_data, make_loaders, penalty)
+                                default_param_groups, load_task_data, make_loaders, penalty,
+                                resolve_backbone)
 
 
 class Trainer:
@@ -168,6 +169,8 @@ class Trainer:
 
     def _prepare(self) -> None:
         """Data, model, loss, optimiser, schedule, callbacks; the run folder, or the resumed run's state."""
+        if not self.resume:
+            self.cfg = resolve_backbone(self.cfg)
         cfg, device = self.cfg, self.device
         seed_everything(cfg.train.seed + self.dist.rank, cfg.train.deterministic)
         if cfg.train.cudnn_benchmark and not cfg.train.deterministic:

@@ -6,7 +6,8 @@ returns a dict of losses, ``model(images)`` in eval mode a list of ``{"boxes", "
 them in :data:`cnnkit.models.registry.MODELS`.
 """
 
-from cnnkit.models.detection import yolo  # noqa: F401
+from cnnkit.models.detection import families, yolo  # noqa: F401
+from cnnkit.models.detection.families import TorchvisionDetector
 from cnnkit.models.detection.yolo import YOLODetector
 
-__all__ = ["YOLODetector"]
+__all__ = ["TorchvisionDetector", "YOLODetector"]
