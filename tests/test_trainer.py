@@ -661,3 +661,34 @@ def test_resume_after_sigkill_finishes_like_an_uninterrupted_run(case, tmp_path,
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert ckpt(run, "best.pt")["epoch"] == ref.final["best_epoch"]
+
+
+def test_ema_averages_weights_and_batch_norm_statistics_with_a_warm_up():
+    """By hand: update t blends with decay min(decay, (1 + t) / (10 + t)); float buffers (running
+    mean/var) are averaged like the weights, the integer batch count is copied."""
+    from torch import nn
+
+    from cnnkit.train.trainer import EMA
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    ema = EMA(model, 0.9)
+    expected = {k: v.clone().double() for k, v in model.state_dict().items()}
+    for t in range(12):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        model.train()
+        model(torch.randn(8, 3) * (t + 1))  # moves the batch-norm statistics
+        ema.update(model)
+        d = min(0.9, (1 + t) / (10 + t))
+        for k, v in model.state_dict().items():
+            expected[k] = d * expected[k] + (1 - d) * v.double() if v.dtype.is_floating_point else v.double()
+    got = ema.model.state_dict()
+    for k in expected:
+        torch.testing.assert_close(got[k].double(), expected[k], rtol=1e-5, atol=1e-6)
+    assert int(got["1.num_batches_tracked"]) == 12
+    # The update count travels with the checkpoint, so a resumed run continues the same schedule.
+    again = EMA(model, 0.9)
+    again.load_state_dict(ema.state_dict())
+    assert again.updates == 12 and again.current_decay() == ema.current_decay()

@@ -244,7 +244,9 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = False
     compile: Literal["off", "default", "max-autotune"] = "off"
-    ema: float | None = Field(None, gt=0.0, lt=1.0)
+    ema: float | None = Field(None, gt=0.0, lt=1.0, description="decay of an exponential moving average of the "
+                              "weights and batch-norm statistics, used for evaluation (warm-up: min(decay, "
+                              "(1 + t) / (10 + t)) at update t)")
     eval_tta: Literal["none", "flip", "flip_translate"] = "none"
     checkpoint_every: int = Field(1, gt=0)
     distill: DistillConfig | None = None

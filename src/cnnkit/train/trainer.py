@@ -350,29 +350,57 @@ def distill_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, teacher_
 
 
 class EMA:
-    """An exponential moving average of the weights (and a copy of the buffers), used for evaluation."""
+    """An exponential moving average of the weights and of the floating-point buffers (batch-norm
+    statistics), used for evaluation; integer buffers (batch counts) are copied.
+
+    Update ``t`` (from 0) uses the decay ``min(decay, (1 + t) / (10 + t))``, as TensorFlow's
+    ExponentialMovingAverage does with ``num_updates``: early on the average follows the model
+    closely instead of staying near the random initial weights (which, with the live batch-norm
+    statistics of the trained network, would give a broken network for the first thousands of
+    steps). The statistics are averaged with the weights for the same reason: the averaged weights
+    need statistics of the same age.
+    """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
         import copy
 
         self.decay = decay
+        self.updates = 0
         self.model = copy.deepcopy(model).eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 
+    def current_decay(self) -> float:
+        return min(self.decay, (1 + self.updates) / (10 + self.updates))
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        ema_p = [p for p in self.model.parameters()]
-        cur_p = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(ema_p, cur_p, 1 - self.decay)
-        for b_ema, b in zip(self.model.buffers(), model.buffers()):
-            b_ema.copy_(b)
+        d = self.current_decay()
+        ema_f, cur_f = [], []
+        for (_, e), (_, c) in zip(self._tensors(self.model), self._tensors(model)):
+            if e.dtype.is_floating_point:
+                ema_f.append(e)
+                cur_f.append(c.detach())
+            else:
+                e.copy_(c)
+        torch._foreach_lerp_(ema_f, cur_f, 1 - d)
+        self.updates += 1
+
+    @staticmethod
+    def _tensors(model: nn.Module):
+        yield from model.named_parameters()
+        yield from model.named_buffers()
 
     def state_dict(self) -> dict[str, Any]:
-        return self.model.state_dict()
+        return {"model": self.model.state_dict(), "updates": self.updates}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state)
+        if "model" in state and isinstance(state.get("updates"), int):
+            self.model.load_state_dict(state["model"])
+            self.updates = state["updates"]
+        else:  # a checkpoint written before the update count was kept: the warm-up is long over
+            self.model.load_state_dict(state)
+            self.updates = 10 ** 9
 
 
 class Lookahead:
