@@ -140,7 +140,8 @@ def test_backbone_weights_from_a_classification_run(classifier_run, tmp_path, ca
 
 
 @pytest.mark.parametrize("override,message", [
-    (["model.name=yolo_n", "model.backbone_weights=RUN"], "has its own network"),
+    (["model.name=yolo_n", "model.options={}", "model.backbone_weights=RUN"], "takes its backbone from cspnet_n"),
+    (["model.name=yolo_n", "model.options={}", "model.backbone=resnet18"], "takes its backbone from cspnet_n"),
     (["model.backbone_weights=/nonexistent/run"], "does not exist"),
     (["model.backbone=yolo_n"], "is a detection model"),
     (["model.options.backbone=resnet18"], "not model.options.backbone"),
@@ -155,3 +156,24 @@ def test_bad_backbones_are_exit_2_before_any_run(classifier_run, tmp_path, capsy
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_yolo_starts_from_a_cspnet_run(tmp_path):
+    """cspnet_n is yolo_n's backbone as a classifier; its run's weights become the detector's backbone."""
+    root = tmp_path / "runs"
+    cfg = tmp_path / "csp.yaml"
+    cfg.write_text(yaml.safe_dump({"data": {"name": "mnist5k", "subset": 100, "batch_size": 50, "image_size": 32},
+                                   "model": {"name": "cspnet_n"},
+                                   "train": {"epochs": 1, "device": "cpu", "runs_dir": str(root)}}))
+    assert main(["train", str(cfg), "--quiet"]) == 0
+    (run,) = root.iterdir()
+    from cnnkit.train.setup import resolve_backbone
+
+    det_cfg = resolve_backbone(load_config(str(RECIPE), ["data.image_size=64", f"model.backbone_weights={run}"]))
+    assert det_cfg.model.backbone.name == "cspnet_n"
+    detector = create_model(det_cfg.model, (3, 64, 64), 3)
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["model"]
+    got = detector.state_dict()
+    for key in ("stage3.0.0.weight", "stage5.2.merge.1.running_mean"):
+        torch.testing.assert_close(got["backbone." + key], state["body.backbone." + key])
+    torch.testing.assert_close(got["backbone.stem.0.weight"], state["body.backbone.stem.0.weight"].repeat(1, 3, 1, 1) / 3)

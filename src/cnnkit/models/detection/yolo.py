@@ -19,7 +19,9 @@ torchvision's detectors do), and :meth:`YOLODetector.raw` returns every location
 decoded box and class probabilities before NMS (what ONNX export carries).
 
 Sizes: ``yolo_n`` (width 16, depth 1) and ``yolo_s`` (width 32, depth 1); the input side
-must be a multiple of 32 so that every level's grid is exact.
+must be a multiple of 32 so that every level's grid is exact. ``cspnet_n`` / ``cspnet_s`` are
+the same backbones as classifiers: a run of one, given as ``model.backbone_weights``, starts
+the detector's backbone from what it learnt.
 """
 
 from __future__ import annotations
@@ -255,14 +257,15 @@ class YOLODetector(nn.Module):
 
     def __init__(self, num_classes: int, in_chans: int = 3, input_size: int = 320, width: int = 16,
                  depth: int = 1, conf: float = 0.001, iou: float = 0.6, max_det: int = 100,
-                 box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10) -> None:
+                 box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10,
+                 backbone: "Backbone | None" = None) -> None:
         super().__init__()
         if input_size % 32:
             raise UserError(f"a yolo detector needs data.image_size divisible by 32 (its coarsest grid has "
                             f"stride 32), got {input_size}; try {max(32, round(input_size / 32) * 32)}")
         self.num_classes = num_classes
         self.input_size = input_size
-        self.backbone = Backbone(in_chans, width, depth)
+        self.backbone = backbone if backbone is not None else Backbone(in_chans, width, depth)
         self.neck = Neck(self.backbone.channels, depth)
         self.head = Head(self.backbone.channels, num_classes)
         # Post-processing settings: plain attributes, not state (predict sets conf/iou per call).
@@ -351,22 +354,70 @@ def postprocess(boxes: Tensor, scores: Tensor, size: tuple[int, int], conf: floa
     return out
 
 
-def _create(width: int, depth: int, num_classes: int, in_chans: int, input_size: int, **kw: Any) -> YOLODetector:
-    return YOLODetector(num_classes, in_chans, input_size, width=width, depth=depth, **kw)
+def _create(width: int, depth: int, num_classes: int, in_chans: int, input_size: int,
+            backbone: nn.Module | None = None, **kw: Any) -> YOLODetector:
+    return YOLODetector(num_classes, in_chans, input_size, width=width, depth=depth,
+                        backbone=_own_backbone(backbone, width, depth), **kw)
+
+
+def _own_backbone(classifier: nn.Module | None, width: int, depth: int) -> Backbone | None:
+    """The detector's backbone out of a ``cspnet_*`` classifier of the same width (``model.backbone_weights``
+    from a cspnet run pretrains it); any other classifier is refused with the name to use."""
+    if classifier is None:
+        return None
+    body = getattr(getattr(classifier, "body", None), "backbone", None)
+    name = {16: "cspnet_n", 32: "cspnet_s"}.get(width, f"a cspnet of width {width}")
+    if not isinstance(body, Backbone) or body.channels != Backbone(3, width, depth).channels:
+        raise UserError(f"a yolo detector of width {width} takes its backbone from {name} (the same CSP "
+                        f"network as a classifier); got {type(classifier).__name__}: train {name} and pass "
+                        f"its run as model.backbone_weights")
+    return body
+
+
+class CSPClassifierBody(nn.Module):
+    """The YOLO backbone as a classifier's body: P5, globally average-pooled."""
+
+    def __init__(self, in_chans: int, width: int, depth: int) -> None:
+        super().__init__()
+        self.backbone = Backbone(in_chans, width, depth)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.backbone(x)[2].mean((2, 3))
+
+
+def _classifier(width: int, depth: int, num_classes: int, in_chans: int) -> nn.Module:
+    from cnnkit.models.base import Classifier
+
+    body = CSPClassifierBody(in_chans, width, depth)
+    return Classifier(body, nn.Linear(body.backbone.channels[-1], num_classes))
+
+
+@register_model("cspnet_n", "the yolo_n backbone (CSP stages + SPPF) as a classifier: pretrain it, then "
+                "model.backbone_weights gives yolo_n its weights", default_input=(3, 32, 32), min_input=(1, 32, 32))
+def cspnet_n(num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> nn.Module:
+    return _classifier(16, 1, num_classes, in_chans)
+
+
+@register_model("cspnet_s", "the yolo_s backbone as a classifier (pretraining for yolo_s)",
+                default_input=(3, 32, 32), min_input=(1, 32, 32))
+def cspnet_s(num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> nn.Module:
+    return _classifier(32, 1, num_classes, in_chans)
 
 
 @register_model("yolo_n", "YOLO-style anchor-free detector, nano (width 16): CSP backbone, PAN neck, "
                 "task-aligned assignment, CIoU loss, NMS", default_input=(3, 320, 320),
                 min_input=(1, 64, 64), task="detection")
 def yolo_n(num_classes: int = 80, in_chans: int = 3, input_size: int = 320, conf: float = 0.001, iou: float = 0.6,
-           max_det: int = 100, box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10) -> YOLODetector:
-    return _create(16, 1, num_classes, in_chans, input_size, conf=conf, iou=iou, max_det=max_det,
+           max_det: int = 100, box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10,
+           backbone: nn.Module | None = None) -> YOLODetector:
+    return _create(16, 1, num_classes, in_chans, input_size, backbone, conf=conf, iou=iou, max_det=max_det,
                    box_weight=box_weight, cls_weight=cls_weight, topk=topk)
 
 
 @register_model("yolo_s", "YOLO-style anchor-free detector, small (width 32)",
                 default_input=(3, 320, 320), min_input=(1, 64, 64), task="detection")
 def yolo_s(num_classes: int = 80, in_chans: int = 3, input_size: int = 320, conf: float = 0.001, iou: float = 0.6,
-           max_det: int = 100, box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10) -> YOLODetector:
-    return _create(32, 1, num_classes, in_chans, input_size, conf=conf, iou=iou, max_det=max_det,
+           max_det: int = 100, box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10,
+           backbone: nn.Module | None = None) -> YOLODetector:
+    return _create(32, 1, num_classes, in_chans, input_size, backbone, conf=conf, iou=iou, max_det=max_det,
                    box_weight=box_weight, cls_weight=cls_weight, topk=topk)
