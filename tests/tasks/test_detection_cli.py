@@ -188,3 +188,19 @@ def test_a_model_of_the_wrong_task_is_refused_before_training(tmp_path, capsys):
     assert "task detection needs a detector: model.name=" in err and "yolo_n" in err and "faster_rcnn" in err
     assert "move it to model.backbone" in err
     assert not any(tmp_path.iterdir())
+
+
+def test_lr_find_sweeps_a_detector_on_its_own_losses(tmp_path, capsys):
+    """The range test trains the detector on the sum of its losses: at the smallest rates the loss is
+    the untrained detector's (box + class, well above 1), and it falls before the sweep's end."""
+    capsys.readouterr()
+    assert main(["lr-find", str(RECIPE), *FAST, "--steps", "30", "--plot", str(tmp_path / "lr.png"),
+                 "--format", "json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["losses"][0] > 1.0 and min(r["smoothed"]) < r["smoothed"][0]
+    assert r["lrs"][0] <= r["suggestion"] <= r["lrs"][-1]
+
+
+def test_compress_refuses_a_detection_run_with_exit_2(run, capsys):
+    assert main(["compress", str(run), "--prune", "0.5"]) == 2
+    assert "works on classification runs" in capsys.readouterr().err

@@ -117,8 +117,11 @@ def lr_find(cfg: Config, *, start: float = 1e-7, end: float = 10.0, steps: int =
     seed_everything(cfg.train.seed, cfg.train.deterministic)
     device = resolve_device(cfg.train.device)
     task, bundle, shape = load_task_data(cfg)  # with the normalisation pretrained weights expect
-    model = build_model(cfg, shape, bundle.num_classes, with_weights=False)
-    load_weights(model, cfg.model, log=lambda s: say(s))
+    if cfg.model.backbone_weights is not None:  # a detector's backbone from a classification run
+        model = build_model(cfg, shape, bundle.num_classes)
+    else:
+        model = build_model(cfg, shape, bundle.num_classes, with_weights=False)
+        load_weights(model, cfg.model, log=lambda s: say(s))
     model.to(device).train()
     loader, _ = make_loaders(cfg, bundle, task, device)
     if cfg.train.channels_last:
@@ -148,7 +151,7 @@ def lr_find(cfg: Config, *, start: float = 1e-7, end: float = 10.0, steps: int =
             batches = iter(loader)
             x, y = next(batches)
         with autocast(device, cfg.train.precision):
-            loss = loss_fn(task.to_float(task.forward(model, x)), y)
+            _, loss = task.training_step(model, x, y, loss_fn)
             if l1 or l2:
                 loss = loss + penalty(model, l1, l2)
         optimizer.zero_grad(set_to_none=True)
