@@ -143,6 +143,29 @@ def test_padding_boxes_and_empty_images_are_never_assigned():
     assert fg[0].any() and not fg[1].any() and t_scores[1].sum() == 0
 
 
+def test_a_predicted_box_of_no_area_next_to_padding_keeps_the_loss_finite():
+    """Regression (a raccoon run died with a NaN loss at epoch 23): a padding box (all zeros) against a
+    predicted box of zero area is IoU 0 / 0; the assignment must not spread that NaN to real boxes,
+    and the detector's boxes never have zero width (CIoU's aspect term divides by it)."""
+    points, _ = grid_points([(4, 4)], (8,), "cpu", torch.float32)
+    pred = torch.cat([points - 6, points + 6], 1).unsqueeze(0).repeat(1, 1, 1)
+    pred[0, 5] = torch.tensor([20.0, 12.0, 20.0, 12.0])  # a box of no area
+    gt = torch.tensor([[[0.0, 0, 32, 32], [0.0, 0, 0, 0]]])  # one real box, one padding
+    t_boxes, t_scores, fg = task_aligned_assign(torch.full((1, 16, 1), 0.5), pred, points,
+                                                torch.zeros(1, 2, dtype=torch.long), gt, torch.tensor([[True, False]]))
+    assert torch.isfinite(t_scores).all() and torch.isfinite(t_boxes).all() and fg.any()
+    torch.manual_seed(0)
+    model = get_model("yolo_n", num_classes=1, input_size=64)
+    with torch.no_grad():  # distances far below zero: softplus underflows to 0 without the floor
+        model.head.box[0][-1].bias.fill_(-40.0)
+    boxes, _ = model.raw(torch.zeros(1, 3, 64, 64))
+    assert ((boxes[..., 2] - boxes[..., 0]) > 0).all() and ((boxes[..., 3] - boxes[..., 1]) > 0).all()
+    model.train()
+    losses = model(torch.rand(2, 3, 64, 64), [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 40.0]]), "labels": torch.tensor([0])},
+                                             {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}])
+    assert all(torch.isfinite(v) for v in losses.values())
+
+
 # --------------------------------------------------------------------------- inference
 
 

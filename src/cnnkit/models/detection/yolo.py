@@ -212,7 +212,10 @@ def task_aligned_assign(scores: Tensor, boxes: Tensor, points: Tensor, gt_labels
     g = gt_boxes.unsqueeze(2)  # (N, M, 1, 4)
     inside = ((x > g[..., 0]) & (y > g[..., 1]) & (x < g[..., 2]) & (y < g[..., 3]))  # (N, M, A)
     inside &= gt_mask.unsqueeze(-1)
-    ious = torch.stack([box_iou(gt_boxes[i], boxes[i]) for i in range(n)]).clamp_(0)  # (N, M, A)
+    ious = torch.stack([box_iou(gt_boxes[i], boxes[i]) for i in range(n)])  # (N, M, A)
+    # A padding box (all zeros) against a predicted box of no area is 0 / 0: zero it, or the NaN
+    # would reach every alignment through the multiplication by the mask.
+    ious = torch.where(gt_mask.unsqueeze(-1), torch.nan_to_num(ious, nan=0.0), 0.0).clamp_(0)
     labels = gt_labels.clamp(0, c - 1).unsqueeze(-1).expand(n, m, a)
     cls_score = scores.transpose(1, 2).gather(1, labels)  # (N, M, A): each box's class score at each location
     align = cls_score.pow(alpha) * ious.pow(beta) * inside
@@ -279,7 +282,9 @@ class YOLODetector(nn.Module):
         feats = self.neck(*self.backbone(images))
         dist, logits = self.head(feats)
         points, strides = grid_points([f.shape[-2:] for f in feats], STRIDES, images.device, dist.dtype)
-        ltrb = F.softplus(dist) * strides  # distances are positive, in units of the level's stride
+        # Distances are positive, in units of the level's stride, and at least 1% of one: a box of
+        # zero width (softplus underflows near -20) has an undefined aspect ratio in the CIoU loss.
+        ltrb = F.softplus(dist).clamp_min(0.01) * strides
         boxes = torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], -1)
         return boxes, logits
 
