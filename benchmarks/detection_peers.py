@@ -454,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cnnkit-models", default="yolo_n,yolo_s", help="comma-separated cnnkit detectors ('' for none)")
     ap.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="cnnkit recipe the overrides go on")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE", help="override the cnnkit recipe (repeatable)")
+    ap.add_argument("--peer-result", type=Path, default=None, metavar="FILE",
+                    help="reuse Ultralytics' result-ultralytics.json of an earlier run with the same --workdir "
+                         "split and settings instead of training it again")
     ap.add_argument("--pretrained", action="append", metavar="MODEL=RUN",
                     help="also train MODEL (one of --cnnkit-models) with model.backbone_weights=RUN, a cnnkit "
                          "classification run of its backbone (cspnet_n for yolo_n), for the same epochs")
@@ -527,7 +530,10 @@ def main(argv: list[str] | None = None) -> int:
           f"other, plus set-up{probes} and scoring)", flush=True)
     results: dict[str, dict[str, Any]] = {}
     t_start = time.perf_counter()
-    if with_peer:
+    if args.peer_result is not None:  # an earlier run's Ultralytics result, same split and settings
+        results[PEER] = json.loads(args.peer_result.read_text())
+        print(f"  {PEER} yolov8n: reusing {args.peer_result}", file=sys.stderr, flush=True)
+    elif with_peer:
         print(f"  {PEER} yolov8n: training for {args.minutes:g} min ...", file=sys.stderr, flush=True)
         results[PEER] = run_worker(PEER, args, [], PEER)
     pretrained = dict(p.split("=", 1) for p in args.pretrained or [])
@@ -602,7 +608,8 @@ def report(results: dict[str, dict[str, Any]], info: dict[str, Any], args: argpa
                         f"process)")
         if name != PEER:
             bits.append(f"final.json held-out mAP@.5 {r['final_val_map_50']:.3f}")
-        bits.append(f"process {r['process_s']:.0f} s")
+        if 'process_s' in r:
+            bits.append(f"process {r['process_s']:.0f} s")
         net = r.get("network", []) + ([f"new file {f}" for f in r.get("new_files", [])])
         bits.append("network/downloads: none" if not net else f"NETWORK/DOWNLOADS: {'; '.join(net[:5])}")
         print(f"  {label}: " + "; ".join(bits))
