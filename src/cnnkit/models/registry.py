@@ -52,9 +52,6 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
     params = inspect.signature(builder).parameters
     reserved = ("num_classes", "in_chans", "input_size", "backbone")
     for key in options:
-        if key == "backbone" and key in params:
-            raise UserError(f"model {name!r} takes its backbone from model.backbone (a classifier name or layer "
-                            f"list), not model.options.backbone")
         if key not in params or key in reserved:
             allowed = [p for p in params if p not in reserved]
             raise UserError(f"model {name!r} has no option {key!r}{did_you_mean(key, allowed)}; "
@@ -133,17 +130,23 @@ def takes_backbone(name: str) -> bool:
 def backbone_config(cfg: "ModelConfig") -> "ModelConfig":
     """The classifier a detector's backbone is: ``model.backbone`` or, when only ``model.backbone_weights``
     names a cnnkit run or checkpoint, that run's own model section (its input size and classes too)."""
+    return _backbone_source(cfg)[0]
+
+
+def _backbone_source(cfg: "ModelConfig") -> tuple["ModelConfig", Any]:
+    """``(backbone config, the opened model.backbone_weights file or None)``: the file is read once."""
     from cnnkit.config import ModelConfig
 
     if cfg.name is None or cfg.name not in MODELS or not takes_backbone(cfg.name):
-        with_backbone = [n for n in list_models(task="detection") if takes_backbone(n)]
         raise UserError(f"model.backbone / model.backbone_weights apply to detectors built on a classifier "
-                        f"({', '.join(with_backbone)}); model {cfg.name or 'layers'!r} has its own network")
-    if cfg.backbone is not None:
-        return cfg.backbone
-    from cnnkit.models.weights import open_weights
+                        f"({', '.join(models_with_backbone())}); model {cfg.name or 'layers'!r} has its own network")
+    wf = None
+    if cfg.backbone_weights is not None:
+        from cnnkit.models.weights import open_weights
 
-    wf = open_weights(cfg.backbone_weights, "model.backbone_weights")
+        wf = open_weights(cfg.backbone_weights, "model.backbone_weights")
+    if cfg.backbone is not None:
+        return cfg.backbone, wf
     if wf.config is None or not isinstance(wf.config.get("model"), dict):
         raise UserError(f"model.backbone_weights: {str(wf.path)!r} is a plain weights file, which does not say "
                         f"which network it belongs to; also set model.backbone (a classifier name or layer list)")
@@ -158,9 +161,14 @@ def backbone_config(cfg: "ModelConfig") -> "ModelConfig":
     if meta.get("classes"):
         raw["num_classes"] = len(meta["classes"])
     try:
-        return ModelConfig(**raw)
+        return ModelConfig(**raw), wf
     except Exception as e:
         raise UserError(f"model.backbone_weights: the model section of {str(wf.path)!r} is not valid: {e}") from None
+
+
+def models_with_backbone() -> list[str]:
+    """The detectors that take ``model.backbone`` / ``model.backbone_weights``."""
+    return [n for n in list_models(task="detection") if takes_backbone(n)]
 
 
 def create_backbone(cfg: "ModelConfig", in_chans: int, input_size: int) -> nn.Module:
@@ -168,7 +176,7 @@ def create_backbone(cfg: "ModelConfig", in_chans: int, input_size: int) -> nn.Mo
     loaded (its head, which the detector drops, may have any class count)."""
     import sys
 
-    bcfg = backbone_config(cfg)
+    bcfg, wf = _backbone_source(cfg)
     if bcfg.name is not None and bcfg.name in MODELS and model_task(bcfg.name) != "classification":
         raise UserError(f"model.backbone {bcfg.name!r} is a {model_task(bcfg.name)} model; a backbone is a "
                         f"classifier ('cnnkit models' lists them)")
@@ -181,10 +189,9 @@ def create_backbone(cfg: "ModelConfig", in_chans: int, input_size: int) -> nn.Mo
         shape = (in_chans, *shape[1:])
         bcfg = bcfg.model_copy(update={"input": list(shape)})
     classifier = create_model(bcfg, shape, bcfg.num_classes or 10)
-    if cfg.backbone_weights is not None:
-        from cnnkit.models.weights import load_state, open_weights
+    if wf is not None:
+        from cnnkit.models.weights import load_state
 
-        wf = open_weights(cfg.backbone_weights, "model.backbone_weights")
         report = load_state(classifier, wf.state, source=f"model.backbone_weights {str(wf.path)!r}", skip_head=True)
         print(f"note: backbone {bcfg.name or 'layers'} loaded from {wf.path} ({len(report.loaded)} tensors)",
               file=sys.stderr)

@@ -35,11 +35,11 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task,
     the normalisation pretrained weights expect, and the model's input shape."""
     task_class(cfg.task)
     if cfg.model.name is None and cfg.task == "detection":
-        from cnnkit.models.registry import list_models
+        from cnnkit.models.registry import list_models, models_with_backbone
 
         raise UserError(f"a layer list builds a classifier; task detection needs a detector: model.name="
                         f"{' or '.join(list_models(task='detection'))} (a layer list can be the backbone of "
-                        f"faster_rcnn, retinanet, fcos, ssd and ssdlite: move it to model.backbone)")
+                        f"{', '.join(models_with_backbone())}: move it to model.backbone)")
     if cfg.model.name is not None:
         from cnnkit.models.registry import MODELS, model_task
 
