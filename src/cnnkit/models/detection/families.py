@@ -138,6 +138,13 @@ def _levels(backbone: nn.Module | None, in_chans: int, input_size: int, levels: 
     return FeatureLevels(backbone, (in_chans, input_size, input_size), levels=levels, min_stride=min_stride)
 
 
+def _fpn_p6p7(feats: FeatureLevels, fpn_channels: int) -> WithFPN:
+    """The pyramid of the one-stage families: the levels, then P6 and P7 from P5 (RetinaNet's extras)."""
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    return WithFPN(feats, fpn_channels, LastLevelP6P7(fpn_channels, fpn_channels))
+
+
 def anchor_sizes(input_size: int, n: int) -> list[float]:
     """One anchor side per pyramid level, doubling from ``S / 16``: objects from a sixteenth of the
     image to the whole of it, whatever the backbone's strides."""
@@ -181,10 +188,9 @@ def retinanet(num_classes: int = 80, in_chans: int = 3, input_size: int = 320, b
               max_det: int = 100) -> TorchvisionDetector:
     from torchvision.models.detection import RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     feats = _levels(backbone, in_chans, input_size, levels, min_stride=4)
-    body = WithFPN(feats, fpn_channels, LastLevelP6P7(fpn_channels, fpn_channels))
+    body = _fpn_p6p7(feats, fpn_channels)
     n_maps = len(feats.channels) + 2
     sizes = tuple(tuple(s * 2 ** (k / 3) for k in range(3)) for s in anchor_sizes(input_size, n_maps))
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * n_maps)
@@ -201,10 +207,9 @@ def fcos(num_classes: int = 80, in_chans: int = 3, input_size: int = 320, backbo
          max_det: int = 100) -> TorchvisionDetector:
     from torchvision.models.detection import FCOS
     from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 
     feats = _levels(backbone, in_chans, input_size, levels, min_stride=4)
-    body = WithFPN(feats, fpn_channels, LastLevelP6P7(fpn_channels, fpn_channels))
+    body = _fpn_p6p7(feats, fpn_channels)
     strides = list(feats.strides) + [feats.strides[-1] * 2, feats.strides[-1] * 4]
     # FCOS reads its "anchors" as one point per location, sized like the level's stride.
     anchors = AnchorGenerator(tuple((float(s),) for s in strides), ((1.0,),) * len(strides))
