@@ -482,6 +482,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.minutes <= 0:
         ap.error("--minutes must be positive")
     models = [m.strip() for m in args.cnnkit_models.split(",") if m.strip()]
+    bad = [p for p in args.pretrained or [] if "=" not in p or p.split("=", 1)[0] not in models]
+    if bad:
+        ap.error(f"--pretrained {bad[0]!r}: give MODEL=RUN with MODEL one of --cnnkit-models ({', '.join(models)})")
+    if args.peer_result is not None and not args.peer_result.is_file():
+        ap.error(f"--peer-result {str(args.peer_result)!r} is not a file (a result-ultralytics.json of an earlier run)")
     from cnnkit.models.registry import list_models
 
     known = list_models(task="detection")
