@@ -639,3 +639,81 @@ def test_generated_images_are_kept_and_handed_out_as_copies():
     again_image, again_target = ds[1]
     assert torch.equal(again_image, fresh[0]) and torch.equal(again_target["masks"], fresh[1]["masks"])
     assert 1 in ds._drawn and ds.subset([1])._drawn is ds._drawn
+
+
+# --------------------------------------------------------------------------- mosaic
+
+
+def _tile(value: int, boxes: list[list[float]], label: int, side: int = 40):
+    image = torch.full((3, side, side), value, dtype=torch.uint8)
+    masks = torch.zeros(len(boxes), side, side, dtype=torch.uint8)
+    for k, (x1, y1, x2, y2) in enumerate(boxes):
+        masks[k, int(y1):int(y2), int(x1):int(x2)] = 1
+    return image, make_target(torch.tensor(boxes), torch.full((len(boxes),), label), label, f"t{label}",
+                              (side, side), masks)
+
+
+class _Tiles(torch.utils.data.Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+def test_mosaic_places_four_tiles_around_the_centre_by_hand():
+    from cnnkit.data.detection.transforms import Mosaic
+
+    tiles = [_tile(10, [[0.0, 20, 40, 40], [0, 0, 40, 20]], 0),  # top-left: the lower half and the upper half
+             _tile(20, [[2.0, 0, 6, 8]], 1),       # top-right tile: this box ends up outside the window
+             _tile(30, [[20.0, 0, 30, 10]], 2),    # bottom-left
+             _tile(40, [[0.0, 0, 10, 20]], 3)]     # bottom-right: half of this box is visible
+    mosaic = Mosaic(_Tiles(tiles), image_size=40, p=1.0, epochs=1)
+    image, target = mosaic.combine([mosaic._tile(i) for i in range(4)], centre=(30, 10))
+    # Window pixels: x < 30 and y < 10 from the top-left tile, x >= 30 and y < 10 from the top-right, ...
+    assert image[0, 0, 0] == 10 and image[0, 9, 29] == 10 and image[0, 9, 30] == 20
+    assert image[0, 10, 29] == 30 and image[0, 39, 39] == 40
+    # The top-left tile moves by (-10, -30): its lower half becomes (-10, -10, 30, 10), of which
+    # 30 x 10 of 40 x 20 (3/8 >= MIN_VISIBLE) is visible; its upper half is outside. The top-right's
+    # box becomes (32, -30, 36, -22), outside; the bottom-left's moves to (10, 10, 20, 20); the
+    # bottom-right's to (30, 10, 40, 30): 10 of its 20 px wide box remain (half).
+    assert target["labels"].tolist() == [0, 2, 3]
+    want = torch.tensor([[0.0, 0, 30, 10], [10, 10, 20, 20], [30, 10, 40, 30]])
+    torch.testing.assert_close(target["boxes"].as_subclass(torch.Tensor), want)
+    assert target["boxes"].canvas_size == (40, 40)
+    # Each mask moved with its box: its tight box is the box.
+    torch.testing.assert_close(masks_to_boxes(target["masks"]) + torch.tensor([0.0, 0, 1, 1]), want)
+
+
+def test_mosaic_probability_and_its_last_plain_epochs():
+    from cnnkit.data.detection.transforms import Mosaic
+
+    data = _Tiles([_tile(10 * (i + 1), [[0.0, 0, 40, 40]], i) for i in range(4)])
+    mosaic = Mosaic(data, image_size=40, p=1.0, epochs=5, off_epochs=2)
+    torch.manual_seed(0)
+    assert any(len(mosaic.item_at_epoch(0, 3)[1]["labels"]) > 1 for _ in range(10))  # epoch 3: mosaics
+    for key in (4, 5):  # the last two epochs: the item itself
+        image, target = mosaic.item_at_epoch(0, key)
+        assert target["labels"].tolist() == [0] and image.unique().tolist() == [10]
+    # With data.epoch_repeats 2 the key of epoch e, pass k, is 2e + k.
+    mosaic = Mosaic(data, image_size=40, p=1.0, epochs=5, off_epochs=2, repeats=2)
+    assert mosaic.item_at_epoch(0, 9)[1]["labels"].tolist() == [0]
+    never = Mosaic(data, image_size=40, p=0.0, epochs=5)
+    assert all(never.item_at_epoch(0, 1)[1]["labels"].tolist() == [0] for _ in range(5))
+
+
+def test_mosaic_is_refused_for_classification():
+    from cnnkit.config import DEFAULT_CONFIG, load_config
+    from cnnkit.tasks import create_task
+
+    with pytest.raises(UserError, match="augment.mosaic=0.5 is a detection augmentation"):
+        create_task(load_config(DEFAULT_CONFIG, ["augment.mosaic=0.5"]), ["a", "b"], (3, 8, 8))
+    # More plain epochs than epochs: all of them are plain.
+    cfg = load_config(DEFAULT_CONFIG, ["task=detection", "data.image_size=40", "augment.mosaic=1",
+                                       "augment.mosaic_off_epochs=3", "train.epochs=2"])
+    data = _Tiles([_tile(10 * (i + 1), [[0.0, 0, 40, 40]], i) for i in range(4)])
+    mosaic = create_task(cfg, ["a"], (3, 40, 40)).train_data(data)
+    assert all(mosaic.item_at_epoch(1, e)[1]["labels"].tolist() == [1] for e in (1, 2))

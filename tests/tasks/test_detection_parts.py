@@ -224,3 +224,46 @@ def test_the_input_side_must_be_a_multiple_of_32():
     with pytest.raises(UserError, match="divisible by 32"):
         get_model("yolo_n", num_classes=2, input_size=100)
     assert math.isclose(grid_points([(2, 2)], (32,), "cpu", torch.float32)[0][3, 0].item(), 48.0)
+
+
+# --------------------------------------------------------------------------- distribution focal loss
+
+
+def test_distribution_focal_loss_by_hand_and_its_expectation():
+    from cnnkit.models.detection.yolo import Head, distribution_focal_loss
+
+    reg_max = 4
+    logits = torch.randn(3, 4 * reg_max)
+    target = torch.tensor([[0.0, 1.25, 2.5, 2.99], [0.5, 1.0, 1.75, 0.0], [2.0, 0.1, 0.9, 2.2]])
+    got = distribution_focal_loss(logits, target, reg_max)
+    logp = logits.reshape(3, 4, reg_max).log_softmax(-1)
+    want = torch.zeros(3)
+    for k in range(3):
+        for side in range(4):
+            t = min(float(target[k, side]), reg_max - 1 - 0.01)
+            left = math.floor(t)
+            want[k] += -((left + 1 - t) * logp[k, side, left] + (t - left) * logp[k, side, left + 1]) / 4
+    torch.testing.assert_close(got, want)
+    # The mix of the two bins is the target: a head whose distribution is that mix has the target as
+    # its expected distance (and is where the loss is smallest).
+    head = Head((16, 32, 64), 1, reg_max)
+    mix = torch.zeros(1, 1, 4, reg_max)
+    t = torch.tensor([0.0, 1.25, 2.5, 2.9])
+    for side, v in enumerate(t.tolist()):
+        left = int(v)
+        mix[0, 0, side, left] = left + 1 - v
+        if left + 1 < reg_max:
+            mix[0, 0, side, left + 1] = v - left
+    d = head.distances(mix.clamp_min(1e-12).log().flatten(2))
+    torch.testing.assert_close(d[0, 0], t.clamp_min(0.01), atol=1e-5, rtol=0)
+
+
+def test_reg_max_1_is_one_softplus_distance_per_side():
+    from cnnkit.errors import UserError
+
+    model = get_model("yolo_n", num_classes=2, input_size=64, reg_max=1)
+    assert model.head.box[0][-1].out_channels == 4
+    assert "dfl" not in model(torch.zeros(1, 3, 64, 64), [{"boxes": torch.tensor([[4.0, 4, 30, 30]]),
+                                                           "labels": torch.tensor([1])}])
+    with pytest.raises(UserError, match="reg_max"):
+        get_model("yolo_n", num_classes=2, input_size=64, reg_max=0)

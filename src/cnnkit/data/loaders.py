@@ -99,7 +99,10 @@ class _Items(Dataset):
         index, epoch = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_033 + index) % (1 << 63))
-            x, y = self.ds[index]
+            # A dataset whose items depend on the epoch (detection's mosaic, off for the last epochs)
+            # takes the key: the epoch, or epoch * repeats + pass with data.epoch_repeats.
+            at_epoch = getattr(self.ds, "item_at_epoch", None)
+            x, y = at_epoch(index, epoch) if at_epoch is not None else self.ds[index]
             if not self.images:  # sequences, clips, structured targets: the task's collate takes them as they are
                 # A task's transform sees the pair, as torchvision's v2 transforms do: boxes follow the image.
                 return self.transform(x, y) if self.transform is not None else (x, y)

@@ -6,10 +6,12 @@
       └─ backbone: strided conv + CSP stages ─ P3 (stride 8), P4 (16), P5 (32, after SPPF)
            └─ neck: top-down fusion (FPN), then bottom-up (PAN) ─ N3, N4, N5
                 └─ head, at every location of every level: C class logits and four
-                   distances (left, top, right, bottom) from the location's centre to the box's sides
+                   distances (left, top, right, bottom) from the location's centre to the box's sides,
+                   each read as the expectation of a distribution over 0..reg_max-1 strides
     training:  each ground-truth box picks the locations that already score and fit it best
                (task-aligned assignment, TOOD: Feng et al. 2021, as in YOLOv8);
-               loss = BCE on the classes (soft, IoU-aware targets) + CIoU on the boxes
+               loss = 0.5 BCE on the classes (soft, IoU-aware targets) + 7.5 CIoU on the boxes
+                      + 1.5 distribution focal loss on the distances (GFL: Li et al. 2020)
     inference: boxes decoded from the distances, scores = sigmoid(logits), then per-class NMS
 
 The same network answers three calls: ``model(images, targets)`` in training mode returns
@@ -17,6 +19,9 @@ its losses (``{"box": .., "cls": ..}``), ``model(images)`` in eval mode returns 
 ``{"boxes", "scores", "labels"}`` dict per image after NMS (boxes in input pixels, as
 torchvision's detectors do), and :meth:`YOLODetector.raw` returns every location's
 decoded box and class probabilities before NMS (what ONNX export carries).
+
+Options (``model.options``): ``reg_max`` (16; 1 gives one softplus distance per side and no DFL),
+``box_weight``, ``cls_weight``, ``dfl_weight``, ``topk`` (locations per box), ``conf``/``iou``/``max_det``.
 
 Sizes: ``yolo_n`` (width 16, depth 1) and ``yolo_s`` (width 32, depth 1); the input side
 must be a multiple of 32 so that every level's grid is exact. ``cspnet_n`` / ``cspnet_s`` are
@@ -143,16 +148,25 @@ class Neck(nn.Module):
 
 
 class Head(nn.Module):
-    """Decoupled, per level: a box branch (4 distances, in strides) and a class branch (C logits)."""
+    """Decoupled, per level: a box branch and a class branch (C logits).
+
+    The box branch gives, for each of the four sides, either one number (``reg_max`` 1: a distance
+    in strides, through a softplus) or ``reg_max`` logits of a distribution over the distances
+    0, 1, .., reg_max - 1 strides, whose expectation is the distance (the distribution focal loss of
+    Li et al. 2020, GFL, as in YOLOv8): a side the network is unsure of can spread its mass over two
+    bins instead of averaging to a wrong value.
+    """
 
     PRIOR = 0.01  # the class bias starts every score at 1%: the many background locations do not
     #               swamp the first steps' loss (Lin et al. 2017, RetinaNet)
 
-    def __init__(self, channels: tuple[int, ...], num_classes: int) -> None:
+    def __init__(self, channels: tuple[int, ...], num_classes: int, reg_max: int = 16) -> None:
         super().__init__()
-        cb = max(16, channels[0] // 4)
+        self.reg_max = reg_max
+        cb = max(16, channels[0] // 4, 4 * reg_max if reg_max > 1 else 0)
         cc = max(channels[0], min(num_classes, 100))
-        self.box = nn.ModuleList(nn.Sequential(conv_bn(c, cb), conv_bn(cb, cb), nn.Conv2d(cb, 4, 1))
+        out = 4 * reg_max if reg_max > 1 else 4
+        self.box = nn.ModuleList(nn.Sequential(conv_bn(c, cb), conv_bn(cb, cb), nn.Conv2d(cb, out, 1))
                                  for c in channels)
         self.cls = nn.ModuleList(nn.Sequential(conv_bn(c, cc), conv_bn(cc, cc), nn.Conv2d(cc, num_classes, 1))
                                  for c in channels)
@@ -162,10 +176,36 @@ class Head(nn.Module):
             nn.init.zeros_(branch[-1].bias)
 
     def forward(self, feats: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
-        """``(distances (N, A, 4), logits (N, A, C))``, the A locations of all levels in order."""
+        """``(box outputs (N, A, 4 or 4 * reg_max), logits (N, A, C))``, the A locations of all levels in order."""
         dist = [b(f).flatten(2).transpose(1, 2) for b, f in zip(self.box, feats)]
         cls = [c(f).flatten(2).transpose(1, 2) for c, f in zip(self.cls, feats)]
         return torch.cat(dist, 1), torch.cat(cls, 1)
+
+    def distances(self, out: Tensor) -> Tensor:
+        """The four distances (left, top, right, bottom) of every location, in strides ``(N, A, 4)``."""
+        if self.reg_max == 1:
+            # At least 1% of a stride: a box of zero width (softplus underflows near -20) has an
+            # undefined aspect ratio in the CIoU loss.
+            return F.softplus(out).clamp_min(0.01)
+        bins = torch.arange(self.reg_max, device=out.device, dtype=out.dtype)
+        probs = out.unflatten(-1, (4, self.reg_max)).softmax(-1)
+        return (probs @ bins).clamp_min(0.01)
+
+
+def distribution_focal_loss(out: Tensor, target: Tensor, reg_max: int) -> Tensor:
+    """DFL per location ``(K,)``: ``out`` (K, 4 * reg_max) bin logits, ``target`` (K, 4) distances in strides.
+
+    A target between bins ``l`` and ``l + 1`` is the mix ``(l + 1 - t)`` of bin l and ``(t - l)`` of bin
+    l + 1, whose expectation is exactly t; the loss is the cross-entropy to that mix, averaged over the
+    four sides.
+    """
+    t = target.clamp(0, reg_max - 1 - 0.01)
+    left = t.floor().long()
+    w_right = t - left
+    logp = out.unflatten(-1, (4, reg_max)).log_softmax(-1)
+    loss = -(logp.gather(-1, left.unsqueeze(-1)).squeeze(-1) * (1 - w_right)
+             + logp.gather(-1, (left + 1).unsqueeze(-1)).squeeze(-1) * w_right)
+    return loss.mean(-1)
 
 
 def grid_points(sizes: list[tuple[int, int]], strides: tuple[int, ...], device, dtype) -> tuple[Tensor, Tensor]:
@@ -260,61 +300,83 @@ class YOLODetector(nn.Module):
 
     def __init__(self, num_classes: int, in_chans: int = 3, input_size: int = 320, width: int = 16,
                  depth: int = 1, conf: float = 0.001, iou: float = 0.6, max_det: int = 100,
-                 box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10,
-                 backbone: "Backbone | None" = None) -> None:
+                 box_weight: float = 7.5, cls_weight: float = 0.5, dfl_weight: float = 1.5, topk: int = 10,
+                 reg_max: int = 16, backbone: "Backbone | None" = None) -> None:
         super().__init__()
         if input_size % 32:
             raise UserError(f"a yolo detector needs data.image_size divisible by 32 (its coarsest grid has "
                             f"stride 32), got {input_size}; try {max(32, round(input_size / 32) * 32)}")
+        if not (isinstance(reg_max, int) and 1 <= reg_max <= 64):
+            raise UserError(f"model.options.reg_max must be an integer in 1..64 (1: one distance per side, "
+                            f"more: a distribution over that many bins), got {reg_max!r}")
         self.num_classes = num_classes
         self.input_size = input_size
         self.backbone = backbone if backbone is not None else Backbone(in_chans, width, depth)
         self.neck = Neck(self.backbone.channels, depth)
-        self.head = Head(self.backbone.channels, num_classes)
+        self.head = Head(self.backbone.channels, num_classes, reg_max)
         # Post-processing settings: plain attributes, not state (predict sets conf/iou per call).
         self.conf, self.iou, self.max_det = conf, iou, max_det
-        self.box_weight, self.cls_weight, self.topk = box_weight, cls_weight, topk
+        self.box_weight, self.cls_weight, self.dfl_weight, self.topk = box_weight, cls_weight, dfl_weight, topk
 
     # -- the network
 
+    def _outputs(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(boxes (N, A, 4) in input pixels, class logits (N, A, C), box outputs of the head,
+        location centres (A, 2), strides (A, 1))``."""
+        feats = self.neck(*self.backbone(images))
+        out, logits = self.head(feats)
+        points, strides = grid_points([f.shape[-2:] for f in feats], STRIDES, images.device, out.dtype)
+        ltrb = self.head.distances(out) * strides
+        boxes = torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], -1)
+        return boxes, logits, out, points, strides
+
     def raw(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Every location's box ``(N, A, 4)`` (x1, y1, x2, y2 in input pixels) and class logits ``(N, A, C)``."""
-        feats = self.neck(*self.backbone(images))
-        dist, logits = self.head(feats)
-        points, strides = grid_points([f.shape[-2:] for f in feats], STRIDES, images.device, dist.dtype)
-        # Distances are positive, in units of the level's stride, and at least 1% of one: a box of
-        # zero width (softplus underflows near -20) has an undefined aspect ratio in the CIoU loss.
-        ltrb = F.softplus(dist).clamp_min(0.01) * strides
-        boxes = torch.cat([points - ltrb[..., :2], points + ltrb[..., 2:]], -1)
+        boxes, logits, *_ = self._outputs(images)
         return boxes, logits
 
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> Any:
-        boxes, logits = self.raw(images)
+        boxes, logits, out, points, strides = self._outputs(images)
         if targets is not None:
-            return self.loss(boxes, logits, targets, images.shape[-2:])
+            return self.loss(boxes, logits, targets, out, points, strides)
         if self.training:
             return boxes, logits
         return self.postprocess(boxes, logits.sigmoid(), images.shape[-2:])
 
     # -- training
 
-    def loss(self, boxes: Tensor, logits: Tensor, targets: list[dict[str, Tensor]],
-             size: tuple[int, int]) -> dict[str, Tensor]:
-        """``{"box": CIoU loss, "cls": BCE loss}``, both already weighted; their sum is the training loss."""
-        feats_sizes = [(size[0] // s, size[1] // s) for s in STRIDES]
-        points, _ = grid_points(feats_sizes, STRIDES, boxes.device, torch.float32)
-        boxes, logits = boxes.float(), logits.float()
+    def loss(self, boxes: Tensor, logits: Tensor, targets: list[dict[str, Tensor]], out: Tensor,
+             points: Tensor, strides: Tensor) -> dict[str, Tensor]:
+        """``{"box": CIoU loss, "cls": BCE loss[, "dfl": DFL]}``, already weighted; their sum is the training loss.
+
+        Every term is normalised by the sum of the class targets, and the box terms of a location are
+        weighted by its class target: the locations that align best with their box teach the most.
+        """
+        boxes, logits, out, points = boxes.float(), logits.float(), out.float(), points.float()
         gt_boxes, gt_labels, gt_mask = pad_targets(targets, boxes.device)
         t_boxes, t_scores, fg = task_aligned_assign(logits.detach().sigmoid(), boxes.detach(), points,
                                                     gt_labels, gt_boxes, gt_mask, topk=self.topk)
         total = t_scores.sum().clamp_min(1.0)
         cls = F.binary_cross_entropy_with_logits(logits, t_scores, reduction="sum") / total
+        losses = {"cls": self.cls_weight * cls}
         if fg.any():
             weight = t_scores.sum(-1)[fg]
             box = (complete_box_iou_loss(boxes[fg], t_boxes[fg], reduction="none") * weight).sum() / total
         else:
             box = boxes.sum() * 0.0
-        return {"box": self.box_weight * box, "cls": self.cls_weight * cls}
+        losses["box"] = self.box_weight * box
+        if self.head.reg_max > 1:
+            if fg.any():
+                # The target distances of each foreground location, in its level's strides.
+                p = points.expand_as(boxes[..., :2])[fg]
+                s = strides.float().expand(boxes.shape[0], -1, 1)[fg]
+                t = t_boxes[fg]
+                target = torch.cat([p - t[:, :2], t[:, 2:] - p], -1) / s
+                dfl = (distribution_focal_loss(out[fg], target, self.head.reg_max) * weight).sum() / total
+            else:
+                dfl = out.sum() * 0.0
+            losses["dfl"] = self.dfl_weight * dfl
+        return losses
 
     # -- inference
 
@@ -413,16 +475,16 @@ def cspnet_s(num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> 
                 "task-aligned assignment, CIoU loss, NMS", default_input=(3, 320, 320),
                 min_input=(1, 64, 64), task="detection")
 def yolo_n(num_classes: int = 80, in_chans: int = 3, input_size: int = 320, conf: float = 0.001, iou: float = 0.6,
-           max_det: int = 100, box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10,
-           backbone: nn.Module | None = None) -> YOLODetector:
+           max_det: int = 100, box_weight: float = 7.5, cls_weight: float = 0.5, dfl_weight: float = 1.5,
+           topk: int = 10, reg_max: int = 16, backbone: nn.Module | None = None) -> YOLODetector:
     return _create(16, 1, num_classes, in_chans, input_size, backbone, conf=conf, iou=iou, max_det=max_det,
-                   box_weight=box_weight, cls_weight=cls_weight, topk=topk)
+                   box_weight=box_weight, cls_weight=cls_weight, dfl_weight=dfl_weight, topk=topk, reg_max=reg_max)
 
 
 @register_model("yolo_s", "YOLO-style anchor-free detector, small (width 32)",
                 default_input=(3, 320, 320), min_input=(1, 64, 64), task="detection")
 def yolo_s(num_classes: int = 80, in_chans: int = 3, input_size: int = 320, conf: float = 0.001, iou: float = 0.6,
-           max_det: int = 100, box_weight: float = 7.5, cls_weight: float = 1.0, topk: int = 10,
-           backbone: nn.Module | None = None) -> YOLODetector:
+           max_det: int = 100, box_weight: float = 7.5, cls_weight: float = 0.5, dfl_weight: float = 1.5,
+           topk: int = 10, reg_max: int = 16, backbone: nn.Module | None = None) -> YOLODetector:
     return _create(32, 1, num_classes, in_chans, input_size, backbone, conf=conf, iou=iou, max_det=max_det,
-                   box_weight=box_weight, cls_weight=cls_weight, topk=topk)
+                   box_weight=box_weight, cls_weight=cls_weight, dfl_weight=dfl_weight, topk=topk, reg_max=reg_max)
