@@ -65,6 +65,13 @@ class DataConfig(Section):
     epoch_repeats: int = Field(1, ge=1, description="passes over the training split in one epoch (as timm's "
                                "--epoch-repeats), each reshuffled and augmented anew: for small data, so that "
                                "an epoch is more than a few steps")
+    mask_values: dict[int, int] | None = Field(None, description="segmentation: mask pixel value -> class index, "
+                                               "for masks whose values are not 0..K-1 (binary 0/255 masks are "
+                                               "read as 0/1 without it); values not listed are an error")
+    class_names: list[str] | None = Field(None, description="segmentation: the names of the mask classes, in "
+                                          "index order (default: background/foreground for two, class_<k> else)")
+    crop_size: int | None = Field(None, gt=0, description="segmentation: train on random crops of this side; "
+                                  "validation, eval and predict see whole images")
     cache_dir: str | None = None
     download: bool = True
     device_resident: Literal["auto", "on", "off"] = "auto"
@@ -72,7 +79,7 @@ class DataConfig(Section):
 
 class EarlyStoppingConfig(Section):
     monitor: Literal["val_loss", "val_accuracy", "train_loss", "train_accuracy", "val_map", "val_map_50",
-                     "val_map_75"] = "val_loss"
+                     "val_map_75", "val_miou", "val_dice", "val_pixel_accuracy", "val_mask_map"] = "val_loss"
     mode: Literal["min", "max", "auto"] = "auto"
     patience: int = Field(5, ge=0)
     min_delta: float = Field(0.0, ge=0.0)
@@ -202,10 +209,23 @@ class AugmentConfig(Section):
     cutout: int = Field(0, ge=0, description="side of a random square set to zero")
     scale_jitter: float = Field(0.0, ge=0.0, lt=1.0, description="detection: random zoom by a factor in "
                                 "[1 - s, 1 + s] with a random shift, boxes following (torchvision v2)")
+    saturation: float = Field(0.0, ge=0.0, lt=1.0, description="detection and segmentation: random saturation "
+                              "factor in [1 - s, 1 + s] (torchvision ColorJitter)")
+    hue: float = Field(0.0, ge=0.0, le=0.5, description="detection and segmentation: random hue shift in "
+                       "[-h, h] turns of the colour wheel (torchvision ColorJitter)")
+    vflip: bool = Field(False, description="segmentation and detection: flip each image upside down with p=0.5")
+    elastic: float = Field(0.0, ge=0.0, description="segmentation: alpha of a random elastic deformation "
+                           "(torchvision v2.ElasticTransform, as the U-Net paper); 0 turns it off")
+    elastic_sigma: float = Field(5.0, gt=0.0, description="segmentation: smoothness (pixels) of the elastic field")
+    mosaic: float = Field(0.0, ge=0.0, le=1.0, description="detection: probability that a training image is a "
+                          "mosaic of four (YOLOv4), cut to the image size around a random centre")
+    mosaic_off_epochs: int = Field(0, ge=0, description="detection: the last N epochs train on plain images "
+                                   "(no mosaic), so training ends on pictures like the test ones")
 
     def active(self) -> bool:
         return bool(self.crop_padding or self.rotation or self.hflip or self.brightness
-                    or self.contrast or self.cutout or self.scale_jitter)
+                    or self.contrast or self.cutout or self.scale_jitter or self.mosaic or self.vflip
+                    or self.elastic or self.saturation or self.hue)
 
 
 class DistillConfig(Section):
@@ -238,7 +258,13 @@ class TrainConfig(Section):
             raise ValueError(f"train.name must be a plain folder name (no '/', '\\', '.' or '..'), got {v!r}; "
                              f"use train.runs_dir to choose where runs go")
         return v
-    loss: Literal["cross_entropy", "mse", "bce"] = "cross_entropy"
+    loss: Literal["cross_entropy", "mse", "bce", "dice", "focal", "cross_entropy+dice", "focal+dice"] = Field(
+        "cross_entropy", description="dice, focal and their sums with cross_entropy are segmentation losses")
+    class_weights: list[float] | None = Field(None, description="segmentation: a weight per class in the "
+                                              "cross-entropy / focal loss (rare classes count more)")
+    border_weight: float = Field(0.0, ge=0.0, description="segmentation: w0 of the U-Net paper's weight map, "
+                                 "which makes pixels between two nearby objects count more; 0 turns it off")
+    border_sigma: float = Field(5.0, gt=0.0, description="segmentation: sigma (pixels) of the border weight map")
     engine: Literal["torch", "reference"] = "torch"
     deterministic: bool = False
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"

@@ -2,9 +2,18 @@
 
 A layer is a bare name (``relu``), a one-key mapping with a shorthand value
 (``maxpool: 2``, ``dense: 120``) or with its arguments
-(``conv: {out: 6, kernel: 5, padding: valid}``). :func:`parse_layers` checks
-names and arguments and :func:`infer_shapes` walks the shapes, failing on the
-first layer that does not fit (naming its index and the shapes). No torch here:
+(``conv: {out: 6, kernel: 5, padding: valid}``). Any layer may be given a ``name``,
+as a second key (``{conv: 64, name: enc1}``) or among its arguments; otherwise it is
+named after its type and rank (``conv1``, ``relu2``). The name is the torch module's.
+:func:`parse_layers` checks names and arguments and :func:`infer_shapes` walks the
+shapes, failing on the first layer that does not fit (naming its index and the shapes).
+
+Encoder-decoder networks (U-Net, Ronneberger et al., 2015) use ``conv_transpose``
+(alias ``upconv``) or ``upsample`` to enlarge maps and ``concat: NAME`` to join the
+current map with the output of the earlier layer NAME of the same list, along channels
+(centre-cropping that output to the current size). A final ``conv`` with
+``out: num_classes`` is a per-pixel classifier: the network then gives (N, K, H, W).
+No torch here:
 :func:`cnnkit.models.spec.build_torch` turns a parsed list into a torch network and
 :class:`cnnkit.reference.network.ReferenceNet` into a NumPy one.
 
@@ -19,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,14 +58,25 @@ LAYER_ARGS: dict[str, dict[str, Any]] = {
     "elu": {"alpha": 1.0},
     "maxout": {"pieces": 2},
     "residual": {"layers": _REQUIRED, "shortcut": "auto", "activation": None},
+    # U-Net's decoder: stride defaults to 2 (kernel 2, stride 2 doubles H and W, as the paper's up-conv)
+    "conv_transpose": {"out": _REQUIRED, "kernel": 2, "stride": 2, "padding": 0, "output_padding": 0,
+                       "dilation": 1, "bias": True},
+    "upsample": {"scale": None, "size": None, "mode": "nearest", "align_corners": False},  # scale 2 when neither
+    "concat": {"from": _REQUIRED},
 }
 SHORTHAND = {"conv": "out", "dense": "out", "maxpool": "kernel", "avgpool": "kernel", "l2pool": "kernel",
-             "dropout": "p", "leaky_relu": "slope", "elu": "alpha", "maxout": "pieces", "residual": "layers"}
+             "dropout": "p", "leaky_relu": "slope", "elu": "alpha", "maxout": "pieces", "residual": "layers",
+             "conv_transpose": "out", "upsample": "scale", "concat": "from"}
 ALIASES = {"conv2d": "conv", "linear": "dense", "fc": "dense", "max_pool": "maxpool", "avg_pool": "avgpool",
            "l2_pool": "l2pool", "global_avg_pool": "globalavgpool", "global_max_pool": "globalmaxpool",
-           "gap": "globalavgpool", "bn": "batchnorm", "batch_norm": "batchnorm", "leakyrelu": "leaky_relu"}
+           "gap": "globalavgpool", "bn": "batchnorm", "batch_norm": "batchnorm", "leakyrelu": "leaky_relu",
+           "upconv": "conv_transpose", "conv_transpose2d": "conv_transpose", "upsampling": "upsample",
+           "concatenate": "concat"}
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout")
 POOLS = ("maxpool", "avgpool", "l2pool")
+SPATIAL_ONLY = ("conv", "conv_transpose", "upsample", "concat") + POOLS + ("globalavgpool", "globalmaxpool")
+UPSAMPLE_MODES = ("nearest", "bilinear")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -68,29 +89,44 @@ class LayerSpec:
     index: str  # "3" or "5.2" inside a residual block, for error messages
     children: tuple["LayerSpec", ...] = field(default=())
 
+    @property
+    def where(self) -> str:
+        """How error messages name the layer: ``layer 3 (conv)``, or ``layer 3 (conv 'enc1')``."""
+        auto = re.fullmatch(re.escape(self.type) + r"\d+", self.name)
+        return f"layer {self.index} ({self.type})" if auto else f"layer {self.index} ({self.type} {self.name!r})"
+
 
 # --------------------------------------------------------------------------- parsing
 
-def parse_layers(raw: list[Any], *, _prefix: str = "", _counts: dict[str, int] | None = None) -> list[LayerSpec]:
-    """Check each layer's name and arguments and fill in defaults."""
+def parse_layers(raw: list[Any], *, _prefix: str = "", _counts: dict[str, int] | None = None,
+                 _names: dict[str, str] | None = None) -> list[LayerSpec]:
+    """Check each layer's type, arguments and name, and fill in defaults."""
     if not isinstance(raw, list) or not raw:
         raise SpecError(f"model.layers must be a non-empty list of layers, got {raw!r}")
+    top = _counts is None
     counts = _counts if _counts is not None else {}
+    names = _names if _names is not None else {}   # every layer's name -> its index, residual bodies too
     out = []
     for i, item in enumerate(raw):
         index = f"{_prefix}{i}"
-        out.append(_parse_one(item, index, counts))
+        out.append(_parse_one(item, index, counts, names))
+    if top:
+        _check_concat_sources(out, names)
     return out
 
 
-def _parse_one(item: Any, index: str, counts: dict[str, int]) -> LayerSpec:
+def _parse_one(item: Any, index: str, counts: dict[str, int], names: dict[str, str]) -> LayerSpec:
+    given_name = None
+    if isinstance(item, dict) and len(item) == 2 and "name" in item:   # {conv: 64, name: enc1}
+        given_name = item["name"]
+        item = {k: v for k, v in item.items() if k != "name"}
     if isinstance(item, str):
         kind, value = item, None
     elif isinstance(item, dict) and len(item) == 1:
         kind, value = next(iter(item.items()))
     else:
         raise SpecError(f"layer {index}: {item!r} is not a layer; write a name (relu) or a one-key mapping "
-                        f"(conv: {{out: 6, kernel: 5}})")
+                        f"(conv: {{out: 6, kernel: 5}}), optionally with a name key (name: enc1)")
     kind = ALIASES.get(str(kind), str(kind))
     if kind not in LAYER_ARGS:
         raise SpecError(f"layer {index}: unknown layer type {kind!r}{did_you_mean(kind, LAYER_ARGS)}; "
@@ -100,6 +136,11 @@ def _parse_one(item: Any, index: str, counts: dict[str, int]) -> LayerSpec:
         given: dict[str, Any] = {}
     elif isinstance(value, dict):
         given = dict(value)
+        if "name" in given:
+            if given_name is not None:
+                raise SpecError(f"layer {index} ({kind}): name given twice ({given_name!r} and {given['name']!r}); "
+                                f"give it once")
+            given_name = given.pop("name")
     elif kind in SHORTHAND:
         given = {SHORTHAND[kind]: value}
     else:
@@ -107,18 +148,61 @@ def _parse_one(item: Any, index: str, counts: dict[str, int]) -> LayerSpec:
     unknown = [k for k in given if k not in defaults]
     if unknown:
         raise SpecError(f"layer {index} ({kind}): unknown argument {unknown[0]!r}"
-                        f"{did_you_mean(unknown[0], defaults)}; allowed: {', '.join(defaults) or 'none'}")
+                        f"{did_you_mean(unknown[0], defaults)}; allowed: {', '.join(list(defaults) + ['name'])}")
     args = {k: given.get(k, v) for k, v in defaults.items()}
     missing = [k for k, v in args.items() if v is _REQUIRED]
     if missing:
         raise SpecError(f"layer {index} ({kind}): missing argument {missing[0]!r}")
     args = _check_args(kind, args, index)
-    counts[kind] = counts.get(kind, 0) + 1
-    name = f"{kind}{counts[kind]}"
+    counts[kind] = counts.get(kind, 0) + 1   # a named layer keeps its rank: naming one renames no other
+    if given_name is None:
+        name = f"{kind}{counts[kind]}"
+    else:
+        name = _check_name(given_name, index, kind, names)
+    names[name] = index
     children: tuple[LayerSpec, ...] = ()
     if kind == "residual":
-        children = tuple(parse_layers(args["layers"], _prefix=f"{index}.", _counts=counts))
+        children = tuple(parse_layers(args["layers"], _prefix=f"{index}.", _counts=counts, _names=names))
     return LayerSpec(kind, args, name, index, children)
+
+
+def _check_name(name: Any, index: str, kind: str, names: dict[str, str]) -> str:
+    """A layer's own name: an identifier, no layer type, not of the automatic form, not taken."""
+    where = f"layer {index} ({kind})"
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise SpecError(f"{where}: name {name!r} is not allowed; use letters, digits and _ "
+                        f"(not starting with a digit), e.g. enc1")
+    if name in LAYER_ARGS or name in ALIASES:
+        raise SpecError(f"{where}: name {name!r} is a layer type; pick another, e.g. {kind}_a or enc1")
+    auto = next((t for t in LAYER_ARGS if re.fullmatch(re.escape(t) + r"\d+", name)), None)
+    if auto is not None:
+        raise SpecError(f"{where}: name {name!r} has the form of an automatic name (type + number, as "
+                        f"{auto}1, {auto}2 ...); pick another, e.g. enc1 or up1")
+    if name in names:
+        raise SpecError(f"{where}: name {name!r} is already the name of layer {names[name]}; names must be unique")
+    return name
+
+
+def _check_concat_sources(specs: list[LayerSpec], names: dict[str, str]) -> None:
+    """Each concat names an earlier layer of its own list (a residual body is a list of its own)."""
+    rank = {s.name: i for i, s in enumerate(specs)}
+    for i, spec in enumerate(specs):
+        if spec.type == "concat":
+            src = spec.args["from"]
+            if src in rank and rank[src] < i:
+                pass
+            elif src in rank:
+                raise SpecError(f"{spec.where}: from {src!r} is layer {names[src]}, which comes after it; "
+                                f"concat joins the output of an earlier layer")
+            elif src in names:
+                raise SpecError(f"{spec.where}: from {src!r} is layer {names[src]}, in another layer list; concat "
+                                f"joins an earlier layer of its own list (a residual block's body is a list of "
+                                f"its own)")
+            else:
+                earlier = [s.name for s in specs[:i]]
+                raise SpecError(f"{spec.where}: from {src!r} names no layer{did_you_mean(src, earlier)}; "
+                                f"earlier layers of this list: {', '.join(earlier) or 'none'}")
+        _check_concat_sources(list(spec.children), names)
 
 
 def _positive_pair(kind: str, index: str, key: str, v: Any, allow_zero: bool = False) -> tuple[int, int]:
@@ -134,10 +218,11 @@ def _positive_pair(kind: str, index: str, key: str, v: Any, allow_zero: bool = F
 
 def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
     a = dict(args)
-    if kind in ("conv", "dense"):
+    if kind in ("conv", "conv_transpose", "dense"):
         if not isinstance(a["out"], int) or isinstance(a["out"], bool) or a["out"] < 1:
-            if not (kind == "dense" and a["out"] == "num_classes"):
-                raise SpecError(f"layer {index} ({kind}): out must be a positive int, got {a['out']!r}")
+            if a["out"] != "num_classes":
+                raise SpecError(f"layer {index} ({kind}): out must be a positive int or 'num_classes' (the data's "
+                                f"class count), got {a['out']!r}")
     if kind == "conv":
         a["kernel"] = _positive_pair(kind, index, "kernel", a["kernel"])
         a["stride"] = _positive_pair(kind, index, "stride", a["stride"])
@@ -156,6 +241,46 @@ def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
         a["padding"] = _positive_pair(kind, index, "padding", a["padding"], allow_zero=True)
         if a["padding"][0] * 2 > a["kernel"][0] or a["padding"][1] * 2 > a["kernel"][1]:
             raise SpecError(f"layer {index} ({kind}): padding {a['padding']} must be at most half the kernel {a['kernel']}")
+    if kind == "conv_transpose":
+        for key in ("kernel", "stride", "dilation"):
+            a[key] = _positive_pair(kind, index, key, a[key])
+        if a["padding"] == "valid":
+            a["padding"] = (0, 0)
+        elif isinstance(a["padding"], str):
+            if a["padding"] != "same":
+                raise SpecError(f"layer {index} (conv_transpose): padding {a['padding']!r}"
+                                f"{did_you_mean(a['padding'], ['valid', 'same'])} is not allowed; use 'valid', "
+                                f"'same' (out = in * stride), an int or a pair of ints")
+        else:
+            a["padding"] = _positive_pair(kind, index, "padding", a["padding"], allow_zero=True)
+        a["output_padding"] = _positive_pair(kind, index, "output_padding", a["output_padding"], allow_zero=True)
+        if a["padding"] == "same" and a["output_padding"] != (0, 0):
+            raise SpecError(f"layer {index} (conv_transpose): padding 'same' sets output_padding itself; "
+                            f"remove output_padding {a['output_padding']} or give padding as numbers")
+        for ax in range(2):
+            if a["output_padding"][ax] >= max(a["stride"][ax], a["dilation"][ax]):
+                raise SpecError(f"layer {index} (conv_transpose): output_padding {a['output_padding']} must be "
+                                f"smaller than the stride {a['stride']} or the dilation {a['dilation']}")
+        conv_transpose_padding(a, index)   # 'same' must be reachable
+    if kind == "upsample":
+        if a["scale"] is not None and a["size"] is not None:
+            raise SpecError(f"layer {index} (upsample): give scale or size, not both "
+                            f"(got scale {a['scale']!r} and size {a['size']!r})")
+        if a["size"] is not None:
+            a["size"] = _positive_pair(kind, index, "size", a["size"])
+        else:
+            a["scale"] = _positive_pair(kind, index, "scale", 2 if a["scale"] is None else a["scale"])
+        if a["mode"] not in UPSAMPLE_MODES:
+            raise SpecError(f"layer {index} (upsample): mode {a['mode']!r}{did_you_mean(a['mode'], UPSAMPLE_MODES)}"
+                            f" is not allowed; use {' or '.join(UPSAMPLE_MODES)}")
+        if not isinstance(a["align_corners"], bool):
+            raise SpecError(f"layer {index} (upsample): align_corners must be true or false, "
+                            f"got {a['align_corners']!r}")
+        if a["align_corners"] and a["mode"] != "bilinear":
+            raise SpecError(f"layer {index} (upsample): align_corners applies to mode bilinear only, "
+                            f"got mode {a['mode']!r}")
+    if kind == "concat" and not (isinstance(a["from"], str) and a["from"]):
+        raise SpecError(f"layer {index} (concat): from must be the name of an earlier layer, got {a['from']!r}")
     if kind == "dropout" and not (isinstance(a["p"], (int, float)) and 0 <= a["p"] < 1):
         raise SpecError(f"layer {index} (dropout): p must be in [0, 1), got {a['p']!r}")
     if kind == "leaky_relu" and not isinstance(a["slope"], (int, float)):
@@ -171,6 +296,34 @@ def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
         if a["activation"] not in (None, "relu", "none"):
             raise SpecError(f"layer {index} (residual): activation {a['activation']!r} is not allowed; use relu or none")
     return a
+
+
+def conv_transpose_padding(args: dict[str, Any], index: str = "?") -> tuple[tuple[int, int], tuple[int, int]]:
+    """``(padding, output_padding)`` pairs of a conv_transpose, with ``padding: same`` resolved.
+
+    Transposed convolution: out = (in - 1) * s - 2 p + d (k - 1) + output_padding + 1.
+    'same' (out = in * s) takes p = ceil(t / 2) and output_padding = 2 p - t with t = d (k - 1) + 1 - s
+    (t < 0: p = 0, output_padding = -t), as torch only pads symmetrically.
+    """
+    if args["padding"] != "same":
+        return args["padding"], args["output_padding"]
+    pads, extra = [], []
+    for k, s, d in zip(args["kernel"], args["stride"], args["dilation"]):
+        t = d * (k - 1) + 1 - s
+        p = (t + 1) // 2 if t >= 0 else 0
+        op = 2 * p - t
+        if op >= max(s, d):
+            raise SpecError(f"layer {index} (conv_transpose): padding 'same' with kernel {args['kernel']} and "
+                            f"stride {args['stride']} needs an odd number of padded pixels, which torch cannot "
+                            f"place; use an odd kernel with stride 1, or give padding as numbers")
+        pads.append(p)
+        extra.append(op)
+    return (pads[0], pads[1]), (extra[0], extra[1])
+
+
+def center_crop_offsets(big: tuple[int, int], small: tuple[int, int]) -> tuple[int, int]:
+    """(top, left) of the centred ``small`` window in a ``big`` map (the odd pixel is cut on the bottom/right)."""
+    return (big[0] - small[0]) // 2, (big[1] - small[1]) // 2
 
 
 # --------------------------------------------------------------------------- shapes
@@ -193,24 +346,69 @@ def conv_geometry(spec: LayerSpec, shape: Shape) -> dict[str, Any]:
     return {"pad": (pt, pb, pl, pr), "out": out}
 
 
-def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = None) -> Shape:
-    """Output shape of one layer, or SpecError naming the layer and the shapes."""
-    where = f"layer {spec.index} ({spec.type})"
+def out_channels(spec: LayerSpec, num_classes: int | None) -> int:
+    """A conv, conv_transpose or dense layer's ``out``, with ``num_classes`` resolved."""
+    out = spec.args["out"]
+    if out == "num_classes":
+        if num_classes is None:
+            raise SpecError(f"{spec.where}: out 'num_classes' needs the data's class count")
+        return num_classes
+    return out
+
+
+def conv_transpose_output_size(in_hw: tuple[int, int], args: dict[str, Any]) -> tuple[int, int]:
+    """out = (in - 1) * s - 2 p + d (k - 1) + output_padding + 1 on each axis (below 1 when it does not fit)."""
+    (ph, pw), (oh, ow) = conv_transpose_padding(args)
+    (kh, kw), (sh, sw), (dh, dw) = args["kernel"], args["stride"], args["dilation"]
+    return ((in_hw[0] - 1) * sh - 2 * ph + dh * (kh - 1) + oh + 1,
+            (in_hw[1] - 1) * sw - 2 * pw + dw * (kw - 1) + ow + 1)
+
+
+def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = None,
+                       named: dict[str, Shape] | None = None) -> Shape:
+    """Output shape of one layer, or SpecError naming the layer and the shapes.
+
+    ``named``: the output shapes of the earlier layers of the same list, by name (a concat needs them).
+    """
+    where = spec.where
     t, a = spec.type, spec.args
     spatial = len(shape) == 3
-    if t in ("conv",) + POOLS + ("globalavgpool", "globalmaxpool") and not spatial:
+    if t in SPATIAL_ONLY and not spatial:
         raise SpecError(f"{where}: needs a feature map [C, H, W] but gets a vector [{_fmt(shape)}]; "
                         f"move it before flatten")
     if t == "conv":
-        c = shape[0]
-        if c % a["groups"] or a["out"] % a["groups"]:
+        c, out = shape[0], out_channels(spec, num_classes)
+        if c % a["groups"] or out % a["groups"]:
             raise SpecError(f"{where}: groups={a['groups']} must divide both the input channels ({c}) "
-                            f"and out ({a['out']})")
+                            f"and out ({out})")
         g = conv_geometry(spec, shape)
         if min(g["out"]) < 1:
             raise SpecError(f"{where}: kernel {a['kernel']} (dilation {a['dilation']}) does not fit the input "
                             f"{_fmt(shape)} with padding {a['padding']}; the output would be {g['out'][0]}x{g['out'][1]}")
-        return (a["out"], *g["out"])
+        return (out, *g["out"])
+    if t == "conv_transpose":
+        hw = conv_transpose_output_size(shape[1:], a)
+        if min(hw) < 1:
+            raise SpecError(f"{where}: padding {a['padding']} is too large for the input {_fmt(shape)}; "
+                            f"the output would be {hw[0]}x{hw[1]}")
+        return (out_channels(spec, num_classes), *hw)
+    if t == "upsample":
+        if a["size"] is not None:
+            return (shape[0], *a["size"])
+        return (shape[0], shape[1] * a["scale"][0], shape[2] * a["scale"][1])
+    if t == "concat":
+        src = a["from"]
+        if named is None or src not in named:
+            raise SpecError(f"{where}: the output shape of {src!r} is not known here; infer the shapes of the "
+                            f"whole list (cnnkit.spec.infer_shapes)")
+        other = named[src]
+        if len(other) != 3:
+            raise SpecError(f"{where}: {src!r} gives a vector [{_fmt(other)}]; concat joins feature maps [C, H, W]")
+        if other[1] < shape[1] or other[2] < shape[2]:
+            raise SpecError(f"{where}: the output of {src!r} ({_fmt(other)}) is smaller than the current map "
+                            f"({_fmt(shape)}); it can be centre-cropped to the current size, not enlarged; "
+                            f"use 'same' padding or upsample less")
+        return (shape[0] + other[0], shape[1], shape[2])
     if t in POOLS:
         g = conv_geometry(spec, shape)
         if min(g["out"]) < 1:
@@ -227,12 +425,7 @@ def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = 
         if spatial:
             raise SpecError(f"{where}: needs a vector but gets a feature map {_fmt(shape)}; add 'flatten' "
                             f"(or a global pooling layer) before it")
-        out = a["out"]
-        if out == "num_classes":
-            if num_classes is None:
-                raise SpecError(f"{where}: out 'num_classes' needs the data's class count")
-            out = num_classes
-        return (out,)
+        return (out_channels(spec, num_classes),)
     if t == "maxout":
         if shape[0] % a["pieces"]:
             raise SpecError(f"{where}: {shape[0]} {'channels' if spatial else 'features'} are not divisible "
@@ -248,7 +441,7 @@ def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = 
 
 def residual_shortcut(spec: LayerSpec, shape: Shape, body_out: Shape) -> int | None:
     """Stride of the 1x1 projection the shortcut needs, or None for identity."""
-    where = f"layer {spec.index} (residual)"
+    where = spec.where
     mode = spec.args["shortcut"]
     if body_out == shape and mode != "conv":
         return None
@@ -266,11 +459,14 @@ def residual_shortcut(spec: LayerSpec, shape: Shape, body_out: Shape) -> int | N
 def infer_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None) -> list[Shape]:
     """The output shape after each layer, failing on the first that does not fit."""
     shapes, shape = [], tuple(input_shape)
+    named: dict[str, Shape] = {}
     for spec in specs:
-        shape = layer_output_shape(spec, shape, num_classes)
+        shape = layer_output_shape(spec, shape, num_classes, named)
+        named[spec.name] = shape
         shapes.append(shape)
     return shapes
 
 
-__all__ = ["ACTIVATIONS", "ALIASES", "LAYER_ARGS", "POOLS", "SHORTHAND", "LayerSpec", "Shape", "conv_geometry",
-           "infer_shapes", "layer_output_shape", "parse_layers", "residual_shortcut"]
+__all__ = ["ACTIVATIONS", "ALIASES", "LAYER_ARGS", "POOLS", "SHORTHAND", "SPATIAL_ONLY", "UPSAMPLE_MODES", "LayerSpec",
+           "Shape", "center_crop_offsets", "conv_geometry", "conv_transpose_output_size", "conv_transpose_padding",
+           "infer_shapes", "layer_output_shape", "out_channels", "parse_layers", "residual_shortcut"]

@@ -14,7 +14,10 @@ trace falls back to execution order, along its main path. Flatten keeps the fiel
 of the map it flattens; a global pool is a window over the whole map; a dense layer
 on a flattened (H, W) map sees all its positions (rf + (H - 1) * jump), and on a
 vector keeps its field. The result equals the input region that gets a non-zero
-gradient from one output unit (tested).
+gradient from one output unit (tested). Upsampling (a transposed convolution, an
+``nn.Upsample``) makes the cumulative stride a fraction, which the integer arithmetic
+does not follow: from there on (and wherever such a branch joins, as in U-Net's
+concatenations) the field and stride are unknown and show as ``-``.
 
 Example::
 
@@ -38,6 +41,8 @@ from cnnkit.nn.layers import GlobalAvgPool, GlobalMaxPool, L2Pool2d
 _WINDOWED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, L2Pool2d, nn.Conv1d)
 _ADAPTIVE = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, GlobalAvgPool, GlobalMaxPool)
 _ADAPTIVE_FUNCTIONS = ("adaptive_avg_pool2d", "adaptive_max_pool2d", "mean", "amax")
+_UPSAMPLING = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Upsample)
+_UPSAMPLING_FUNCTIONS = ("interpolate", "upsample", "conv_transpose1d", "conv_transpose2d")
 _MAC_OPS = ("convolution", "mm", "addmm", "bmm", "baddbmm")
 
 
@@ -83,8 +88,8 @@ def _window(m: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, 
 def _next_field(op: nn.Module | str | None, field_in: ReceptiveField | None, in_shape: list[int],
                 out_shape: list[int]) -> ReceptiveField | None:
     """The receptive field after ``op`` (a module, or a function's name) on an input with ``field_in``."""
-    if field_in is None:
-        return None
+    if field_in is None or isinstance(op, _UPSAMPLING) or op in _UPSAMPLING_FUNCTIONS:
+        return None   # unknown: upsampling makes the stride a fraction
     if isinstance(op, nn.Linear) or op == "linear":
         return field_in.dense()
     if (isinstance(op, nn.Flatten) or op == "flatten") and len(in_shape) == 3:
@@ -186,10 +191,10 @@ def _fields_graph(model: nn.Module, input_shape) -> dict[str, list[tuple]] | Non
         ins = [state[a] for a in node.all_input_nodes if a in state]
         if not ins:  # built from constants only
             continue
-        live = [f for f in ins if f is not None]
         field_in = None
-        for f in live:
-            field_in = f if field_in is None else field_in.merge(f)
+        if all(f is not None for f in ins):   # a branch of unknown field makes the join unknown too
+            for f in ins:
+                field_in = f if field_in is None else field_in.merge(f)
         if node.op == "call_module":
             op = modules.get(node.target)
         else:

@@ -46,7 +46,17 @@ VECTOR = [
     {"conv": {"out": 12, "kernel": [3, 2], "stride": [1, 2], "padding": "same"}}, "relu", "globalmaxpool",
     "flatten", {"dense": {"out": 32, "bias": False}}, "batchnorm", "relu", {"dropout": 0.5}, {"dense": 10},
 ]
-NETS = {"lenet": (lenet5_layers(), (1, 28, 28)), "spatial": (SPATIAL, (3, 15, 14)), "vector": (VECTOR, (3, 12, 12))}
+# U-Net's pieces: named layers, a transposed convolution, nearest and bilinear upsampling, concatenations
+# (one of them fed by a layer whose output also goes on), then a classifier head for the losses.
+UNET = [
+    {"conv": {"out": 6, "kernel": 3, "padding": "same"}, "name": "enc1"}, "relu", {"maxpool": 2},
+    {"conv": {"out": 8, "kernel": 3, "padding": 1}}, {"relu": {"name": "enc2"}}, {"maxpool": 2},
+    {"upconv": {"out": 8, "kernel": 3, "stride": 2, "padding": 1, "output_padding": 1}}, {"concat": "enc2"},
+    {"upsample": {"scale": 2, "mode": "bilinear"}}, {"concat": "enc1"}, "tanh",
+    {"upsample": {"size": [9, 7]}}, "globalavgpool", {"dense": 10},
+]
+NETS = {"lenet": (lenet5_layers(), (1, 28, 28)), "spatial": (SPATIAL, (3, 15, 14)), "vector": (VECTOR, (3, 12, 12)),
+        "unet": (UNET, (3, 12, 12))}
 
 
 def twins(layers, shape, seed=0, dtype=np.float32):

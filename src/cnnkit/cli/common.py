@@ -84,7 +84,7 @@ def resolve_target(target: str, input_text: str | None, num_classes: int | None)
             else:
                 from cnnkit.data import load_data
 
-                shape = tuple(load_data(cfg.data).input_shape)
+                shape = tuple(load_data(cfg.data, task=cfg.task).input_shape)
         classes = num_classes or cfg.model.num_classes or 10
         if cfg.model.layers is None and cfg.model.name is not None:
             model = get_model(cfg.model.name, num_classes=classes, in_chans=shape[0], input_size=shape[1],

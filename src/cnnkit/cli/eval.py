@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         from cnnkit.data import load_data
 
-        bundle = load_data(cfg.data)
+        bundle = load_data(cfg.data, task=cfg.task)
         data, what = (bundle.val if args.split == "val" else bundle.test), args.split
         if data is None:
             raise UserError(f"dataset {cfg.data.name!r} has no {args.split} split; use --split val")
@@ -57,10 +57,15 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
         return 0
     named = "  ".join(f"{k}: {res[k]:.4f}" for k in (*task.metric_names, "loss") if res.get(k) is not None)
-    print(f"{what} {named}  ({res['n']} {'images' if task.name in ('classification', 'detection') else 'examples'}, "
-          f"{Path(info['checkpoint']).name})")
-    per_class = out.get("per_class") if task.name == "detection" else out.get("per_class_accuracy")
-    if per_class:
+    images = task.name in ("classification", "detection", "segmentation", "instance")
+    print(f"{what} {named}  ({res['n']} {'images' if images else 'examples'}, {Path(info['checkpoint']).name})")
+    per_class = out.get("per_class") if task.name != "classification" else out.get("per_class_accuracy")
+    if per_class and all(isinstance(v, dict) for v in per_class.values()):  # segmentation: IoU and Dice
+        width = max(len(c) for c in per_class)
+        print(f"  {'class':<{width}}  {'iou':>6}  {'dice':>6}")
+        for c, v in per_class.items():
+            print(f"  {c:<{width}}  " + "  ".join("     -" if v[k] is None else f"{v[k]:.4f}" for k in ("iou", "dice")))
+    elif per_class:
         width = max(len(c) for c in per_class)
         for c, a in per_class.items():
             print(f"  {c:<{width}}  {'-' if a is None else f'{a:.4f}'}")
@@ -77,7 +82,7 @@ def _other_data(cfg, path: str, classes: list[str]):
     if cfg.data.path is None:
         raise UserError(f"the run was trained on {cfg.data.name!r}, which is not read from a path; --data needs "
                         f"a run trained on data from files (e.g. imagefolder, cifar10_jpeg)")
-    bundle = load_all(cfg.data.model_copy(update={"path": str(p)}))
+    bundle = load_all(cfg.data.model_copy(update={"path": str(p)}), task=cfg.task)
     if list(bundle.classes) != list(classes):
         raise UserError(f"--data {path!r} has classes {bundle.classes}, the run was trained on {list(classes)}; "
                         f"eval needs the same classes in the same order")

@@ -24,7 +24,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.25, help="detection: the lowest score kept")
     p.add_argument("--iou", type=float, default=0.6, help="detection: the IoU above which NMS drops the weaker "
                                                           "of two boxes of a class")
-    p.add_argument("--save", metavar="DIR", help="detection: write each image with its boxes drawn into DIR")
+    p.add_argument("--save", metavar="DIR", help="detection: write each image with its boxes drawn into DIR; "
+                                                 "segmentation: write each mask (class-index PNG) and an overlay")
+    p.add_argument("--tile", type=int, default=None, metavar="SIDE",
+                   help="segmentation: predict in SIDE x SIDE tiles with overlap (default: whole images up to "
+                        "1024 px, valid-padding models always tile)")
     p.set_defaults(func=run)
     return p
 
@@ -36,7 +40,9 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if not 0.0 <= v <= 1.0:
             raise UserError(f"--{name} must be between 0 and 1, got {v}")
-    options = {"conf": args.conf, "iou": args.iou}
+    if args.tile is not None and args.tile < 8:
+        raise UserError(f"--tile must be at least 8 pixels, got {args.tile}")
+    options = {"conf": args.conf, "iou": args.iou, "tile": args.tile, "save": args.save}
     if str(args.source).endswith(".onnx"):
         from cnnkit.tools.export import predict_onnx
 
@@ -47,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         model, info = load_run_model(args.source)
         results = predict_files(model, info, args.images, top_k=args.top_k, **options)
     detection = bool(results) and "detections" in results[0]
-    if args.save is not None:
+    segmentation = bool(results) and "shares" in results[0]
+    if args.save is not None and not segmentation:  # segmentation wrote its files while predicting
         if not detection:
             raise UserError("--save draws boxes: it is for a detection run")
         from cnnkit.tasks.detection import save_drawn
@@ -56,6 +63,11 @@ def run(args: argparse.Namespace) -> int:
             r["saved"] = str(save_drawn(r, args.save))
     if args.format == "json":
         print(json.dumps(results, indent=2))
+    elif segmentation:
+        for r in results:
+            shares = ", ".join(f"{c} {v:.1%}" for c, v in r["shares"].items())
+            saved = f"  -> {r['mask']}" if r.get("mask") else ""
+            print(f"{r['file']}: {shares}{saved}")
     elif detection:
         for r in results:
             found = ", ".join(f"{d['class']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]"

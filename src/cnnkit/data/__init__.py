@@ -25,6 +25,7 @@ def _load_families() -> None:
     # Importing a family module registers its datasets.
     from cnnkit.data import builtin, torchvision_sets  # noqa: F401
     from cnnkit.data import detection  # noqa: F401
+    from cnnkit.data import segmentation  # noqa: F401
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
@@ -118,10 +119,48 @@ def resize(data: TensorData, size: int) -> TensorData:
     return TensorData(images, data.labels)
 
 
-def load_data(cfg: DataConfig) -> DataBundle:
-    """Build the dataset named by ``cfg.name``, cut the held-out split and apply class subsets."""
+def for_task(bundle: DataBundle, task: str | None) -> DataBundle:
+    """``bundle`` as the config's ``task`` reads it: a detection set with instance masks (shapes, COCO
+    with segmentations) gives semantic masks to ``segmentation`` and its masks to ``instance``; a
+    dataset of another kind is refused with what it gives and what the task needs."""
+    if task is None:
+        return bundle
+    kind = (bundle.extra or {}).get("task", "classification")
+    if task == "segmentation" and kind == "detection":
+        from cnnkit.data.segmentation.instances import semantic_bundle
+
+        return semantic_bundle(bundle)
+    if task == "instance" and kind == "detection":
+        from dataclasses import replace
+
+        from cnnkit.data.segmentation.instances import with_instance_masks
+
+        return replace(bundle, train=with_instance_masks(bundle.train),
+                       val=None if bundle.val is None else with_instance_masks(bundle.val),
+                       test=None if bundle.test is None else with_instance_masks(bundle.test))
+    wants = {"segmentation": ("segmentation",), "instance": ("detection",), "detection": ("detection",)}
+    if task in wants and kind not in wants[task]:
+        gives = {"classification": "class labels per image", "detection": "boxes",
+                 "segmentation": "masks per pixel"}.get(kind, kind)
+        needs = {"segmentation": "masks (data.name=masks, or shapes / coco with segmentations)",
+                 "instance": "objects with masks (shapes, or coco with segmentations)",
+                 "detection": "boxes (coco, yolo, voc, shapes, mnist_detect)"}[task]
+        raise UserError(f"task {task} needs {needs}; dataset {bundle_name(bundle)} gives {gives}")
+    if task == "classification" and kind != "classification":
+        raise UserError(f"task classification needs class labels per image; dataset {bundle_name(bundle)} is for "
+                        f"task {kind} (set task={kind})")
+    return bundle
+
+
+def bundle_name(bundle: DataBundle) -> str:
+    return repr(bundle.description.split(":")[0]) if bundle.description else "(unnamed)"
+
+
+def load_data(cfg: DataConfig, task: str | None = None) -> DataBundle:
+    """Build the dataset named by ``cfg.name`` (as ``task`` reads it: :func:`for_task`), cut the held-out
+    split and apply class subsets."""
     _load_families()
-    bundle: DataBundle = DATASETS.get(cfg.name)(cfg)
+    bundle: DataBundle = for_task(DATASETS.get(cfg.name)(cfg), task)
     classes = list(bundle.classes)
     pool, val, test = bundle.train, bundle.val, bundle.test
     if val is None:
@@ -139,7 +178,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         pool, val = _keep_classes(pool, keep), _keep_classes(val, keep)
         test = _keep_classes(test, keep) if test is not None else None
         classes = [classes[c] for c in keep]
-    if len(classes) < 2 and (bundle.extra or {}).get("task") != "detection":  # one class of objects is a detector
+    if len(classes) < 2 and (bundle.extra or {}).get("task") not in ("detection", "segmentation"):  # one class of objects is a detector
         raise UserError(f"dataset {cfg.name!r} has {len(classes)} class ({', '.join(map(str, classes))}); a classifier "
                         f"needs at least 2 (an image folder needs a subfolder per class)")
     if len(val) == 0:
@@ -168,12 +207,12 @@ def load_data(cfg: DataConfig) -> DataBundle:
                       DATASETS.entry(cfg.name).description, bundle.extra)
 
 
-def load_all(cfg: DataConfig) -> DataBundle:
+def load_all(cfg: DataConfig, task: str | None = None) -> DataBundle:
     """Every item of the dataset ``cfg`` names (no held-out split, no subsets): what ``cnnkit eval
     --data PATH`` measures. Its splits (train, val, test) are joined into ``train``; ``data.classes``
     and ``data.image_size`` apply as in training. The bundle's mean/std are the data's own."""
     _load_families()
-    bundle: DataBundle = DATASETS.get(cfg.name)(cfg)
+    bundle: DataBundle = for_task(DATASETS.get(cfg.name)(cfg), task)
     parts = [p for p in (bundle.train, bundle.val, bundle.test) if p is not None and len(p)]
     if not parts:
         raise UserError(f"dataset {cfg.name!r} at {cfg.path!r} holds no items")

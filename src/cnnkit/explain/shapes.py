@@ -8,6 +8,13 @@ For every layer:
 * receptive field and cumulative stride (jump): ``rf = rf_prev + (k-1)*d*jump_prev``, ``jump = jump_prev*s``;
 * parameters: ``(5*5*1 + 1)*6 = 156``.
 
+Encoder-decoder lists (U-Net) add a transposed convolution
+(``out = (in - 1)*s - 2p + d(k-1) + output_padding + 1 = (4 - 1)*2 - 2*0 + 1*(2-1) + 0 + 1 = 8``),
+an upsampling (scale or size, and the interpolation mode) and a concatenation with an earlier named
+layer's output (its channels, and the centre crop when that output is larger). Past an up-sampling
+the cumulative stride becomes a fraction: the receptive field and stride show as ``-`` from there on,
+as in ``cnnkit summary``.
+
 Sources: a declarative layer list (a config's ``model.layers``, or a registered model that is a
 layer list such as ``lenet5``), or any other registered (torchvision-based) model, whose
 conv/pool/linear modules are walked with forward hooks in execution order. Receptive fields and
@@ -31,7 +38,8 @@ from typing import Any
 from cnnkit.errors import UserError
 from cnnkit.geometry import (ReceptiveField, adaptive_pool_window, conv_output_size, pair, same_output_size,
                              same_padding)
-from cnnkit.spec import POOLS, LayerSpec, conv_geometry, layer_output_shape, parse_layers
+from cnnkit.spec import (POOLS, LayerSpec, center_crop_offsets, conv_geometry, conv_transpose_padding,
+                         layer_output_shape, parse_layers)
 
 # Shapes of the built-in datasets, so `explain shapes` needs no data on disk.
 KNOWN_DATA = {
@@ -48,6 +56,8 @@ KNOWN_DATA = {
 SIZE_RULE = "out = floor((in + 2p - d(k-1) - 1) / s) + 1"
 RF_RULE = "rf = rf_prev + (k-1)*d*jump_prev"
 JUMP_RULE = "jump = jump_prev*s"
+TRANSPOSED_RULE = "out = (in - 1)*s - 2p + d(k-1) + output_padding + 1"
+UPSAMPLING = ("conv_transpose", "upsample")
 
 
 def _layer_list_models() -> dict[str, Any]:
@@ -121,6 +131,78 @@ def _both_axes(in_hw, k, s, pads, d, ceil_mode=False, same=False) -> tuple[tuple
     return (oh, ow), [f"H: {th}", f"W: {tw}"]
 
 
+def transposed_size_formula(n: int, k: int, s: int, p: int, op: int, d: int = 1,
+                            same: bool = False) -> tuple[int, str]:
+    """Output length of a transposed convolution along one axis and its arithmetic written out."""
+    out = (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+    prefix = ""
+    if same:
+        t = d * (k - 1) + 1 - s
+        how = (f"p = ceil(t/2) = {p}, output_padding = 2p - t = {op}" if t >= 0
+               else f"p = 0, output_padding = -t = {op}")
+        prefix = (f"same: out = in*s = {n}*{s} = {n * s}; t = d(k-1) + 1 - s = {d}*({k}-1) + 1 - {s} = {t} -> "
+                  f"{how}; ")
+    return out, f"{prefix}{TRANSPOSED_RULE} = ({n} - 1)*{s} - 2*{p} + {d}*({k}-1) + {op} + 1 = {out}"
+
+
+def _transposed_both_axes(in_hw, a) -> tuple[tuple[int, int], list[str]]:
+    (ph, pw), (oph, opw) = conv_transpose_padding(a)
+    (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a["dilation"]
+    same = a["padding"] == "same"
+    oh, th = transposed_size_formula(in_hw[0], kh, sh, ph, oph, dh, same)
+    ow, tw = transposed_size_formula(in_hw[1], kw, sw, pw, opw, dw, same)
+    if (in_hw[0], kh, sh, ph, oph, dh) == (in_hw[1], kw, sw, pw, opw, dw):
+        return (oh, ow), [f"{th}   (H and W)"]
+    return (oh, ow), [f"H: {th}", f"W: {tw}"]
+
+
+def _upsample_formulas(shape, new_shape, a) -> list[str]:
+    """Upsampling: the output size (scale or size) and what the mode does."""
+    (ih, iw), (oh, ow) = tuple(shape[1:]), tuple(new_shape[1:])
+    def ratio(o: int, i: int) -> str:
+        return f"{o}/{i}" + ("" if o % i else f" = {o // i}")
+
+    if a["size"] is not None:
+        size = [f"out = size = {oh}x{ow} (fixed, whatever the input): scale " +
+                (ratio(oh, ih) + "   (H and W)" if (ih, oh) == (iw, ow)
+                 else f"H {ratio(oh, ih)}, W {ratio(ow, iw)}")]
+    else:
+        sh, sw = a["scale"]
+        size = ([f"out = in*scale = {ih}*{sh} = {oh}   (H and W)"] if (ih, sh) == (iw, sw)
+                else [f"H: out = in*scale = {ih}*{sh} = {oh}", f"W: out = in*scale = {iw}*{sw} = {ow}"])
+    if a["mode"] == "nearest":
+        if a["size"] is None:
+            mode = f"mode nearest: each pixel is repeated in a {a['scale'][0]}x{a['scale'][1]} block"
+        else:
+            mode = "mode nearest: output pixel i copies input pixel floor(i*in/out)"
+    elif a["align_corners"]:
+        mode = ("mode bilinear (align_corners=True): output pixel i samples the input at i*(in-1)/(out-1), "
+                "the corner pixels meet, and mixes its 2x2 nearest input pixels")
+    else:
+        mode = ("mode bilinear (align_corners=False): output pixel i samples the input at (i + 0.5)*in/out - 0.5 "
+                "(pixel centres) and mixes its 2x2 nearest input pixels")
+    return size + [mode, "no parameters"]
+
+
+def _concat_formulas(shape, new_shape, src: str, other) -> list[str]:
+    """Concatenation with the (centre-cropped) output of the earlier layer ``src``."""
+    h, w = shape[1], shape[2]
+    texts = [f"out channels = {shape[0]} (this path) + {other[0]} (from {src}, {_fmt_shape(other)}) = "
+             f"{new_shape[0]}; H x W stay {h}x{w}"]
+    if tuple(other[1:]) == (h, w):
+        texts.append(f"{src}'s output is already {h}x{w}: no crop")
+    else:
+        top, left = center_crop_offsets(tuple(other[1:]), (h, w))
+        texts.append(f"centre crop of {src}'s {other[1]}x{other[2]} to {h}x{w}: rows {top}..{top + h - 1} "
+                     f"({top} cut on top, {other[1] - h - top} at the bottom), columns {left}..{left + w - 1} "
+                     f"({left} cut on the left, {other[2] - w - left} on the right)")
+    return texts
+
+
+def _rf_unknown(up: str | None) -> str:
+    return f"rf -, jump - (unknown past the up-sampling {up})" if up else "rf -, jump - (unknown)"
+
+
 def _rf_step(field: ReceptiveField, k, s, d) -> tuple[ReceptiveField, str]:
     """The field after a window and its arithmetic written out (one text when H and W agree)."""
     new = field.step(k, s, d)
@@ -153,6 +235,10 @@ def _describe(spec) -> str:
         return "x".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
 
     defaults = {"dilation": (1, 1), "groups": 1, "bias": True}
+    if spec.type == "conv_transpose":
+        defaults["output_padding"] = (0, 0)
+    if spec.type == "upsample":
+        defaults.update(size=None, scale=None, align_corners=False)
     shown = {k: v for k, v in a.items() if not (k in defaults and v == defaults[k])}
     return f"{spec.type}(" + ", ".join(f"{k}={show(v)}" for k, v in shown.items()) + ")"
 
@@ -172,39 +258,90 @@ def _field(calls, name: str) -> ReceptiveField | None:
     return call.field if call is not None else None
 
 
-def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str = "") -> tuple:
-    """Records of each layer; receptive fields from ``calls`` (the walk's first call of each module, by name)."""
+def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str = "",
+                state: dict[str, Any] | None = None) -> tuple:
+    """Records of each layer; receptive fields from ``calls`` (the walk's first call of each module, by name).
+
+    ``state["up"]``: the first up-sampling layer met (past it, fields and strides are unknown: ``-``);
+    ``state["field"]``: the field after the previous layer (the input's: rf 1, jump 1).
+    """
+    state = state if state is not None else {"up": None, "field": ReceptiveField()}
+    named: dict[str, tuple] = {}          # output shapes of this list's layers, for a concat
+    fields: dict[str, ReceptiveField | None] = {}
     for spec in specs:
         t, a = spec.type, spec.args
         name = prefix + spec.name
-        new_shape = tuple(layer_output_shape(spec, tuple(shape), num_classes))
+        new_shape = tuple(layer_output_shape(spec, tuple(shape), num_classes, named))
+        named[spec.name] = new_shape
         desc = _describe(spec)
         call = calls.get(name)
         rf = _field(calls, name)
+        field_in = call.field_in if call is not None else None
+        if t in UPSAMPLING and state["up"] is None:
+            state["up"] = spec.name
+        unknown = rf is None and state["up"] is not None    # past an up-sampling: shown as '-'
         if t == "conv" or t in POOLS:
             geo = conv_geometry(spec, shape)
             k, s = a["kernel"], a["stride"]
             d = a.get("dilation", (1, 1))
             (oh, ow), formulas = _both_axes(shape[1:], k, s, geo["pad"], d, same=a["padding"] == "same")
             assert (oh, ow) == tuple(new_shape[1:]), (spec.name, (oh, ow), new_shape)
-            formulas.append(_rf_step(call.field_in, k, s, d)[1])
+            if t == "conv" and a["out"] == "num_classes":
+                formulas.append(f"out = {new_shape[0]} channels (num_classes: one score map per class)")
+            formulas.append(_rf_step(field_in, k, s, d)[1] if field_in is not None else _rf_unknown(state["up"]))
             params, pf = 0, None
             if t == "conv":
-                cin, cout, g = shape[0], a["out"], a["groups"]
+                cin, cout, g = shape[0], new_shape[0], a["groups"]
                 cin_txt = str(cin) if g == 1 else f"({cin}/{g})"
                 params = (k[0] * k[1] * (cin // g) + (1 if a["bias"] else 0)) * cout
                 pf = (f"({k[0]}*{k[1]}*{cin_txt} + 1)*{cout} = {params}" if a["bias"]
                       else f"{k[0]}*{k[1]}*{cin_txt}*{cout} = {params}")
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth,
                                layer_stride=list(s) if s[0] != s[1] else s[0]))
+        elif t == "conv_transpose":
+            (oh, ow), formulas = _transposed_both_axes(shape[1:], a)
+            assert (oh, ow) == tuple(new_shape[1:]), (spec.name, (oh, ow), new_shape)
+            k, s = a["kernel"], a["stride"]
+            cin, cout = shape[0], new_shape[0]
+            if a["out"] == "num_classes":
+                formulas.append(f"out = {cout} channels (num_classes: one score map per class)")
+            up = f"{s[0]}" if s[0] == s[1] else f"{s[0]}x{s[1]}"
+            formulas.append(f"rf -, jump -: a transposed convolution of stride {up} divides the cumulative stride "
+                            f"by {up} (a fraction in general), which {RF_RULE} does not follow; unknown from here on")
+            params = (k[0] * k[1] * cin + (1 if a["bias"] else 0)) * cout
+            pf = (f"({k[0]}*{k[1]}*{cin} + 1)*{cout} = {params}" if a["bias"]
+                  else f"{k[0]}*{k[1]}*{cin}*{cout} = {params}")
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth,
+                               layer_stride=list(s) if s[0] != s[1] else s[0]))
+        elif t == "upsample":
+            formulas = _upsample_formulas(shape, new_shape, a)
+            formulas.insert(-1, "rf -, jump -: upsampling divides the cumulative stride (a fraction in general), "
+                                f"which {RF_RULE} does not follow; unknown from here on")
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
+        elif t == "concat":
+            src = a["from"]
+            formulas = _concat_formulas(shape, new_shape, src, named[src])
+            f_path, f_src = state["field"], fields.get(src)
+            if rf is not None and f_path is not None and f_src is not None:
+                formulas.append(
+                    f"rf = the larger of the two branches' = max({f_path.value('rf')}, {f_src.value('rf')}) = "
+                    f"{rf.value('rf')}; jump = max({f_path.value('jump')}, {f_src.value('jump')}) = "
+                    f"{rf.value('jump')}")
+            elif rf is None:
+                formulas.append(_rf_unknown(state["up"]))
+            formulas.append("no parameters")
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
         elif t in ("globalavgpool", "globalmaxpool"):
             (kh, sh), (kw, sw) = adaptive_pool_window(shape[1], 1), adaptive_pool_window(shape[2], 1)
-            _, rf_text = _rf_step(call.field_in, (kh, kw), (sh, sw), (1, 1))
+            rf_text = (_rf_step(field_in, (kh, kw), (sh, sw), (1, 1))[1] if field_in is not None
+                       else _rf_unknown(state["up"]))
             formulas = [f"out = C = {shape[0]} (one value per feature map)",
                         f"the window is the whole {shape[1]}x{shape[2]} map: {rf_text}"]
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
         elif t == "flatten":
             formulas = [f"out = {'*'.join(str(v) for v in shape)} = {new_shape[0]}"]
+            if unknown:
+                formulas.append(_rf_unknown(state["up"]))
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
         elif t == "dense":
             n_in, n_out = shape[0], new_shape[0]
@@ -212,21 +349,26 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
             pf = f"({n_in} + 1)*{n_out} = {params}" if a["bias"] else f"{n_in}*{n_out} = {params}"
             src = " (num_classes)" if a["out"] == "num_classes" else ""
             formulas = [f"out = {n_out}{src}"] + _dense_field_text(call)
+            if unknown:
+                formulas.append(_rf_unknown(state["up"]))
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth))
         elif t == "batchnorm":
             c = shape[0]
             params = 2 * c if a["affine"] else 0
             pf = f"2*{c} = {params} (γ and β per channel)" if a["affine"] else "0 (affine=False)"
-            out.append(_record(spec.name, t, desc, shape, new_shape, ["shape unchanged"], rf, params, pf, depth))
+            formulas = ["shape unchanged"] + ([_rf_unknown(state["up"])] if unknown else [])
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth))
         elif t == "maxout":
             formulas = [f"out = {shape[0]}/{a['pieces']} = {new_shape[0]} {'channels' if len(shape) == 3 else 'features'}"]
+            if unknown:
+                formulas.append(_rf_unknown(state["up"]))
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
         elif t == "residual":
             head = _record(spec.name, t, desc, shape, new_shape, [], None, depth=depth)
             out.append(head)
             start = len(out)
             body_shape = _walk_specs(list(spec.children), shape, calls, num_classes, depth + 1, out,
-                                     prefix=f"{name}.body.")
+                                     prefix=f"{name}.body.", state=state)
             params = sum(r["params"] for r in out[start:] if r["depth"] == depth + 1)
             parts = [str(r["params"]) for r in out[start:] if r["depth"] == depth + 1 and r["params"]]
             needs_proj = tuple(body_shape) != tuple(shape) or a["shortcut"] == "conv"
@@ -248,8 +390,14 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
             after = _field(calls, f"{name}.post")   # the block's output: the larger of body and shortcut
             head["receptive_field"] = after.value("rf") if after is not None else None
             head["stride"] = after.value("jump") if after is not None else None
+            if after is None and state["up"] is not None:
+                head["formulas"][1] = _rf_unknown(state["up"])
+            rf = after
         else:  # activations, dropout
-            out.append(_record(spec.name, t, desc, shape, new_shape, ["shape unchanged"], rf, depth=depth))
+            formulas = ["shape unchanged"] + ([_rf_unknown(state["up"])] if unknown else [])
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
+        fields[spec.name] = rf
+        state["field"] = rf
         shape = new_shape
     return shape
 
@@ -268,14 +416,25 @@ def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str =
     net = build_torch(specs, shape, num_classes)
     calls = {c.name: c for c in walk_model(net, shape).calls if c.first_call}
     records: list[dict[str, Any]] = []
-    _walk_specs(specs, shape, calls, num_classes, 0, records)
+    state: dict[str, Any] = {"up": None, "field": ReceptiveField()}
+    _walk_specs(specs, shape, calls, num_classes, 0, records, state=state)
     top = [r for r in records if r["depth"] == 0]
+    for r in top:   # the list's arithmetic against the shapes the torch network really gives
+        call = calls.get(r["name"])
+        if call is not None and list(call.output_shape) != r["output_shape"]:
+            r["note"] = (f"observed output {_fmt_shape(call.output_shape)} differs from the formula's "
+                         f"{_fmt_shape(r['output_shape'])}")
     total = sum(r["params"] for r in top)
     parts = [str(r["params"]) for r in top if r["params"]]
+    notes = []
+    if state["up"] is not None:
+        notes.append(f"receptive field and stride: '-' from the up-sampling {state['up']} on (and where its branch "
+                     f"is joined): the cumulative stride becomes a fraction, which the integer arithmetic does not "
+                     f"follow (as in cnnkit summary)")
     return {"source": source, "kind": "layer list", "input_shape": list(shape), "num_classes": num_classes,
             "layers": records, "total_params": total,
             "total_params_formula": (" + ".join(parts) + f" = {_thousands(total)}") if parts else "0",
-            "notes": []}
+            "notes": notes}
 
 
 # --------------------------------------------------------------------------- torch models (hooks)
@@ -492,7 +651,8 @@ def render_text(res: dict[str, Any]) -> str:
         for f in r["formulas"]:
             lines.append(f"{ind}  {f}")
         if r["type"] not in ("conv", "maxpool", "avgpool", "l2pool", "globalpool", "adaptivepool",
-                             "globalavgpool", "globalmaxpool") and r["receptive_field"] is not None \
+                             "globalavgpool", "globalmaxpool", "conv_transpose", "upsample", "concat") \
+                and r["receptive_field"] is not None \
                 and r["type"] != "residual":
             lines.append(f"{ind}  rf {r['receptive_field']}, jump {r['stride']} (unchanged)")
         if r["type"] == "residual" and r["receptive_field"] is not None:
@@ -511,5 +671,6 @@ def to_json(res: dict[str, Any]) -> dict[str, Any]:
                                 "total_params_formula", "notes") if k in res}
 
 
-__all__ = ["KNOWN_DATA", "SIZE_RULE", "RF_RULE", "JUMP_RULE", "parse_input_shape", "size_formula",
+__all__ = ["KNOWN_DATA", "SIZE_RULE", "RF_RULE", "JUMP_RULE", "TRANSPOSED_RULE", "parse_input_shape", "size_formula",
+           "transposed_size_formula",
            "explain_layer_list", "explain_torch_model", "explain_shapes", "render_text", "to_json"]

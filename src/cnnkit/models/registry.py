@@ -36,7 +36,7 @@ def list_models(pattern: str | None = None, task: str | None = None) -> list[str
 
 
 def model_task(name: str) -> str:
-    """The task a registered model serves: ``classification`` or ``detection``."""
+    """The task a registered model serves: ``classification``, ``detection``, ``segmentation``, ``instance``..."""
     _load_families()
     return MODELS.entry(name).meta.get("task", "classification")
 
@@ -44,7 +44,7 @@ def model_task(name: str) -> str:
 def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, input_size: int | None = None,
               backbone: nn.Module | None = None, **options: Any) -> nn.Module:
     """Build a registered model. Unknown names and options raise UserError. ``backbone``: the classifier
-    a torchvision-family detector is built on (see :func:`create_backbone`)."""
+    a detector or segmentation model is built on (see :func:`create_backbone`)."""
     _load_families()
     entry = MODELS.entry(name)
     c, h, _ = entry.meta["default_input"]
@@ -128,7 +128,7 @@ def takes_backbone(name: str) -> bool:
 
 
 def backbone_config(cfg: "ModelConfig") -> "ModelConfig":
-    """The classifier a detector's backbone is: ``model.backbone`` or, when only ``model.backbone_weights``
+    """The classifier a model's backbone is: ``model.backbone`` or, when only ``model.backbone_weights``
     names a cnnkit run or checkpoint, that run's own model section (its input size and classes too)."""
     return _backbone_source(cfg)[0]
 
@@ -138,7 +138,7 @@ def _backbone_source(cfg: "ModelConfig") -> tuple["ModelConfig", Any]:
     from cnnkit.config import ModelConfig
 
     if cfg.name is None or cfg.name not in MODELS or not takes_backbone(cfg.name):
-        raise UserError(f"model.backbone / model.backbone_weights apply to detectors built on a classifier "
+        raise UserError(f"model.backbone / model.backbone_weights apply to the models built on a classifier "
                         f"({', '.join(models_with_backbone())}); model {cfg.name or 'layers'!r} has its own network")
     wf = None
     if cfg.backbone_weights is not None:
@@ -166,14 +166,15 @@ def _backbone_source(cfg: "ModelConfig") -> tuple["ModelConfig", Any]:
         raise UserError(f"model.backbone_weights: the model section of {str(wf.path)!r} is not valid: {e}") from None
 
 
-def models_with_backbone() -> list[str]:
-    """The detectors that take ``model.backbone`` / ``model.backbone_weights``."""
-    return [n for n in list_models(task="detection") if takes_backbone(n)]
+def models_with_backbone(task: str | None = None) -> list[str]:
+    """The models (of ``task``, or of every task) that take ``model.backbone`` / ``model.backbone_weights``:
+    detectors and segmentation models built on a classifier."""
+    return [n for n in list_models(task=task) if takes_backbone(n)]
 
 
 def create_backbone(cfg: "ModelConfig", in_chans: int, input_size: int) -> nn.Module:
-    """The classifier a detector is built on (:func:`backbone_config`), with ``model.backbone_weights``
-    loaded (its head, which the detector drops, may have any class count)."""
+    """The classifier a detector or segmentation model is built on (:func:`backbone_config`), with
+    ``model.backbone_weights`` loaded (its head, which the model drops, may have any class count)."""
     import sys
 
     bcfg, wf = _backbone_source(cfg)
@@ -185,7 +186,7 @@ def create_backbone(cfg: "ModelConfig", in_chans: int, input_size: int) -> nn.Mo
         # A grey classifier on colour images (or the reverse): its first convolution is adapted on loading.
         if not {shape[0], in_chans} <= {1, 3}:
             raise UserError(f"the backbone takes {shape[0]}-channel images (model.backbone input {list(shape)}) "
-                            f"but the detection data has {in_chans} channels")
+                            f"but the data has {in_chans} channels")
         shape = (in_chans, *shape[1:])
         bcfg = bcfg.model_copy(update={"input": list(shape)})
     classifier = create_model(bcfg, shape, bcfg.num_classes or 10)

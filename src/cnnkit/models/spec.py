@@ -11,31 +11,104 @@ Example::
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
 from cnnkit.errors import SpecError
-from cnnkit.nn.layers import Conv2d, GlobalAvgPool, GlobalMaxPool, L2Pool2d, Maxout, Residual
-from cnnkit.spec import LayerSpec, Shape, infer_shapes, layer_output_shape, residual_shortcut
+from cnnkit.nn.layers import (
+    Concat,
+    Conv2d,
+    GlobalAvgPool,
+    GlobalMaxPool,
+    L2Pool2d,
+    Maxout,
+    Residual,
+    SkipSequential,
+    run_with_skips,
+)
+from cnnkit.spec import (
+    POOLS,
+    LayerSpec,
+    Shape,
+    conv_transpose_padding,
+    infer_shapes,
+    layer_output_shape,
+    residual_shortcut,
+)
 
 
-class DeclarativeNet(nn.Sequential):
-    """A network built from a layer list; its last dense layer is the classifier head.
+class DeclarativeNet(SkipSequential):
+    """A network built from a layer list. Its classifier head is the last layer when that is a dense
+    layer, or a conv / conv_transpose with ``out: num_classes`` (a per-pixel classifier: the network
+    then gives (N, K, H, W) scores, as a segmentation network does).
 
-    Module names follow the layers: ``conv1, relu1, maxpool1, ..., dense3``.
+    Module names follow the layers: ``conv1, relu1, maxpool1, ..., dense3`` (or the layers' own
+    ``name``). ``concat`` layers get the output of the earlier layer they name (see SkipSequential).
+
+    A network that gives feature maps answers the segmentation task's three questions (as
+    :class:`cnnkit.models.segmentation.base.Segmenter` does), from the layer list's shape arithmetic:
+    ``pad_multiple``, ``output_size(side)`` and ``input_size_for(output_side)``.
     """
 
-    def __init__(self, modules: "OrderedDict[str, nn.Module]", head_name: str | None) -> None:
+    instance_attributes = ("head_name", "layer_specs", "input_channels", "num_classes")  # no layer may be named so
+
+    def __init__(self, modules: "OrderedDict[str, nn.Module]", head_name: str | None,
+                 specs: list[LayerSpec] | None = None, input_shape: Shape | None = None,
+                 num_classes: int | None = None) -> None:
         super().__init__(modules)
         self.head_name = head_name
+        self.layer_specs = list(specs) if specs is not None else None
+        self.input_channels = int(input_shape[0]) if input_shape is not None else None
+        self.num_classes = num_classes
+
+    # -- geometry of a network that gives maps (U-Net), from the shape arithmetic of its layer list
+
+    @property
+    def pad_multiple(self) -> int:
+        """Input sides should be multiples of the product of the strides (2 ** depth for a U-Net), so that
+        every downsampling is exact and each upsampled map meets its skip."""
+        if self.layer_specs is None:
+            return 1
+        return _total_stride(self.layer_specs)
+
+    def output_size(self, side: int) -> int:
+        """The output side for a square input of ``side`` (SpecError when the list gives a vector or the
+        input is too small)."""
+        if self.layer_specs is None:
+            raise SpecError("this DeclarativeNet was built without its layer list; its output size is unknown")
+        out = infer_shapes(self.layer_specs, (self.input_channels, int(side), int(side)), self.num_classes)[-1]
+        if len(out) != 3:
+            raise SpecError(f"this layer list gives a vector [{out[0]}], not a map, so it has no output side")
+        return int(out[1])
+
+    def input_size_for(self, output_side: int) -> int:
+        """``output_side`` itself when the output has the input's size ('same' padding; the task pads to
+        :attr:`pad_multiple`); otherwise ('valid' padding, the U-Net paper's) the smallest input side whose
+        output has at least ``output_side`` pixels (exact pools: a larger side with the same output would
+        lose pixels)."""
+        m = self.pad_multiple
+        probe = m * max(1, -(-64 // m))
+        try:
+            same = self.output_size(probe) == probe
+        except SpecError:
+            same = False
+        if same:
+            return int(output_side)
+        for side in range(int(output_side), int(output_side) + 64 * m + 4096):
+            try:
+                if self.output_size(side) >= output_side:
+                    return side
+            except SpecError:
+                continue
+        raise SpecError(f"no input side up to {int(output_side) + 64 * m + 4096} gives an output of "
+                        f"{output_side} pixels")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        mods = list(self._modules.values())
-        for m in mods[:-1] if self.head_name else mods:
-            x = m(x)
-        return x
+        items = list(self._modules.items())
+        return run_with_skips(items[:-1] if self.head_name else items, x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         if pre_logits or not self.head_name:
@@ -47,16 +120,41 @@ class DeclarativeNet(nn.Sequential):
 
     def reset_classifier(self, num_classes: int) -> None:
         if not self.head_name:
-            raise SpecError("this layer list does not end with a dense layer, so it has no classifier head to reset")
+            raise SpecError("this layer list does not end with a dense layer (or a conv with out: num_classes), "
+                            "so it has no classifier head to reset")
         old = self._modules[self.head_name]
-        new = nn.Linear(old.in_features, num_classes, bias=old.bias is not None)
+        bias = old.bias is not None
+        if isinstance(old, nn.Linear):
+            new: nn.Module = nn.Linear(old.in_features, num_classes, bias=bias)
+        elif isinstance(old, nn.ConvTranspose2d):
+            new = nn.ConvTranspose2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
+                                     old.output_padding, 1, bias, old.dilation)
+        else:  # Conv2d
+            if old.groups != 1 and num_classes % old.groups:
+                raise SpecError(f"the head {self.head_name!r} has groups={old.groups}, which does not divide "
+                                f"{num_classes} classes")
+            new = Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride,
+                         "same" if old.same else old.padding, old.dilation, old.groups, bias)
         self._modules[self.head_name] = new.to(old.weight.device, old.weight.dtype)
+        self.num_classes = num_classes
 
 
-def _torch_layer(spec: LayerSpec, shape: Shape, out: Shape) -> nn.Module:
+def _torch_layer(spec: LayerSpec, shape: Shape, out: Shape, num_classes: int | None = None) -> nn.Module:
     t, a = spec.type, spec.args
     if t == "conv":
-        return Conv2d(shape[0], a["out"], a["kernel"], a["stride"], a["padding"], a["dilation"], a["groups"], a["bias"])
+        return Conv2d(shape[0], out[0], a["kernel"], a["stride"], a["padding"], a["dilation"], a["groups"], a["bias"])
+    if t == "conv_transpose":
+        padding, output_padding = conv_transpose_padding(a, spec.index)
+        return nn.ConvTranspose2d(shape[0], out[0], a["kernel"], a["stride"], padding, output_padding, 1, a["bias"],
+                                  a["dilation"])
+    if t == "upsample":
+        bilinear = a["mode"] == "bilinear"
+        if a["size"] is not None:
+            return nn.Upsample(size=a["size"], mode=a["mode"], align_corners=a["align_corners"] if bilinear else None)
+        return nn.Upsample(scale_factor=tuple(float(v) for v in a["scale"]), mode=a["mode"],
+                           align_corners=a["align_corners"] if bilinear else None)
+    if t == "concat":
+        return Concat(a["from"])
     if t == "dense":
         return nn.Linear(shape[0], out[0], bias=a["bias"])
     if t == "flatten":
@@ -89,28 +187,50 @@ def _torch_layer(spec: LayerSpec, shape: Shape, out: Shape) -> nn.Module:
     if t == "maxout":
         return Maxout(a["pieces"])
     if t == "residual":
-        body, s = _torch_sequence(list(spec.children), shape)
+        body, s = _torch_sequence(list(spec.children), shape, num_classes)
         stride = residual_shortcut(spec, shape, out)
         shortcut = None if stride is None else nn.Conv2d(shape[0], out[0], 1, stride, bias=False)
-        return Residual(nn.Sequential(body), shortcut, nn.ReLU() if a["activation"] == "relu" else None)
+        return Residual(SkipSequential(body), shortcut, nn.ReLU() if a["activation"] == "relu" else None)
     raise AssertionError(t)
 
 
 def _torch_sequence(specs: list[LayerSpec], shape: Shape, num_classes: int | None = None) -> tuple["OrderedDict[str, nn.Module]", Shape]:
     mods: OrderedDict[str, nn.Module] = OrderedDict()
+    named: dict[str, Shape] = {}
     for spec in specs:
-        out = layer_output_shape(spec, shape, num_classes)
-        mods[spec.name] = _torch_layer(spec, shape, out)
+        if hasattr(DeclarativeNet, spec.name) or spec.name in DeclarativeNet.instance_attributes:
+            raise SpecError(f"{spec.where}: name {spec.name!r} is taken by the torch module's own attribute "
+                            f"{spec.name!r}; pick another, e.g. {spec.name}_1")
+        out = layer_output_shape(spec, shape, num_classes, named)
+        mods[spec.name] = _torch_layer(spec, shape, out, num_classes)
+        named[spec.name] = out
         shape = out
     return mods, shape
+
+
+def _total_stride(specs: list[LayerSpec]) -> int:
+    """The product of the strides of the strided convolutions and poolings (residual bodies included)."""
+    total = 1
+    for spec in specs:
+        if spec.type == "conv" or spec.type in POOLS:
+            total *= math.lcm(*spec.args["stride"])
+        total *= _total_stride(list(spec.children))
+    return total
+
+
+def head_layer(specs: list[LayerSpec]) -> str | None:
+    """The classifier head's name: a last dense layer, or a last conv / conv_transpose with out: num_classes."""
+    last = specs[-1]
+    if last.type == "dense" or (last.type in ("conv", "conv_transpose") and last.args["out"] == "num_classes"):
+        return last.name
+    return None
 
 
 def build_torch(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None) -> DeclarativeNet:
     """Build the torch network of a parsed layer list (shapes are checked first)."""
     infer_shapes(specs, input_shape, num_classes)
     mods, _ = _torch_sequence(specs, tuple(input_shape), num_classes)
-    head = specs[-1].name if specs[-1].type == "dense" else None
-    return DeclarativeNet(mods, head)
+    return DeclarativeNet(mods, head_layer(specs), specs, tuple(input_shape), num_classes)
 
 
-__all__ = ["DeclarativeNet", "build_torch"]
+__all__ = ["DeclarativeNet", "build_torch", "head_layer"]

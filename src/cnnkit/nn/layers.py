@@ -1,5 +1,6 @@
 """The course's layers in torch: convolution with valid/same padding (also with
-stride > 1), L2 and global pooling, maxout, and a residual wrapper.
+stride > 1), L2 and global pooling, maxout, a residual wrapper, and U-Net's skip
+connections (:class:`Concat` inside a :class:`SkipSequential`).
 
 torch's own ``padding='same'`` refuses stride > 1, so :class:`Conv2d` pads
 explicitly by the TF/Keras rule (:func:`cnnkit.geometry.same_padding`):
@@ -105,3 +106,50 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.post(self.body(x) + self.shortcut(x))
+
+
+def center_crop(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """(N, C, H, W) -> (N, C, h, w): the centred window, the odd pixel cut on the bottom/right (U-Net's crop)."""
+    h, w = int(hw[0]), int(hw[1])
+    top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+    return x[..., top:top + h, left:left + w]
+
+
+class Concat(nn.Module):
+    """U-Net's skip connection (Ronneberger et al., 2015): ``cat([x, crop(skip)], dim=1)``.
+
+    ``skip`` is the output of the earlier layer named ``source``, centre-cropped to x's size;
+    a :class:`SkipSequential` hands it over. x: (N, C1, H, W), skip: (N, C2, H2 >= H, W2 >= W)
+    -> (N, C1 + C2, H, W).
+    """
+
+    def __init__(self, source: str) -> None:
+        super().__init__()
+        self.source = source
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        if skip.shape[-2] < x.shape[-2] or skip.shape[-1] < x.shape[-1]:
+            raise ValueError(f"concat: the output of {self.source!r} {tuple(skip.shape[1:])} is smaller than the "
+                             f"current map {tuple(x.shape[1:])}")
+        return torch.cat([x, center_crop(skip, x.shape[-2:])], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}"
+
+
+class SkipSequential(nn.Sequential):
+    """``nn.Sequential`` whose :class:`Concat` layers also get the output of the earlier layer they name."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return run_with_skips(list(self._modules.items()), x)
+
+
+def run_with_skips(items: list[tuple[str, nn.Module]], x: torch.Tensor) -> torch.Tensor:
+    """Run ``(name, module)`` pairs in order, keeping the outputs that a later Concat asks for."""
+    wanted = {m.source for _, m in items if isinstance(m, Concat)}
+    saved: dict[str, torch.Tensor] = {}
+    for name, m in items:
+        x = m(x, saved[m.source]) if isinstance(m, Concat) else m(x)
+        if name in wanted:
+            saved[name] = x
+    return x

@@ -33,7 +33,7 @@ from cnnkit.reference.activations import (
     tanh_backward,
     tanh_derivative,
 )
-from cnnkit.reference.conv import conv2d, conv2d_backward
+from cnnkit.reference.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
 from cnnkit.reference.gradcheck import max_normalized_error, numerical_gradient
 from cnnkit.reference.init import fans, init_std_bound, init_weight
 from cnnkit.reference.layers import (
@@ -70,10 +70,13 @@ from cnnkit.reference.pool import (
     max_pool2d,
     max_pool2d_backward,
 )
+from cnnkit.reference.resize import crop_concat, crop_concat_backward, upsample2d, upsample2d_backward
 
 __all__ = [
     # conv
-    "conv2d", "conv2d_backward",
+    "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
+    # upsampling and U-Net's skip
+    "upsample2d", "upsample2d_backward", "crop_concat", "crop_concat_backward",
     # pooling
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "l2_pool2d", "l2_pool2d_backward", "global_avg_pool", "global_avg_pool_backward",

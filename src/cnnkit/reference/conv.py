@@ -117,3 +117,57 @@ def conv2d_backward(dy, cache):
     dx = np.ascontiguousarray(unpad2d(dxp, pads))                       # (N, C, H, W)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None                   # (F,)
     return dx, dw.astype(w.dtype, copy=False), db
+
+
+# ----------------------------------------------------------------------------- transposed convolution
+
+def conv_transpose2d(x, w, b=None, stride=2, padding=0, output_padding=0, dilation=1):
+    """Transposed convolution (U-Net's up-conv), the adjoint of :func:`conv2d` with respect to its input.
+
+    x: (N, C, H, W), w: (C, F, KH, KW) (torch's ConvTranspose2d layout), b: (F,) or None
+    -> y: (N, F, H', W'), H' = (H - 1) * sh - 2 ph + dh (KH - 1) + oph + 1.
+    Each input pixel paints its kernel, scaled, onto the output at (i*sh + p*dh, j*sw + q*dw);
+    overlaps add up; then ``padding`` rows/columns are cut from each side. Returns ``(y, cache)``.
+    """
+    x = np.asarray(x)
+    w = np.asarray(w)
+    if x.ndim != 4 or w.ndim != 4 or x.shape[1] != w.shape[0]:
+        raise ValueError(f"conv_transpose2d expects x (N,C,H,W), w (C,F,KH,KW); got {x.shape}, {w.shape}")
+    stride, dilation = pair(stride, "stride"), pair(dilation, "dilation")
+    (ph, pw), (oph, opw) = pair(padding, "padding"), pair(output_padding, "output_padding")
+    n, _, h, wd = x.shape
+    f, kh, kw = w.shape[1:]
+    full_hw = ((h - 1) * stride[0] + dilation[0] * (kh - 1) + 1 + oph,
+               (wd - 1) * stride[1] + dilation[1] * (kw - 1) + 1 + opw)
+    # dwin[n, f, i, j, p, q] = sum_c x[n, c, i, j] * w[c, f, p, q]: what pixel (i, j) paints at offset (p, q)
+    dwin = np.tensordot(x, w, axes=([1], [0]))                   # (N, H, W, F, KH, KW)
+    dwin = dwin.transpose(0, 3, 1, 2, 4, 5)                      # (N, F, H, W, KH, KW)
+    full = scatter_windows(dwin, (n, f, *full_hw), stride, dilation)  # (N, F, Hf, Wf)
+    pads = ((ph, ph), (pw, pw))
+    y = unpad2d(full, pads)                                      # (N, F, H', W')
+    if b is not None:
+        y = y + np.asarray(b).reshape(1, -1, 1, 1)
+    y = np.ascontiguousarray(y, dtype=np.result_type(x, w))
+    cache = (x, w, b is not None, pads, full_hw, stride, dilation)
+    return y, cache
+
+
+def conv_transpose2d_backward(dy, cache):
+    """dy (N, F, H', W') -> (dx (N, C, H, W), dw (C, F, KH, KW), db (F,) or None).
+
+    The gradient reads back what the forward painted: pad dy to the full map, take its windows
+    (im2col at the input's positions), then dx = windows . W and dW = x . windows.
+    """
+    x, w, has_bias, pads, full_hw, stride, dilation = cache
+    dy = np.asarray(dy)
+    dfull = pad2d(dy, pads)                                      # (N, F, Hf - oph, Wf - opw)
+    if dfull.shape[2:] != full_hw:                               # the output_padding rows received nothing
+        dfull = np.pad(dfull, ((0, 0), (0, 0), (0, full_hw[0] - dfull.shape[2]), (0, full_hw[1] - dfull.shape[3])))
+    win = sliding_windows(dfull, w.shape[2:], stride, dilation, x.shape[2:])  # (N, F, H, W, KH, KW)
+    # dx[n, c, i, j] = sum_{f, p, q} win[n, f, i, j, p, q] * w[c, f, p, q]
+    dx = np.tensordot(win, w, axes=([1, 4, 5], [1, 2, 3]))        # (N, H, W, C)
+    dx = np.ascontiguousarray(dx.transpose(0, 3, 1, 2))           # (N, C, H, W)
+    # dw[c, f, p, q] = sum_{n, i, j} x[n, c, i, j] * win[n, f, i, j, p, q]
+    dw = np.tensordot(x, win, axes=([0, 2, 3], [0, 2, 3]))        # (C, F, KH, KW)
+    db = dy.sum(axis=(0, 2, 3)) if has_bias else None             # (F,)
+    return dx, dw.astype(w.dtype, copy=False), db

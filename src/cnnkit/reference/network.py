@@ -5,7 +5,8 @@
 every layer written out in NumPy. Parameter and buffer names are those of the torch
 :class:`~cnnkit.models.spec.DeclarativeNet` (``conv1.weight``, ``batchnorm1.running_mean``,
 ``residual1.body.conv2.weight``, ``residual1.shortcut.weight``), so ``state_dict()`` loads
-into the torch network and back.
+into the torch network and back. A ``concat`` layer gets the output of the earlier layer it names
+(and sends that layer its share of the gradient): see :func:`forward_layers` / :func:`backward_layers`.
 
 The layers follow the glass-box ops of :mod:`cnnkit.reference` (same formulas, same
 tie rules: a max goes to the first maximum in row-major window order, as torch) but are
@@ -32,10 +33,20 @@ from numpy.lib.stride_tricks import as_strided
 
 from cnnkit.errors import UserError
 from cnnkit.geometry import conv_output_size
-from cnnkit.spec import LayerSpec, conv_geometry, infer_shapes, layer_output_shape, residual_shortcut
+from cnnkit.reference.conv import conv_transpose2d, conv_transpose2d_backward
+from cnnkit.reference.resize import crop_concat, crop_concat_backward, upsample2d, upsample2d_backward
+from cnnkit.spec import (
+    LayerSpec,
+    conv_geometry,
+    conv_transpose_padding,
+    infer_shapes,
+    layer_output_shape,
+    residual_shortcut,
+)
 
 SUPPORTED = ("conv", "dense", "flatten", "maxpool", "avgpool", "l2pool", "globalavgpool", "globalmaxpool",
-             "dropout", "batchnorm", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "residual")
+             "dropout", "batchnorm", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "residual",
+             "conv_transpose", "upsample", "concat")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -197,6 +208,102 @@ class Dense(Layer):
             self.net.grads[self.prefix + "bias"] = dy.sum(axis=0)         # (out,)
         self.x = None
         return dy @ w if need_dx else None                               # (N, in)
+
+
+class ConvTranspose(Layer):
+    """Transposed convolution: x (N, C, H, W), weight (C, F, KH, KW), bias (F,) -> y (N, F, H', W').
+
+    The glass-box op :func:`cnnkit.reference.conv.conv_transpose2d` (scatter of the kernel, then crop).
+    """
+
+    type = "conv_transpose"
+
+    def __init__(self, net, prefix, name, in_ch, out_ch, kernel, stride, padding, output_padding, dilation, bias):
+        super().__init__(net, prefix, name)
+        self.stride, self.padding, self.output_padding, self.dilation = stride, padding, output_padding, dilation
+        self.has_bias = bias
+        net._add_param(prefix + "weight", (in_ch, out_ch, *kernel))
+        if bias:
+            net._add_param(prefix + "bias", (out_ch,))
+
+    def forward(self, x, training):
+        p = self.net.params
+        b = p[self.prefix + "bias"] if self.has_bias else None
+        y, self.cache = conv_transpose2d(x, p[self.prefix + "weight"], b, self.stride, self.padding,
+                                         self.output_padding, self.dilation)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx, dw, db = conv_transpose2d_backward(dy, self.cache)
+        self.net.grads[self.prefix + "weight"] = dw
+        if self.has_bias:
+            self.net.grads[self.prefix + "bias"] = db
+        self.cache = None
+        return dx if need_dx else None
+
+
+class Upsample(Layer):
+    """Nearest or bilinear upsampling to ``size``: x (N, C, H, W) -> y (N, C, H', W') = A_h x A_w^T."""
+
+    type = "upsample"
+
+    def __init__(self, net, prefix, name, size, mode, align_corners):
+        super().__init__(net, prefix, name)
+        self.size, self.mode, self.align_corners = size, mode, align_corners
+
+    def forward(self, x, training):
+        y, self.cache = upsample2d(x, self.size, self.mode, self.align_corners)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return upsample2d_backward(dy, self.cache) if need_dx else None
+
+
+class Concat(Layer):
+    """U-Net's skip: cat([x, crop(skip)]) along channels; skip is the output of layer ``source``.
+
+    ``forward(x, training, skip)``; ``backward(dy) -> (dx, dskip)``: the runner adds dskip to the
+    gradient of the source layer's output.
+    """
+
+    type = "concat"
+
+    def __init__(self, net, prefix, name, source):
+        super().__init__(net, prefix, name)
+        self.source = source
+
+    def forward(self, x, training, skip=None):
+        y, self.cache = crop_concat(x, skip)
+        return y
+
+    def backward(self, dy, need_dx=True):
+        return crop_concat_backward(dy, self.cache)
+
+
+def forward_layers(layers: list[Layer], x: np.ndarray, training: bool) -> np.ndarray:
+    """Run layers in order, keeping the outputs that a later Concat asks for."""
+    wanted = {layer.source for layer in layers if isinstance(layer, Concat)}
+    saved: dict[str, np.ndarray] = {}
+    for layer in layers:
+        x = layer.forward(x, training, saved[layer.source]) if isinstance(layer, Concat) else layer.forward(x, training)
+        if layer.name in wanted:
+            saved[layer.name] = x
+    return x
+
+
+def backward_layers(layers: list[Layer], d: np.ndarray, need_dx: bool) -> np.ndarray | None:
+    """Backpropagate through ``layers`` (reversed); a layer whose output also fed a Concat gets both gradients."""
+    pending: dict[str, np.ndarray] = {}   # source name -> gradient from the concats that used its output
+    n = len(layers)
+    for i, layer in enumerate(reversed(layers)):
+        if layer.name in pending:
+            d = d + pending.pop(layer.name)
+        if isinstance(layer, Concat):
+            d, dskip = layer.backward(d)
+            pending[layer.source] = pending[layer.source] + dskip if layer.source in pending else dskip
+        else:
+            d = layer.backward(d, need_dx=need_dx or i < n - 1)
+    return d
 
 
 class Flatten(Layer):
@@ -476,9 +583,7 @@ class Residual(Layer):
         self.body, self.shortcut, self.post = body, shortcut, post
 
     def forward(self, x, training):
-        h = x
-        for layer in self.body:
-            h = layer.forward(h, training)
+        h = forward_layers(self.body, x, training)
         s = self.shortcut.forward(x, training) if self.shortcut is not None else x
         z = h + s
         if self.post:
@@ -488,10 +593,7 @@ class Residual(Layer):
 
     def backward(self, dy, need_dx=True):
         dz = dy * self.mask if self.post else dy
-        dh = dz
-        for i, layer in enumerate(reversed(self.body)):
-            last = i == len(self.body) - 1
-            dh = layer.backward(dh, need_dx=need_dx or not last)
+        dh = backward_layers(self.body, dz, need_dx)
         if self.shortcut is not None:
             ds = self.shortcut.backward(dz, need_dx=need_dx)
         else:
@@ -535,9 +637,11 @@ class ReferenceNet:
 
     def _build(self, specs: list[LayerSpec], shape: tuple[int, ...], prefix: str) -> list[Layer]:
         layers = []
+        named: dict[str, tuple[int, ...]] = {}
         for spec in specs:
-            out = layer_output_shape(spec, shape, self.num_classes)
+            out = layer_output_shape(spec, shape, self.num_classes, named)
             layers.append(self._layer(spec, shape, out, prefix + spec.name + "."))
+            named[spec.name] = out
             shape = out
         return layers
 
@@ -545,8 +649,16 @@ class ReferenceNet:
         t, a, name = spec.type, spec.args, spec.name
         if t == "conv":
             g = conv_geometry(spec, shape)
-            return Conv(self, prefix, name, shape[0], a["out"], a["kernel"], a["stride"], g["pad"], a["dilation"],
+            return Conv(self, prefix, name, shape[0], out[0], a["kernel"], a["stride"], g["pad"], a["dilation"],
                         a["groups"], a["bias"], g["out"])
+        if t == "conv_transpose":
+            padding, output_padding = conv_transpose_padding(a, spec.index)
+            return ConvTranspose(self, prefix, name, shape[0], out[0], a["kernel"], a["stride"], padding,
+                                 output_padding, a["dilation"], a["bias"])
+        if t == "upsample":
+            return Upsample(self, prefix, name, out[1:], a["mode"], a["align_corners"])
+        if t == "concat":
+            return Concat(self, prefix, name, a["from"])
         if t == "dense":
             return Dense(self, prefix, name, shape[0], out[0], a["bias"])
         if t == "flatten":
@@ -577,9 +689,7 @@ class ReferenceNet:
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
         """x: (N, *input_shape) -> logits (N, K) (or the last layer's output)."""
         x = np.asarray(x, dtype=self.dtype)
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
+        return forward_layers(self.layers, x, training)
 
     def backward(self, dout: np.ndarray, need_input_grad: bool = False) -> dict[str, np.ndarray]:
         """Backpropagate dL/dlogits through the last forward; returns ``{param name: gradient}``.
@@ -588,10 +698,7 @@ class ReferenceNet:
         """
         self.grads = {}
         d = np.asarray(dout, dtype=self.dtype)
-        n = len(self.layers)
-        for i, layer in enumerate(reversed(self.layers)):
-            d = layer.backward(d, need_dx=need_input_grad or i < n - 1)
-        self.input_grad = d
+        self.input_grad = backward_layers(self.layers, d, need_input_grad)
         return {k: self.grads[k] for k in self.params}
 
     def parameters(self) -> list[np.ndarray]:

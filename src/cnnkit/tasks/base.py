@@ -79,6 +79,11 @@ class Task:
         (``train``) or evaluation loader, augmentation included. None: the loaders' own (``augment``)."""
         return None
 
+    def train_data(self, dataset: Any) -> Any:
+        """The training set as the training loader reads it: ``dataset`` itself, or a wrapper that
+        draws items from several (detection's mosaic)."""
+        return dataset
+
     def training_step(self, model: nn.Module, inputs: Any, targets: Any,
                       loss_fn: Callable[[Any, Any], torch.Tensor]) -> tuple[Any, torch.Tensor]:
         """``(outputs, loss)`` of one training batch, under the trainer's autocast. A model that computes

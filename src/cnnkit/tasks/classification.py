@@ -31,6 +31,18 @@ class ClassificationTask(Task):
         if cfg.augment.scale_jitter:
             raise UserError(f"augment.scale_jitter={cfg.augment.scale_jitter} is a detection augmentation (boxes "
                             f"follow the zoom); for classification use augment.crop_padding or augment.rotation")
+        seg_aug = [k for k in ("vflip", "elastic", "saturation", "hue") if getattr(cfg.augment, k)]
+        if seg_aug:
+            raise UserError(f"augment.{seg_aug[0]} is a detection/segmentation augmentation; for classification "
+                            f"use augment.hflip, augment.crop_padding, augment.rotation, augment.brightness or "
+                            f"augment.contrast")
+        if cfg.train.loss in ("dice", "focal", "cross_entropy+dice", "focal+dice"):
+            raise UserError(f"train.loss={cfg.train.loss} is a segmentation loss; classification takes "
+                            f"cross_entropy, mse or bce")
+        if cfg.augment.mosaic:
+            raise UserError(f"augment.mosaic={cfg.augment.mosaic} is a detection augmentation (four images' boxes "
+                            f"in one); for classification use augment.crop_padding, augment.cutout or "
+                            f"regularization.mixup")
 
     # -- training
 

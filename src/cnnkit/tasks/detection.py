@@ -52,6 +52,17 @@ class DetectionTask(Task):
 
         return detection_transforms(self.cfg.augment if train else None, self.image_size, train)
 
+    def train_data(self, dataset: Any) -> Any:
+        aug = self.cfg.augment
+        if not aug.mosaic:
+            return dataset
+        from cnnkit.data.detection.transforms import Mosaic
+
+        # mosaic_off_epochs >= train.epochs is allowed: every epoch is then plain (a short trial of a
+        # recipe, train.epochs=3, runs as the end of the full recipe would).
+        return Mosaic(dataset, self.image_size, aug.mosaic, self.cfg.train.epochs, aug.mosaic_off_epochs,
+                      repeats=self.cfg.data.epoch_repeats)
+
     # -- training
 
     def make_loss(self) -> Callable[[Any, Any], torch.Tensor]:

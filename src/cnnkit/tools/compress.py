@@ -441,7 +441,7 @@ def _load_source(run_dir: str | Path):
         raise UserError(f"cnnkit compress works on classification runs (it scores accuracy); run {str(src)!r} "
                         f"is a {cfg.task} run. Its weights are in checkpoints/best.pt; for a smaller detector "
                         f"train a smaller model (for example yolo_n instead of yolo_s)")
-    bundle = load_data(cfg.data)
+    bundle = load_data(cfg.data, task=cfg.task)
     if list(bundle.classes) != list(info["classes"]) or list(bundle.input_shape) != list(info["input_shape"]):
         raise UserError(f"the data of run {str(src)!r} ({cfg.data.name}) no longer matches its checkpoint's "
                         f"classes or input shape")

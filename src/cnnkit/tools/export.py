@@ -101,6 +101,8 @@ def metadata_for(info: dict[str, Any], source: str | os.PathLike | None = None) 
         meta["dataset"] = str(info["dataset"])
     task = info.get("task")
     meta["task"] = getattr(task, "name", None) or "classification"
+    if info.get("pad_multiple"):
+        meta["pad_multiple"] = str(int(info["pad_multiple"]))
     return meta
 
 
@@ -116,6 +118,7 @@ def parse_metadata(meta: dict[str, str], where: str) -> dict[str, Any]:
     out["cnnkit_version"] = meta["cnnkit_version"]
     if "config" in meta:
         out["config"] = json.loads(meta["config"])
+    out["pad_multiple"] = int(meta.get("pad_multiple", 1))
     for k in ("source_run", "dataset"):
         if k in meta:
             out[k] = meta[k]
@@ -132,7 +135,7 @@ def _check_inputs(info: dict[str, Any], n: int = CHECK_IMAGES) -> tuple["torch.T
         from cnnkit.data import load_data
         from cnnkit.data.loaders import make_loader
 
-        bundle = load_data(cfg.data)
+        bundle = load_data(cfg.data, task=cfg.task)
         task = info.get("task")
         loader = make_loader(bundle.val, batch_size=n, mean=info["mean"], std=info["std"], shuffle=False, seed=0,
                              device=torch.device("cpu"), augment=None, collate=getattr(task, "collate", None),
@@ -197,12 +200,15 @@ def export_onnx(model: "nn.Module", info: dict[str, Any], path: str | os.PathLik
     model = model.cpu().eval()
     x = check_inputs if check_inputs is not None else _check_inputs(info)[0]
     names = list(getattr(model, "output_names", (OUTPUT_NAME,)))
+    # A segmentation network takes images of any size (its output has the input's size).
+    spatial = {2: "height", 3: "width"} if getattr(info.get("task"), "name", None) == "segmentation" else {}
     tmp = _tmp_path(path)
     try:
         with _quiet_export(), torch.no_grad():
             torch.onnx.export(model, (x[:1],), str(tmp), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=names,
-                              dynamic_axes={INPUT_NAME: {0: "batch"}, **{k: {0: "batch"} for k in names}},
+                              dynamic_axes={INPUT_NAME: {0: "batch", **spatial},
+                                            **{k: {0: "batch", **spatial} for k in names}},
                               do_constant_folding=True)
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
@@ -264,7 +270,7 @@ def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], t
     """Classify image files with an exported ONNX model in onnxruntime; the JSON of ``cnnkit predict``."""
     import numpy as np
 
-    from cnnkit.inference import load_image, normalise
+    from cnnkit.data.files import load_image, normalise
     from cnnkit.tasks.classification import format_predictions
 
     p = Path(path)
@@ -275,6 +281,8 @@ def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], t
     batch = np.stack([load_image(f, meta["input_shape"]) for f in images])
     x = normalise(batch, meta["mean"], meta["std"])
     name = sess.get_inputs()[0].name
+    if meta["task"] == "segmentation":
+        return _segment_onnx(sess, meta, images, options.get("save"))
     if meta["task"] == "detection":
         import torch
 
@@ -290,6 +298,45 @@ def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], t
                                  [image_size(f) for f in images])
     logits = sess.run(None, {name: x})[0]
     return format_predictions([str(f) for f in images], _softmax(logits), meta["classes"], top_k)
+
+
+def _segment_onnx(sess, meta: dict[str, Any], images: Sequence[str | os.PathLike], save: str | None) -> list[dict]:
+    """Each image at its own size (reflection-padded to the network's multiple, the output cut back),
+    as :func:`cnnkit.tasks.segmentation.segment` does in torch; the JSON of ``cnnkit predict``."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from cnnkit.data.files import load_image, normalise
+    from cnnkit.tasks.segmentation import save_mask
+
+    cfg = meta.get("config") or {}
+    size = (cfg.get("data") or {}).get("image_size")
+    m = int(meta.get("pad_multiple", 1))
+    name = sess.get_inputs()[0].name
+    out = []
+    for f in images:
+        original = load_image(f, meta["input_shape"], resize=False)
+        h0, w0 = original.shape[-2:]
+        x = torch.from_numpy(normalise(original[None], meta["mean"], meta["std"]))
+        if size is not None:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect") if (h % m or w % m) else x
+        logits = torch.from_numpy(sess.run(None, {name: x.numpy()})[0])[..., :h, :w]
+        if (h, w) != (h0, w0):
+            logits = F.interpolate(logits, size=(h0, w0), mode="bilinear", align_corners=False)
+        mask = logits.argmax(1)[0].to(torch.uint8)
+        k = len(meta["classes"])
+        counts = torch.bincount(mask.flatten().long(), minlength=k).double()
+        result = {"file": str(f), "size": [int(h0), int(w0)],
+                  "shares": {c: round(float(v), 6) for c, v in zip(meta["classes"], counts / counts.sum())},
+                  "mask": None, "overlay": None}
+        if save is not None:
+            result["mask"], result["overlay"] = (str(p) for p in save_mask(np.asarray(original), mask, str(f),
+                                                                            save, k))
+        out.append(result)
+    return out
 
 
 # --------------------------------------------------------------------------- TorchScript
@@ -444,6 +491,23 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
                             f"{type(model).__name__} ({info['config'].model.name}) is not exported yet: use the "
                             f"run folder with cnnkit predict/eval")
         model = PreNMS(model)
+    if info["task"].name == "segmentation":
+        from cnnkit.tasks.segmentation import is_valid_padding
+
+        if fmt == "onnx" and is_valid_padding(model):
+            raise UserError("ONNX export of segmentation covers 'same'-padding networks (output the size of the "
+                            "input); this one has valid padding and predicts by overlap-tile: use the run folder "
+                            "with cnnkit predict, or train it with model.options.padding=same")
+        m = int(getattr(model, "pad_multiple", 1) or 1)
+        info = {**info, "pad_multiple": m}
+        h, w = x.shape[-2:]
+        if h % m or w % m:  # the check images, padded as predict pads them
+            import torch.nn.functional as F
+
+            x = F.pad(x, (0, -w % m, 0, -h % m), mode="reflect")
+    if info["task"].name == "instance":
+        raise UserError("export of instance-segmentation runs (Mask R-CNN) is not available; use the run folder "
+                        "with cnnkit predict and eval")
     if fmt == "onnx":
         checks = export_onnx(model, info, path, opset=opset, check_inputs=x, source=source)
     elif fmt == "torchscript":

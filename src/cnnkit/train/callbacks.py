@@ -39,7 +39,7 @@ class Callback:
 def monitor_mode(monitor: str, mode: str) -> str:
     if mode != "auto":
         return mode
-    return "max" if "acc" in monitor or "map" in monitor else "min"
+    return "max" if any(k in monitor for k in ("acc", "map", "iou", "dice")) else "min"
 
 
 class EarlyStopping(Callback):

@@ -416,7 +416,7 @@ def finetune(source: str | None, config: str | None, overrides: list[str] | None
                         "parameters that were trainable when it started); run on one process or drop unfreeze_at")
 
     # Data, normalised as the source's features expect.
-    bundle = load_data(cfg.data)
+    bundle = load_data(cfg.data, task=cfg.task)
     input_shape = input_shape_for(cfg, bundle)
     channels = input_shape[0]
     norm_from = "the new data"

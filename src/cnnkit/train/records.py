@@ -75,6 +75,8 @@ def final_record(task, *, val: dict[str, Any], history: list[dict[str, Any]], ch
                   "num_classes": bundle.num_classes, "classes": bundle.classes,
                   "checkpoint": checkpointer.checkpoint_name})
     final.update({f"last_val_{k}": last_val.get(k) if last_val else None for k in names})
+    # The task's own names too (map, map_50; miou, dice; accuracy): what the result is, unprefixed.
+    final.update({k: val.get(k) for k in names})
     final.update({"last_val_loss": last_val.get("loss") if last_val else None,
                   "train_time_s": round(train_time, 3), "end_to_end_s": round(time.time() - process_start_time(), 3),
                   "world_size": world_size, "device": device, "engine": engine,

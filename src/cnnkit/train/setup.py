@@ -39,7 +39,7 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task,
 
         raise UserError(f"a layer list builds a classifier; task detection needs a detector: model.name="
                         f"{' or '.join(list_models(task='detection'))} (a layer list can be the backbone of "
-                        f"{', '.join(models_with_backbone())}: move it to model.backbone)")
+                        f"{', '.join(models_with_backbone(task='detection'))}: move it to model.backbone)")
     if cfg.model.name is not None:
         from cnnkit.models.registry import MODELS, model_task
 
@@ -48,7 +48,7 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task,
                             f"task is {cfg.task!r}; set task: {model_task(cfg.model.name)} or pick a "
                             f"{cfg.task} model ('cnnkit models' lists both)")
     if bundle is None:
-        bundle = load_data(cfg.data)
+        bundle = load_data(cfg.data, task=cfg.task)
         norm = normalisation_for(cfg.model, bundle.input_shape[0])
         if norm is not None:  # pretrained weights expect the normalisation they were trained with
             bundle.mean, bundle.std = norm
@@ -90,7 +90,7 @@ def make_loaders(cfg: Config, bundle: DataBundle, task: Task, device, *, rank: i
     bs = cfg.data.batch_size
     if bs % world_size:
         raise UserError(f"data.batch_size={bs} must be divisible by the number of processes ({world_size})")
-    train = make_loader(bundle.train, batch_size=bs, mean=bundle.mean, std=bundle.std, shuffle=True,
+    train = make_loader(task.train_data(bundle.train), batch_size=bs, mean=bundle.mean, std=bundle.std, shuffle=True,
                         seed=cfg.train.seed, device=device, augment=cfg.augment, num_workers=cfg.data.num_workers,
                         rank=rank, world_size=world_size, channels_last=cfg.train.channels_last,
                         collate=task.collate, repeats=cfg.data.epoch_repeats, transform=task.transform(train=True))

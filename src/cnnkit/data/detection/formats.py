@@ -7,7 +7,9 @@ size, and keeps the images at their own size (the task's transform resizes):
 * ``coco``: ``data.path`` holds the images (directly or under ``images/``) and one
   ``instances_*.json`` (or ``data.annotations`` names the file). Read with pycocotools. COCO boxes
   are ``[x, y, w, h]``; category ids become labels ``0..C-1`` in sorted id order, named by the
-  categories. Crowd regions (``iscrowd: 1``) are not objects to detect and are left out.
+  categories. Crowd regions (``iscrowd: 1``) are not objects to detect and are left out. Each
+  annotation's ``segmentation`` (polygons, RLE or uncompressed RLE) is kept: with
+  ``dataset.with_masks = True`` (see :class:`CocoDataset`) items also carry the instance masks.
 * ``yolo``: ``data.path`` holds ``images/`` and ``labels/`` with the same relative paths and stems
   (``images/a/x.jpg`` <-> ``labels/a/x.txt``); a label line is ``class cx cy w h``, normalised to
   0..1. Class names come from ``classes.txt`` (one per line) or ``data.yaml`` (``names:`` a list or
@@ -29,12 +31,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
+from torchvision import tv_tensors
 from torchvision.ops import box_convert
 
 from cnnkit.config import DataConfig
@@ -159,8 +163,107 @@ def _check_coco_fields(data: dict, ann_file: Path) -> None:
                             f"{ann['category_id']}; the categories are {sorted(cats)}")
 
 
-def read_coco(ann_file: Path | str, image_root: Path | str) -> DetectionDataset:
-    """Every image of a COCO instances file, its boxes converted from xywh to XYXY and checked.
+class CocoDataset(DetectionDataset):
+    """The images of a COCO file (a :class:`DetectionDataset`) that also keep each object's
+    ``segmentation``: ``segmentations[i]`` holds ``(annotation id, segmentation or None)`` per box of
+    record ``i``.
+
+    ``with_masks`` (a plain attribute, False by default, so detection decodes no masks) set to True
+    adds ``target["masks"]``, a :class:`~torchvision.tv_tensors.Mask` ``(K, H, W)`` uint8 of the
+    objects' instance masks, decoded by pycocotools when the item is read. :meth:`check_masks` says
+    before training whether every object has a segmentation to decode.
+    """
+
+    def __init__(self, records: Sequence[ImageRecord], classes: Sequence[str],
+                 segmentations: Sequence[tuple[tuple[Any, Any], ...]], ann_file: str = "") -> None:
+        super().__init__(records, classes)
+        self.segmentations = list(segmentations)
+        self.ann_file = ann_file
+        self.with_masks = False
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
+        image, target = super().__getitem__(i)
+        if self.with_masks:
+            target["masks"] = tv_tensors.Mask(torch.from_numpy(self.instance_masks(i)))
+        return image, target
+
+    def instance_masks(self, i: int) -> np.ndarray:
+        """The instance masks uint8 ``(K, H, W)`` (0/1) of record ``i``'s objects, in box order."""
+        r = self.records[i]
+        height, width = r.size
+        out = np.zeros((len(self.segmentations[i]), height, width), dtype=np.uint8)
+        for k, (ann_id, segm) in enumerate(self.segmentations[i]):
+            out[k] = coco_segmentation_mask(segm, height, width, self._where(i, ann_id))
+        return out
+
+    def check_masks(self) -> None:
+        """A UserError for the first object without a segmentation (or with one of a wrong form)."""
+        for i, segs in enumerate(self.segmentations):
+            height, width = self.records[i].size
+            for ann_id, segm in segs:
+                _check_segmentation(segm, height, width, self._where(i, ann_id))
+
+    def _where(self, i: int, ann_id: Any) -> str:
+        r = self.records[i]
+        return f"{self.ann_file}: annotation {ann_id} of image {Path(r.file).name!r} (id {r.image_id})"
+
+    def subset(self, index: Sequence[int]) -> "CocoDataset":
+        out = CocoDataset([self.records[int(i)] for i in index], self.classes,
+                          [self.segmentations[int(i)] for i in index], self.ann_file)
+        out.with_masks = self.with_masks
+        return out
+
+
+def _check_segmentation(segm: Any, height: int, width: int, where: str) -> None:
+    """A UserError unless ``segm`` is COCO polygons, an RLE or an uncompressed RLE of a ``height`` x ``width`` image."""
+    forms = ("a list of polygons [[x1, y1, x2, y2, ...], ...], an RLE {'counts': str, 'size': [h, w]} or an "
+             "uncompressed RLE {'counts': [n1, n2, ...], 'size': [h, w]}")
+    if segm is None or (isinstance(segm, (list, dict)) and not segm):
+        raise UserError(f"{where} has no 'segmentation', but masks are asked for (semantic segmentation from "
+                        f"instances); give every object a segmentation: {forms}")
+    if isinstance(segm, list):
+        for p, poly in enumerate(segm):
+            if (not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly)):
+                raise UserError(f"{where}: polygon {p} of its segmentation is {str(poly)[:80]}; a polygon is a list "
+                                f"of at least 3 points x1, y1, x2, y2, ... (6 or more numbers, an even count)")
+        return
+    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        if list(segm["size"]) != [height, width]:
+            raise UserError(f"{where}: its RLE segmentation has size {segm['size']} (height, width) but the image is "
+                            f"{height}x{width} (height x width)")
+        counts = segm["counts"]
+        if isinstance(counts, (str, bytes)) or (isinstance(counts, list) and all(isinstance(c, int) for c in counts)):
+            if isinstance(counts, list) and sum(counts) != height * width:
+                raise UserError(f"{where}: its uncompressed RLE counts add up to {sum(counts)} pixels, but the image "
+                                f"has {height} x {width} = {height * width}")
+            return
+    raise UserError(f"{where}: segmentation {str(segm)[:80]} is not {forms}")
+
+
+def coco_segmentation_mask(segm: Any, height: int, width: int, where: str) -> np.ndarray:
+    """The 0/1 mask uint8 ``(height, width)`` of a COCO ``segmentation``: polygons, an RLE (``counts`` a
+    string) or an uncompressed RLE (``counts`` a list, column-major runs), decoded by pycocotools as
+    its ``COCO.annToMask`` does. ``where`` names the annotation in error messages."""
+    from pycocotools import mask as mask_utils
+
+    _check_segmentation(segm, height, width, where)
+    if isinstance(segm, list):  # polygons: one RLE each, merged
+        rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    elif isinstance(segm["counts"], list):  # uncompressed RLE
+        rle = mask_utils.frPyObjects(segm, height, width)
+    else:
+        rle = segm
+    with warnings.catch_warnings():
+        # pycocotools 2.0.x asks numpy 2 for a copy-free array in a deprecated way; the result is right.
+        warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
+        return np.ascontiguousarray(mask_utils.decode(rle), dtype=np.uint8)
+
+
+def read_coco(ann_file: Path | str, image_root: Path | str) -> CocoDataset:
+    """Every image of a COCO instances file, its boxes converted from xywh to XYXY and checked, and its
+    objects' segmentations kept for :class:`CocoDataset` to decode when masks are asked for.
 
     An image's file is ``image_root / file_name``, else ``image_root / "images" / file_name``.
     """
@@ -176,7 +279,7 @@ def read_coco(ann_file: Path | str, image_root: Path | str) -> DetectionDataset:
     cat_ids = sorted(api.getCatIds())
     label_of = {cid: i for i, cid in enumerate(cat_ids)}
     classes = [str(api.loadCats(cid)[0]["name"]) for cid in cat_ids]
-    records = []
+    records, segmentations = [], []
     for img_id in sorted(api.getImgIds()):
         info = api.loadImgs(img_id)[0]
         name = info["file_name"]
@@ -197,7 +300,8 @@ def read_coco(ann_file: Path | str, image_root: Path | str) -> DetectionDataset:
                             lambda k: f"{where}, annotation {anns[k].get('id')} (bbox {anns[k]['bbox']} as x, y, w, h)")
         b, lab = _records_to_tensor(boxes, [label_of[a["category_id"]] for a in anns])
         records.append(ImageRecord(str(path), (height, width), b, lab, int(img_id)))
-    return DetectionDataset(records, classes)
+        segmentations.append(tuple((a.get("id"), a.get("segmentation")) for a in anns))
+    return CocoDataset(records, classes, segmentations, str(ann_file))
 
 
 # ---------------------------------------------------------------------------------------------- YOLO

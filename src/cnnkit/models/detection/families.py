@@ -77,8 +77,13 @@ class TorchvisionDetector(nn.Module):
     def forward(self, images: Tensor, targets: list[dict[str, Tensor]] | None = None) -> Any:
         batch = list(images)
         if targets is not None:
-            shifted = [{"boxes": t["boxes"].to(images.device, torch.float32),
-                        "labels": t["labels"].to(images.device, torch.int64) + self.offset} for t in targets]
+            shifted = []
+            for t in targets:
+                s = {"boxes": t["boxes"].to(images.device, torch.float32),
+                     "labels": t["labels"].to(images.device, torch.int64) + self.offset}
+                if "masks" in t:  # Mask R-CNN: one (H, W) mask per object
+                    s["masks"] = t["masks"].to(images.device, torch.uint8)
+                shifted.append(s)
             return self.net(batch, shifted)
         was = self.net.training
         self.net.eval()  # without targets there is nothing to learn from: detections
@@ -86,7 +91,8 @@ class TorchvisionDetector(nn.Module):
             out = self.net(batch)
         finally:
             self.net.train(was)
-        return [{"boxes": o["boxes"], "scores": o["scores"], "labels": o["labels"] - self.offset} for o in out]
+        # Mask R-CNN adds "masks" (K, 1, H, W), each object's probabilities; they pass through.
+        return [{**o, "labels": o["labels"] - self.offset} for o in out]
 
 
 class WithFPN(nn.Module):

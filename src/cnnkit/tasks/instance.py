@@ -1,0 +1,122 @@
+"""Instance segmentation: boxes, classes and a mask per object (Mask R-CNN); box and mask mAP.
+
+Everything of :mod:`cnnkit.tasks.detection` holds (the batch, the resize to ``S x S``, the model
+computing its own losses from the targets, ``predict``'s boxes in the original image's pixels);
+targets also carry ``masks`` (K, S, S) uint8, and in eval mode the model returns ``masks``
+(D, 1, S, S) probabilities per image, thresholded at 0.5. Validation reports COCO's box mAP and
+mask mAP (torchmetrics' MeanAveragePrecision with ``iou_type=("bbox", "segm")``); ``best.pt`` is
+the epoch with the best ``val_mask_map_50``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from cnnkit.nn.runtime import autocast
+from cnnkit.tasks.base import register_task
+from cnnkit.tasks.detection import DetectionTask, _float, _gt, _num, detect, format_detections
+
+#: A predicted mask pixel belongs to the object from this probability on.
+MASK_THRESHOLD = 0.5
+
+
+@register_task("instance", "a mask per object (Mask R-CNN): box and mask mAP")
+class InstanceTask(DetectionTask):
+    best_metric = "val_mask_map_50"
+    best_mode = "max"
+    metric_names = ("map", "map_50", "mask_map", "mask_map_50")
+
+    def map_metric(self, **kw: Any):
+        from torchmetrics.detection import MeanAveragePrecision
+
+        return MeanAveragePrecision(box_format="xyxy", iou_type=("bbox", "segm"), **kw)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader, device: torch.device, precision: str = "fp32",
+                 loss_fn=None) -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        metric = self.map_metric().to(device)
+        n = 0
+        for images, targets in loader:
+            if not len(targets):
+                continue
+            with autocast(device, precision):
+                preds = model(images)
+            metric.update(_with_masks(preds), _gt_with_masks(targets))
+            n += len(targets)
+        model.train(was_training)
+        if n == 0:
+            return {"loss": None, **{k: None for k in self.metric_names}, "n": 0}
+        r = metric.compute()
+        return {"loss": None, "map": _num(r["bbox_map"]), "map_50": _num(r["bbox_map_50"]),
+                "mask_map": _num(r["segm_map"]), "mask_map_50": _num(r["segm_map_50"]), "n": n}
+
+    @torch.no_grad()
+    def eval_report(self, model: nn.Module, loader, device: torch.device) -> dict[str, Any]:
+        """Mask mAP@.5 per class (``per_class``), and the numbers of images and objects."""
+        was_training = model.training
+        model.eval()
+        from torchmetrics.detection import MeanAveragePrecision
+
+        per_class = MeanAveragePrecision(iou_type="segm", iou_thresholds=[0.5], class_metrics=True).to(device)
+        n_images = n_objects = 0
+        for images, targets in loader:
+            if not len(targets):
+                continue
+            preds = _with_masks(model(images))
+            per_class.update([{k: p[k] for k in ("masks", "scores", "labels")} for p in preds],
+                             [{k: t[k] for k in ("masks", "labels")} for t in _gt_with_masks(targets)])
+            n_images += len(targets)
+            n_objects += sum(len(t["labels"]) for t in targets)
+        model.train(was_training)
+        out: dict[str, Any] = {"per_class": {}, "n_images": n_images, "n_boxes": n_objects}
+        if n_images:
+            r = per_class.compute()
+            ap = dict(zip(r["classes"].reshape(-1).tolist(), r["map_per_class"].reshape(-1).tolist()))
+            out["per_class"] = {name: (round(ap[i], 4) if i in ap and ap[i] >= 0 else None)
+                                for i, name in enumerate(self.classes)}
+        return out
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: torch.Tensor, names: Sequence[str], top_k: int = 5,
+                orig_sizes: Sequence[tuple[int, int]] | None = None, conf: float = 0.25,
+                iou: float = 0.6, **_: Any) -> list[dict]:
+        """Detections as :class:`DetectionTask` gives them, each with the pixel ``area`` of its mask
+        (in the resized image) next to its box."""
+        preds = detect(model, images, conf, iou)
+        out = format_detections(names, preds, self.classes, tuple(images.shape[-2:]), orig_sizes)
+        for result, p in zip(out, preds):
+            masks = p.get("masks")
+            if masks is None:
+                continue
+            for det, m in zip(result["detections"], masks):
+                det["area"] = int((m[0] > MASK_THRESHOLD).sum())
+        return out
+
+    def epoch_line(self, m: dict[str, Any]) -> str:
+        def f(v):
+            return "-" if v is None else f"{v:.4f}"
+        return (f"train_loss {f(m.get('train_loss'))}  val_map {f(m.get('val_map'))}  "
+                f"val_map_50 {f(m.get('val_map_50'))}  val_mask_map {f(m.get('val_mask_map'))}  "
+                f"val_mask_map_50 {f(m.get('val_mask_map_50'))}")
+
+
+def _with_masks(preds: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+    out = _float(preds)
+    for o, p in zip(out, preds):
+        m = p.get("masks")
+        if m is None:
+            raise ValueError("an instance-segmentation model must return masks with its boxes")
+        o["masks"] = (m[:, 0] if m.ndim == 4 else m) > MASK_THRESHOLD
+    return out
+
+
+def _gt_with_masks(targets: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
+    out = _gt(targets)
+    for o, t in zip(out, targets):
+        o["masks"] = t["masks"].bool()
+    return out
