@@ -59,7 +59,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--prune", choices=PRUNERS, default="none",
                    help="stop poor trials early on per-epoch metrics (default: none)")
     t.add_argument("--metric", choices=METRICS, default=None,
-                   help="metric to optimise (default: the task's own: val_accuracy, val_map_50 for detection)")
+                   help="metric to optimise (default: the task's own: val_accuracy, val_map_50 for detection, "
+                        "val_miou for segmentation, val_mask_map_50 for instance)")
     t.add_argument("--direction", choices=("maximize", "minimize"),
                    help="default: maximize for accuracies, minimize for losses")
     t.add_argument("--seed", type=int, help="sampler seed (a fresh single-process search is then reproducible)")

@@ -178,7 +178,8 @@ def load_data(cfg: DataConfig, task: str | None = None) -> DataBundle:
         pool, val = _keep_classes(pool, keep), _keep_classes(val, keep)
         test = _keep_classes(test, keep) if test is not None else None
         classes = [classes[c] for c in keep]
-    if len(classes) < 2 and (bundle.extra or {}).get("task") not in ("detection", "segmentation"):  # one class of objects is a detector
+    # One class of objects is a detector; a segmentation set always has its background class too.
+    if len(classes) < 2 and (bundle.extra or {}).get("task") not in ("detection", "segmentation"):
         raise UserError(f"dataset {cfg.name!r} has {len(classes)} class ({', '.join(map(str, classes))}); a classifier "
                         f"needs at least 2 (an image folder needs a subfolder per class)")
     if len(val) == 0:

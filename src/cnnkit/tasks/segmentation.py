@@ -273,7 +273,8 @@ class SegmentationLoss:
         return weight
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                   smooth: float = 1.0) -> torch.Tensor:
     """``1 - mean over classes`` of the soft Dice of the softmax probabilities against one-hot masks,
     summed over the batch's counted pixels."""
     k = logits.shape[1]

@@ -18,7 +18,8 @@ from cnnkit.config import config_from, read_yaml
 from cnnkit.errors import UserError
 from cnnkit.tools.tune.space import Param, grid_key, grid_points, load_space
 
-METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "val_map", "val_map_50", "val_map_75")
+METRICS = ("val_accuracy", "val_loss", "train_accuracy", "train_loss", "val_map", "val_map_50", "val_map_75",
+           "val_pixel_accuracy", "val_miou", "val_dice", "val_mask_map", "val_mask_map_50")
 SAMPLERS = ("grid", "random", "tpe", "gp")
 PRUNERS = ("none", "median", "hyperband")
 STALE_AFTER_S = 300.0
