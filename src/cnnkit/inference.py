@@ -41,6 +41,11 @@ def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu"
         raise UserError(f"{str(path)!r} is not a cnnkit checkpoint (it lacks model, config or meta)")
     cfg = validate(ckpt["config"])
     meta = ckpt["meta"]
+    if cfg.model.name in ("yolo_n", "yolo_s"):  # a run saved before the DFL head keeps its own head
+        from cnnkit.models.detection.yolo import options_for_weights
+
+        options = options_for_weights(cfg.model.options, ckpt["model"])
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"options": options})})
     # The checkpoint holds the trained weights: never fetch model.pretrained / model.weights again.
     model = create_model(without_weights(cfg.model), tuple(meta["input_shape"]), len(meta["classes"]))
     model.load_state_dict(ckpt["model"])

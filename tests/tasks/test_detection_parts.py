@@ -267,3 +267,23 @@ def test_reg_max_1_is_one_softplus_distance_per_side():
                                                            "labels": torch.tensor([1])}])
     with pytest.raises(UserError, match="reg_max"):
         get_model("yolo_n", num_classes=2, input_size=64, reg_max=0)
+
+
+def test_a_run_saved_before_the_dfl_head_still_loads(tmp_path):
+    # A checkpoint of a yolo_n with one distance per side (the head before reg_max existed), whose
+    # config does not name reg_max: load_run_model rebuilds that head and gives the same boxes.
+    from cnnkit.config import DEFAULT_CONFIG, load_config
+    from cnnkit.inference import load_run_model
+    from cnnkit.runs import save_checkpoint
+
+    torch.manual_seed(0)
+    old = get_model("yolo_n", num_classes=2, input_size=64, reg_max=1).eval()
+    cfg = load_config(DEFAULT_CONFIG, ["task=detection", "model.name=yolo_n", "data.name=shapes",
+                                       "data.image_size=64"])
+    meta = {"classes": ["a", "b"], "input_shape": [3, 64, 64], "mean": [0.5] * 3, "std": [0.25] * 3}
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, {"model": old.state_dict(), "config": cfg.to_dict(), "meta": meta, "epoch": 1})
+    model, _ = load_run_model(path)
+    assert model.head.reg_max == 1
+    x = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(model.raw(x)[0], old.raw(x)[0])

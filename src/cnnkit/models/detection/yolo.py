@@ -421,6 +421,16 @@ def postprocess(boxes: Tensor, scores: Tensor, size: tuple[int, int], conf: floa
     return out
 
 
+def options_for_weights(options: dict[str, Any], state: dict[str, Tensor]) -> dict[str, Any]:
+    """``model.options`` that rebuild the network a yolo state dict was saved from: runs trained before
+    the distribution focal loss (one distance per side, 4 box outputs) get their old ``reg_max`` 1 and
+    ``cls_weight`` 1.0 back, so that they still load, evaluate and predict."""
+    w = state.get("head.box.0.2.weight")
+    if "reg_max" not in options and w is not None and w.shape[0] == 4:
+        return {**options, "reg_max": 1, "cls_weight": options.get("cls_weight", 1.0)}
+    return options
+
+
 def _create(width: int, depth: int, num_classes: int, in_chans: int, input_size: int,
             backbone: nn.Module | None = None, **kw: Any) -> YOLODetector:
     return YOLODetector(num_classes, in_chans, input_size, width=width, depth=depth,
