@@ -97,27 +97,42 @@ class DetectionTask(Task):
                 continue
             with autocast(device, precision):
                 preds = model(images)
-            metric.update(_float(preds), _gt(targets))
+            metric.update(self.scored(preds), self.truth(targets))
             n += len(targets)
         model.train(was_training)
         if n == 0:
-            return {"loss": None, "map": None, "map_50": None, "map_75": None, "n": 0}
-        r = metric.compute()
-        return {"loss": None, "map": _num(r["map"]), "map_50": _num(r["map_50"]), "map_75": _num(r["map_75"]),
-                "n": n}
+            return {"loss": None, **{k: None for k in self.metric_names}, "n": 0}
+        return {"loss": None, **self.summary(metric.compute()), "n": n}
+
+    # What evaluate scores (instance segmentation adds the masks).
+
+    def scored(self, preds: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        """A batch's detections as MeanAveragePrecision takes them."""
+        return _float(preds)
+
+    def truth(self, targets: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
+        """A batch's ground truth as MeanAveragePrecision takes it."""
+        return _gt(targets)
+
+    def per_class_metric(self):
+        """The metric of ``eval``'s per-class figures: box mAP@.5 per class."""
+        return self.map_metric(iou_thresholds=[0.5], class_metrics=True)
+
+    def summary(self, r: dict[str, torch.Tensor]) -> dict[str, float | None]:
+        """The task's metrics out of MeanAveragePrecision's result."""
+        return {"map": _num(r["map"]), "map_50": _num(r["map_50"]), "map_75": _num(r["map_75"])}
 
     @torch.no_grad()
     def eval_report(self, model: nn.Module, loader, device: torch.device) -> dict[str, Any]:
         """mAP@.5 per class (``per_class``), and the numbers of images and ground-truth boxes."""
         was_training = model.training
         model.eval()
-        per_class = self.map_metric(iou_thresholds=[0.5], class_metrics=True).to(device)
+        per_class = self.per_class_metric().to(device)
         n_images = n_boxes = 0
         for images, targets in loader:
             if not len(targets):
                 continue
-            preds = _float(model(images))
-            per_class.update(preds, _gt(targets))
+            per_class.update(self.scored(model(images)), self.truth(targets))
             n_images += len(targets)
             n_boxes += sum(len(t["labels"]) for t in targets)
         model.train(was_training)

@@ -15,7 +15,6 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from cnnkit.nn.runtime import autocast
 from cnnkit.tasks.base import register_task
 from cnnkit.tasks.detection import DetectionTask, _float, _gt, _num, detect, format_detections
 
@@ -34,52 +33,21 @@ class InstanceTask(DetectionTask):
 
         return MeanAveragePrecision(box_format="xyxy", iou_type=("bbox", "segm"), **kw)
 
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, loader, device: torch.device, precision: str = "fp32",
-                 loss_fn=None) -> dict[str, float]:
-        was_training = model.training
-        model.eval()
-        metric = self.map_metric().to(device)
-        n = 0
-        for images, targets in loader:
-            if not len(targets):
-                continue
-            with autocast(device, precision):
-                preds = model(images)
-            metric.update(_with_masks(preds), _gt_with_masks(targets))
-            n += len(targets)
-        model.train(was_training)
-        if n == 0:
-            return {"loss": None, **{k: None for k in self.metric_names}, "n": 0}
-        r = metric.compute()
-        return {"loss": None, "map": _num(r["bbox_map"]), "map_50": _num(r["bbox_map_50"]),
-                "mask_map": _num(r["segm_map"]), "mask_map_50": _num(r["segm_map_50"]), "n": n}
+    def scored(self, preds: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        return _with_masks(preds)
 
-    @torch.no_grad()
-    def eval_report(self, model: nn.Module, loader, device: torch.device) -> dict[str, Any]:
-        """Mask mAP@.5 per class (``per_class``), and the numbers of images and objects."""
-        was_training = model.training
-        model.eval()
+    def truth(self, targets: list[dict[str, Any]]) -> list[dict[str, torch.Tensor]]:
+        return _gt_with_masks(targets)
+
+    def summary(self, r: dict[str, torch.Tensor]) -> dict[str, float | None]:
+        return {"map": _num(r["bbox_map"]), "map_50": _num(r["bbox_map_50"]),
+                "mask_map": _num(r["segm_map"]), "mask_map_50": _num(r["segm_map_50"])}
+
+    def per_class_metric(self):
+        """Mask mAP@.5 per class."""
         from torchmetrics.detection import MeanAveragePrecision
 
-        per_class = MeanAveragePrecision(iou_type="segm", iou_thresholds=[0.5], class_metrics=True).to(device)
-        n_images = n_objects = 0
-        for images, targets in loader:
-            if not len(targets):
-                continue
-            preds = _with_masks(model(images))
-            per_class.update([{k: p[k] for k in ("masks", "scores", "labels")} for p in preds],
-                             [{k: t[k] for k in ("masks", "labels")} for t in _gt_with_masks(targets)])
-            n_images += len(targets)
-            n_objects += sum(len(t["labels"]) for t in targets)
-        model.train(was_training)
-        out: dict[str, Any] = {"per_class": {}, "n_images": n_images, "n_boxes": n_objects}
-        if n_images:
-            r = per_class.compute()
-            ap = dict(zip(r["classes"].reshape(-1).tolist(), r["map_per_class"].reshape(-1).tolist()))
-            out["per_class"] = {name: (round(ap[i], 4) if i in ap and ap[i] >= 0 else None)
-                                for i, name in enumerate(self.classes)}
-        return out
+        return MeanAveragePrecision(iou_type="segm", iou_thresholds=[0.5], class_metrics=True)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, images: torch.Tensor, names: Sequence[str], top_k: int = 5,
