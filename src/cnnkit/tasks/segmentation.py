@@ -161,9 +161,7 @@ class SegmentationTask(Task):
             if logits.shape[-2:] != (h0, w0):
                 logits = F.interpolate(logits.float(), size=(h0, w0), mode="bilinear", align_corners=False)
             mask = logits.argmax(1)[0].to(torch.uint8).cpu()
-            counts = torch.bincount(mask.flatten().long(), minlength=self.num_classes).double()
-            result = {"file": str(f), "size": [int(h0), int(w0)],
-                      "shares": {name: round(float(v), 6) for name, v in zip(self.classes, counts / counts.sum())},
+            result = {"file": str(f), "size": [int(h0), int(w0)], "shares": class_shares(mask, self.classes),
                       "mask": None, "overlay": None}
             if save is not None:
                 result["mask"], result["overlay"] = (str(p) for p in save_mask(original, mask, str(f), save,
@@ -173,15 +171,12 @@ class SegmentationTask(Task):
 
     def predict(self, model: nn.Module, images: torch.Tensor, names: Sequence[str], top_k: int = 5,
                 **_: Any) -> list[dict]:
-        """Masks of a batch of normalised images (as the ONNX path gives them): shares per class."""
+        """Each class's share of the pixels of a batch of normalised images, at the batch's size (cnnkit
+        predict reads files through :meth:`predict_files` instead, each at its own size)."""
         with torch.no_grad():
             mask = segment(model, images).argmax(1)
-        out = []
-        for name, m in zip(names, mask):
-            counts = torch.bincount(m.flatten(), minlength=self.num_classes).double()
-            out.append({"file": str(name), "size": list(m.shape),
-                        "shares": {c: round(float(v), 6) for c, v in zip(self.classes, counts / counts.sum())}})
-        return out
+        return [{"file": str(name), "size": list(m.shape), "shares": class_shares(m, self.classes)}
+                for name, m in zip(names, mask)]
 
     def epoch_line(self, m: dict[str, Any]) -> str:
         def f(v):
@@ -192,6 +187,12 @@ class SegmentationTask(Task):
 
 
 # --------------------------------------------------------------------------- scores
+
+
+def class_shares(mask: torch.Tensor, classes: Sequence[str]) -> dict[str, float]:
+    """The fraction of a predicted mask's pixels in each class, by name (6 decimals)."""
+    counts = torch.bincount(mask.flatten().long(), minlength=len(classes)).double()
+    return {name: round(float(v), 6) for name, v in zip(classes, counts / counts.sum())}
 
 
 def scores_from_confusion(cm: torch.Tensor, classes: Sequence[str]) -> dict[str, Any]:

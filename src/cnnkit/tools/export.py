@@ -308,7 +308,7 @@ def _segment_onnx(sess, meta: dict[str, Any], images: Sequence[str | os.PathLike
     import torch.nn.functional as F
 
     from cnnkit.data.files import load_image, normalise
-    from cnnkit.tasks.segmentation import save_mask
+    from cnnkit.tasks.segmentation import class_shares, save_mask
 
     cfg = meta.get("config") or {}
     size = (cfg.get("data") or {}).get("image_size")
@@ -328,9 +328,7 @@ def _segment_onnx(sess, meta: dict[str, Any], images: Sequence[str | os.PathLike
             logits = F.interpolate(logits, size=(h0, w0), mode="bilinear", align_corners=False)
         mask = logits.argmax(1)[0].to(torch.uint8)
         k = len(meta["classes"])
-        counts = torch.bincount(mask.flatten().long(), minlength=k).double()
-        result = {"file": str(f), "size": [int(h0), int(w0)],
-                  "shares": {c: round(float(v), 6) for c, v in zip(meta["classes"], counts / counts.sum())},
+        result = {"file": str(f), "size": [int(h0), int(w0)], "shares": class_shares(mask, meta["classes"]),
                   "mask": None, "overlay": None}
         if save is not None:
             result["mask"], result["overlay"] = (str(p) for p in save_mask(np.asarray(original), mask, str(f),
