@@ -69,9 +69,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -80,6 +78,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from peer_harness import fill_epochs, machine_note, watch_network, write_result  # noqa: E402  (benchmarks/)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = (REPO / ".." / "shared" / "data" / "raccoon").resolve()
@@ -92,30 +92,6 @@ PEER = "ultralytics"
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-def _watch_network() -> list[str]:
-    """Record every internet connection and name lookup this process tries (it does not block them)."""
-    import socket
-
-    tried: list[str] = []
-
-    def hook(event: str, args: tuple) -> None:
-        if event == "socket.getaddrinfo":
-            tried.append(f"lookup {args[0]}:{args[1]}")
-        elif event == "socket.connect":
-            sock, address = args[0], args[1]
-            if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
-                tried.append(f"connect {address}")
-        elif event == "urllib.Request":
-            tried.append(f"urllib {args[0]}")
-
-    sys.addaudithook(hook)
-    return tried
-
-
-def _write_result(path: str, payload: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(payload))
-
 
 def _held_out(workdir: Path) -> list[str]:
     return sorted(str(p) for p in (workdir / "yolo" / "val" / "images").iterdir())
@@ -218,7 +194,7 @@ def _cnnkit_bundle(cfg, workdir: Path, probe: bool):
 
 
 def worker_cnnkit(args: argparse.Namespace) -> None:
-    tried = _watch_network()
+    tried = watch_network()
     import torch
 
     torch.set_num_threads(args.threads)
@@ -297,13 +273,13 @@ def worker_cnnkit(args: argparse.Namespace) -> None:
         out["infer_s"], out["n_infer"] = statistics.median(passes_s), len(files)
     out["params"] = model_params
     out["network"] = sorted(set(tried))
-    _write_result(args.out, out)
+    write_result(args.out, out)
 
 
 # --------------------------------------------------------------------------- worker: Ultralytics
 
 def worker_ultralytics(args: argparse.Namespace) -> None:
-    tried = _watch_network()
+    tried = watch_network()
     workdir = Path(args.workdir)
     ul_dir = workdir / "ultralytics"
     os.environ.setdefault("YOLO_CONFIG_DIR", str(ul_dir / "config"))
@@ -381,7 +357,7 @@ def worker_ultralytics(args: argparse.Namespace) -> None:
     out["new_files"] = sorted(str(p.relative_to(ul_dir)) for p in set(ul_dir.rglob("*")) - before
                               if p.is_file() and runs not in p.parents and p.name != "settings.json")
     out["network"] = sorted(set(tried))
-    _write_result(args.out, out)
+    write_result(args.out, out)
 
 
 # --------------------------------------------------------------------------- the parent
@@ -409,34 +385,6 @@ def run_worker(name: str, args: argparse.Namespace, extra: list[str], tag: str) 
     res["process_s"] = time.perf_counter() - t0
     res["log"] = str(log)
     return res
-
-
-def cnnkit_epochs(probe: dict[str, Any], budget_s: float) -> tuple[int, float, float]:
-    """Epochs that fill ``budget_s``: the first pass (with its warm-up) and then passes like the later ones."""
-    first = probe["pass_s"][0]
-    later = statistics.median(probe["pass_s"][1:]) if len(probe["pass_s"]) > 1 else first
-    return max(1, 1 + math.floor((budget_s - first) / later)), first, later
-
-
-def machine_note(args: argparse.Namespace) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = ""
-    try:
-        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        pass
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"{cpu}, {cores} usable cores{mem}; {args.threads} torch thread(s) per contender; "
-            f"load average {load}; {platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -546,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
         name = f"cnnkit:{m}"
         if args.cnnkit_epochs is None:
             probe = run_worker(name, args, [], f"cnnkit-{m}-probe")
-            epochs, first, later = cnnkit_epochs(probe, budget)
+            epochs, first, later = fill_epochs(probe, budget)
             print(f"  cnnkit {m}: probe passes {' '.join(f'{s:.1f}' for s in probe['pass_s'])} s -> {epochs} epochs "
                   f"for {args.minutes:g} min", file=sys.stderr, flush=True)
         else:

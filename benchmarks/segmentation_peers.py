@@ -87,7 +87,6 @@ import importlib.util
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -96,6 +95,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from peer_harness import fill_epochs, machine_note, watch_network, write_result  # noqa: E402  (benchmarks/)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = (REPO / ".." / "shared" / "data" / "isbi2012_membrane" / "train").resolve()
@@ -107,30 +108,6 @@ FOREGROUND = "membrane"  # the class of interest (class 1 in the recipe)
 
 
 # --------------------------------------------------------------------------- shared helpers
-
-def _watch_network() -> list[str]:
-    """Record every internet connection and name lookup this process tries (it does not block them)."""
-    import socket
-
-    tried: list[str] = []
-
-    def hook(event: str, args: tuple) -> None:
-        if event == "socket.getaddrinfo":
-            tried.append(f"lookup {args[0]}:{args[1]}")
-        elif event == "socket.connect":
-            sock, address = args[0], args[1]
-            if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6):
-                tried.append(f"connect {address}")
-        elif event == "urllib.Request":
-            tried.append(f"urllib {args[0]}")
-
-    sys.addaudithook(hook)
-    return tried
-
-
-def _write_result(path: str, payload: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(payload))
-
 
 def _slice_key(path: Path) -> tuple[int, Any]:
     return (0, int(path.stem)) if path.stem.isdigit() else (1, path.name)
@@ -229,7 +206,7 @@ def score_heldout(model, cfg, workdir: Path, mean, std) -> dict[str, Any]:
 # --------------------------------------------------------------------------- worker: cnnkit
 
 def worker_cnnkit(args: argparse.Namespace) -> None:
-    tried = _watch_network()
+    tried = watch_network()
     import torch
 
     torch.set_num_threads(args.threads)
@@ -297,7 +274,7 @@ def worker_cnnkit(args: argparse.Namespace) -> None:
         out["params"] = sum(p.numel() for p in build_model(cfg, tuple(bundle.input_shape), len(bundle.classes),
                                                            with_weights=False).parameters())
     out["network"] = sorted(set(tried))
-    _write_result(args.out, out)
+    write_result(args.out, out)
 
 
 # --------------------------------------------------------------------------- worker: segmentation-models-pytorch
@@ -316,7 +293,7 @@ def _unsupported(cfg) -> list[str]:
 
 
 def worker_smp(args: argparse.Namespace) -> None:
-    tried = _watch_network()
+    tried = watch_network()
     import torch
 
     torch.set_num_threads(args.threads)
@@ -394,7 +371,7 @@ def worker_smp(args: argparse.Namespace) -> None:
         torch.save(model.state_dict(), peer_dir / "last.pt")
         out.update(score_heldout(model, cfg, workdir, bundle.mean, bundle.std))
     out["network"] = sorted(set(tried))
-    _write_result(args.out, out)
+    write_result(args.out, out)
 
 
 # --------------------------------------------------------------------------- the parent
@@ -426,34 +403,6 @@ def run_worker(name: str, args: argparse.Namespace, epochs: int | None, tag: str
     new_hf = [str(p) for p in (workdir / "hf_home").rglob("*") if p.is_file()] if (workdir / "hf_home").exists() else []
     res["new_files"] = new_hf
     return res
-
-
-def fill_epochs(probe: dict[str, Any], budget_s: float) -> int:
-    """Epochs that fill ``budget_s``: the first pass (with its warm-up) and then passes like the later ones."""
-    first = probe["pass_s"][0]
-    later = statistics.median(probe["pass_s"][1:]) if len(probe["pass_s"]) > 1 else first
-    return max(1, 1 + math.floor((budget_s - first) / later))
-
-
-def machine_note(args: argparse.Namespace) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = ""
-    try:
-        kb = int(next(l for l in Path("/proc/meminfo").read_text().splitlines() if l.startswith("MemTotal")).split()[1])
-        mem = f", {kb / 2**20:.0f} GiB RAM"
-    except (OSError, StopIteration, ValueError):
-        pass
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "?"
-    return (f"{cpu}, {cores} usable cores{mem}; {args.threads} torch thread(s) per contender; "
-            f"load average {load}; {platform.system()} {platform.release()}, Python {platform.python_version()}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -539,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         epochs = fixed[c]
         if epochs is None:
             probe = run_worker(c, args, None, f"{c}-probe")
-            epochs = fill_epochs(probe, budget)
+            epochs, _, _ = fill_epochs(probe, budget)
             print(f"  {c}: probe passes {' '.join(f'{s:.1f}' for s in probe['pass_s'])} s -> {epochs} epochs for "
                   f"{args.minutes:g} min", file=sys.stderr, flush=True)
         print(f"  {c}: training {epochs} epochs ...", file=sys.stderr, flush=True)
