@@ -21,12 +21,15 @@ if TYPE_CHECKING:
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
-def register_model(name: str, description: str, *, default_input: tuple[int, int, int],
-                   min_input: tuple[int, int, int] | None = None, task: str = "classification"):
-    """Register a builder with its default and smallest valid input (C, H, W) and the task it serves
-    (a classifier's ``model(x)`` gives logits; a detector's gives boxes)."""
+def register_model(name: str, description: str, *, default_input: tuple[int, ...],
+                   min_input: tuple[int, ...] | None = None, task: str = "classification",
+                   variable_length: bool = False):
+    """Register a builder with its default and smallest valid input and the task it serves (a classifier's
+    ``model(x)`` gives logits; a detector's gives boxes). Inputs are (C, H, W) images or, for text,
+    (V, L): a vocabulary of V tokens (the one-hot channels of a token sequence) and L tokens.
+    ``variable_length``: a text model that masks its padding, so its batches need not all be L long."""
     return MODELS.register(name, description, default_input=tuple(default_input),
-                           min_input=tuple(min_input or default_input), task=task)
+                           min_input=tuple(min_input or default_input), task=task, variable_length=variable_length)
 
 
 def list_models(pattern: str | None = None, task: str | None = None) -> list[str]:
@@ -47,7 +50,7 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
     a detector or segmentation model is built on (see :func:`create_backbone`)."""
     _load_families()
     entry = MODELS.entry(name)
-    c, h, _ = entry.meta["default_input"]
+    c, h = entry.meta["default_input"][:2]
     builder = entry.obj
     params = inspect.signature(builder).parameters
     reserved = ("num_classes", "in_chans", "input_size", "backbone")
@@ -56,10 +59,13 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
             allowed = [p for p in params if p not in reserved]
             raise UserError(f"model {name!r} has no option {key!r}{did_you_mean(key, allowed)}; "
                             f"allowed options: {', '.join(allowed) or 'none'}")
-    min_c, min_h, min_w = entry.meta["min_input"]
+    min_h = entry.meta["min_input"][1]
     size = input_size if input_size is not None else h
     if size < min_h:
-        raise UserError(f"model {name!r} needs inputs of at least {min_h}x{min_w} pixels, got {size}x{size}; "
+        if len(entry.meta["min_input"]) == 2:
+            raise UserError(f"model {name!r} needs sequences of at least {min_h} tokens, got {size}; "
+                            f"set data.max_length={min_h} or more")
+        raise UserError(f"model {name!r} needs inputs of at least {min_h}x{min_h} pixels, got {size}x{size}; "
                         f"set data.image_size={min_h} or pick a smaller network")
     if backbone is not None:
         if "backbone" not in params:
@@ -69,7 +75,7 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
                    input_size=size, **options)
 
 
-def default_input(name: str) -> tuple[int, int, int]:
+def default_input(name: str) -> tuple[int, ...]:
     _load_families()
     return MODELS.entry(name).meta["default_input"]
 
@@ -79,7 +85,7 @@ def _load_families() -> None:
     imports them), which Python always does before any of its submodules; nothing to do here."""
 
 
-def create_model(cfg: "ModelConfig", input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def create_model(cfg: "ModelConfig", input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Build the network a ``model`` config section describes, for this input and class count.
 
     A layer list whose final dense layer has a different width than the data's
@@ -93,7 +99,7 @@ def create_model(cfg: "ModelConfig", input_shape: tuple[int, int, int], num_clas
     from cnnkit.spec import parse_layers
     from cnnkit.nn.init import init_weights
 
-    c, h, w = input_shape
+    c, h, w = input_shape if len(input_shape) == 3 else (*input_shape, input_shape[-1])  # (V, L) text: square
     if cfg.layers is not None:
         specs = parse_layers(cfg.layers)
         last = specs[-1]
