@@ -13,6 +13,28 @@ Encoder-decoder networks (U-Net, Ronneberger et al., 2015) use ``conv_transpose`
 current map with the output of the earlier layer NAME of the same list, along channels
 (centre-cropping that output to the current size). A final ``conv`` with
 ``out: num_classes`` is a per-pixel classifier: the network then gives (N, K, H, W).
+
+Text (Kim, 2014): the input shape is ``(V, L)``, a vocabulary of V tokens (the one-hot channels
+of the sequence) and L tokens; the network takes token ids, a LongTensor (N, L) (0 = padding,
+1 = unknown). The first layer must then be ``embedding: D`` (``{dim: D, padding_idx: 0, freeze:
+false}``; nowhere else), which gives (D, L), channels first. Sequences (C, L) go through
+``conv1d: {out, kernel: 3, stride: 1, padding: valid|same|int, dilation: 1, bias: true}``,
+``maxpool1d`` / ``avgpool1d`` (``{kernel: 2, stride: kernel, padding: 0}``, shorthand kernel),
+``globalmaxpool1d`` (max over time) / ``globalavgpool1d`` -> (C,); batchnorm, dropout, the
+activations, flatten and residual work on them too. The 2-D layers refuse a sequence (and the 1-D
+ones a feature map), naming the layer to use instead.
+
+``parallel: [[branch 1 layers], [branch 2 layers], ...]`` (or ``{branches: [...]}``) feeds the same
+input to every branch and joins their outputs along channels; they must agree on every other dim
+(vectors (C,) give (sum C,)). Branch layers are named as residual bodies' are. Kim's CNN::
+
+    - embedding: 128
+    - parallel:
+        - [{conv1d: {out: 100, kernel: 3}}, relu, globalmaxpool1d]
+        - [{conv1d: {out: 100, kernel: 4}}, relu, globalmaxpool1d]
+    - dropout: 0.5
+    - dense: num_classes
+
 No torch here:
 :func:`cnnkit.models.spec.build_torch` turns a parsed list into a torch network and
 :class:`cnnkit.reference.network.ReferenceNet` into a NumPy one.
@@ -33,9 +55,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnnkit.errors import SpecError, did_you_mean
-from cnnkit.geometry import conv_output_size, pair, resolve_padding
+from cnnkit.geometry import conv_output_size, pair, resolve_padding, same_padding
 
-Shape = tuple[int, ...]  # (C, H, W) for feature maps, (N,) for vectors
+Shape = tuple[int, ...]  # (C, H, W) for feature maps, (C, L) for sequences ((V, L) token ids), (N,) for vectors
 
 _REQUIRED = object()
 
@@ -63,18 +85,35 @@ LAYER_ARGS: dict[str, dict[str, Any]] = {
                        "dilation": 1, "bias": True},
     "upsample": {"scale": None, "size": None, "mode": "nearest", "align_corners": False},  # scale 2 when neither
     "concat": {"from": _REQUIRED},
+    # text: token ids -> (dim, L); sequences (C, L)
+    "embedding": {"dim": _REQUIRED, "padding_idx": 0, "freeze": False},
+    "conv1d": {"out": _REQUIRED, "kernel": 3, "stride": 1, "padding": "valid", "dilation": 1, "bias": True},
+    "maxpool1d": {"kernel": 2, "stride": None, "padding": 0},
+    "avgpool1d": {"kernel": 2, "stride": None, "padding": 0},
+    "globalmaxpool1d": {},
+    "globalavgpool1d": {},
+    "parallel": {"branches": _REQUIRED},
 }
 SHORTHAND = {"conv": "out", "dense": "out", "maxpool": "kernel", "avgpool": "kernel", "l2pool": "kernel",
              "dropout": "p", "leaky_relu": "slope", "elu": "alpha", "maxout": "pieces", "residual": "layers",
-             "conv_transpose": "out", "upsample": "scale", "concat": "from"}
+             "conv_transpose": "out", "upsample": "scale", "concat": "from", "embedding": "dim", "conv1d": "out",
+             "maxpool1d": "kernel", "avgpool1d": "kernel", "parallel": "branches"}
 ALIASES = {"conv2d": "conv", "linear": "dense", "fc": "dense", "max_pool": "maxpool", "avg_pool": "avgpool",
            "l2_pool": "l2pool", "global_avg_pool": "globalavgpool", "global_max_pool": "globalmaxpool",
            "gap": "globalavgpool", "bn": "batchnorm", "batch_norm": "batchnorm", "leakyrelu": "leaky_relu",
            "upconv": "conv_transpose", "conv_transpose2d": "conv_transpose", "upsampling": "upsample",
-           "concatenate": "concat"}
+           "concatenate": "concat", "embed": "embedding", "max_pool1d": "maxpool1d", "avg_pool1d": "avgpool1d",
+           "global_max_pool1d": "globalmaxpool1d", "global_avg_pool1d": "globalavgpool1d",
+           "max_over_time": "globalmaxpool1d"}
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout")
 POOLS = ("maxpool", "avgpool", "l2pool")
 SPATIAL_ONLY = ("conv", "conv_transpose", "upsample", "concat") + POOLS + ("globalavgpool", "globalmaxpool")
+POOLS1D = ("maxpool1d", "avgpool1d")
+SEQUENCE_ONLY = ("conv1d",) + POOLS1D + ("globalmaxpool1d", "globalavgpool1d")
+# the 1-D layer of each 2-D one (and back), for the error a layer on the wrong kind of input gives
+AS_1D = {"conv": "conv1d", "maxpool": "maxpool1d", "avgpool": "avgpool1d", "globalmaxpool": "globalmaxpool1d",
+         "globalavgpool": "globalavgpool1d"}
+AS_2D = {v: k for k, v in AS_1D.items()}
 UPSAMPLE_MODES = ("nearest", "bilinear")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -86,8 +125,15 @@ class LayerSpec:
     type: str
     args: dict[str, Any]
     name: str
-    index: str  # "3" or "5.2" inside a residual block, for error messages
-    children: tuple["LayerSpec", ...] = field(default=())
+    index: str  # "3", "5.2" inside a residual block, "1.0.2" in branch 0 of a parallel block, for error messages
+    children: tuple["LayerSpec", ...] = field(default=())                 # a residual block's body
+    branches: tuple[tuple["LayerSpec", ...], ...] = field(default=())     # a parallel block's branches
+
+    def sublists(self) -> list[list["LayerSpec"]]:
+        """The layer lists inside this layer: a residual body, or each branch of a parallel block."""
+        if self.branches:
+            return [list(b) for b in self.branches]
+        return [list(self.children)] if self.children else []
 
     @property
     def where(self) -> str:
@@ -112,7 +158,19 @@ def parse_layers(raw: list[Any], *, _prefix: str = "", _counts: dict[str, int] |
         out.append(_parse_one(item, index, counts, names))
     if top:
         _check_concat_sources(out, names)
+        _check_embedding_first(out)
     return out
+
+
+def _check_embedding_first(specs: list[LayerSpec], nested: bool = False) -> None:
+    """An embedding turns the network's token ids into vectors: it is the first layer, and only there."""
+    for i, spec in enumerate(specs):
+        if spec.type == "embedding" and (nested or i > 0):
+            where = "inside a residual or parallel block" if nested else f"at layer {spec.index}"
+            raise SpecError(f"{spec.where}: embedding must be the first layer of the network (it turns the token "
+                            f"ids into vectors), not {where}; move it to layer 0")
+        for sub in spec.sublists():
+            _check_embedding_first(sub, nested=True)
 
 
 def _parse_one(item: Any, index: str, counts: dict[str, int], names: dict[str, str]) -> LayerSpec:
@@ -161,9 +219,13 @@ def _parse_one(item: Any, index: str, counts: dict[str, int], names: dict[str, s
         name = _check_name(given_name, index, kind, names)
     names[name] = index
     children: tuple[LayerSpec, ...] = ()
+    branches: tuple[tuple[LayerSpec, ...], ...] = ()
     if kind == "residual":
         children = tuple(parse_layers(args["layers"], _prefix=f"{index}.", _counts=counts, _names=names))
-    return LayerSpec(kind, args, name, index, children)
+    if kind == "parallel":
+        branches = tuple(tuple(parse_layers(b, _prefix=f"{index}.{j}.", _counts=counts, _names=names))
+                         for j, b in enumerate(args["branches"]))
+    return LayerSpec(kind, args, name, index, children, branches)
 
 
 def _check_name(name: Any, index: str, kind: str, names: dict[str, str]) -> str:
@@ -184,7 +246,7 @@ def _check_name(name: Any, index: str, kind: str, names: dict[str, str]) -> str:
 
 
 def _check_concat_sources(specs: list[LayerSpec], names: dict[str, str]) -> None:
-    """Each concat names an earlier layer of its own list (a residual body is a list of its own)."""
+    """Each concat names an earlier layer of its own list (a residual body, a parallel branch: lists of their own)."""
     rank = {s.name: i for i, s in enumerate(specs)}
     for i, spec in enumerate(specs):
         if spec.type == "concat":
@@ -196,13 +258,14 @@ def _check_concat_sources(specs: list[LayerSpec], names: dict[str, str]) -> None
                                 f"concat joins the output of an earlier layer")
             elif src in names:
                 raise SpecError(f"{spec.where}: from {src!r} is layer {names[src]}, in another layer list; concat "
-                                f"joins an earlier layer of its own list (a residual block's body is a list of "
-                                f"its own)")
+                                f"joins an earlier layer of its own list (a residual block's body, a parallel "
+                                f"block's branch are lists of their own)")
             else:
                 earlier = [s.name for s in specs[:i]]
                 raise SpecError(f"{spec.where}: from {src!r} names no layer{did_you_mean(src, earlier)}; "
                                 f"earlier layers of this list: {', '.join(earlier) or 'none'}")
-        _check_concat_sources(list(spec.children), names)
+        for sub in spec.sublists():
+            _check_concat_sources(sub, names)
 
 
 def _positive_pair(kind: str, index: str, key: str, v: Any, allow_zero: bool = False) -> tuple[int, int]:
@@ -216,9 +279,17 @@ def _positive_pair(kind: str, index: str, key: str, v: Any, allow_zero: bool = F
     return p
 
 
+def _int_arg(kind: str, index: str, key: str, v: Any, allow_zero: bool = False) -> int:
+    lo = 0 if allow_zero else 1
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise SpecError(f"layer {index} ({kind}): {key} must be a {'non-negative' if allow_zero else 'positive'} "
+                        f"int, got {v!r}")
+    return v
+
+
 def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
     a = dict(args)
-    if kind in ("conv", "conv_transpose", "dense"):
+    if kind in ("conv", "conv_transpose", "dense", "conv1d"):
         if not isinstance(a["out"], int) or isinstance(a["out"], bool) or a["out"] < 1:
             if a["out"] != "num_classes":
                 raise SpecError(f"layer {index} ({kind}): out must be a positive int or 'num_classes' (the data's "
@@ -279,6 +350,38 @@ def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
         if a["align_corners"] and a["mode"] != "bilinear":
             raise SpecError(f"layer {index} (upsample): align_corners applies to mode bilinear only, "
                             f"got mode {a['mode']!r}")
+    if kind == "conv1d":
+        for key in ("kernel", "stride", "dilation"):
+            a[key] = _int_arg(kind, index, key, a[key])
+        if isinstance(a["padding"], str):
+            if a["padding"] not in ("valid", "same"):
+                raise SpecError(f"layer {index} (conv1d): padding {a['padding']!r}"
+                                f"{did_you_mean(a['padding'], ['valid', 'same'])} is not allowed; use 'valid', "
+                                f"'same' or an int")
+        else:
+            a["padding"] = _int_arg(kind, index, "padding", a["padding"], allow_zero=True)
+    if kind in POOLS1D:
+        a["kernel"] = _int_arg(kind, index, "kernel", a["kernel"])
+        a["stride"] = a["kernel"] if a["stride"] is None else _int_arg(kind, index, "stride", a["stride"])
+        a["padding"] = _int_arg(kind, index, "padding", a["padding"], allow_zero=True)
+        if a["padding"] * 2 > a["kernel"]:
+            raise SpecError(f"layer {index} ({kind}): padding {a['padding']} must be at most half the kernel "
+                            f"{a['kernel']}")
+    if kind == "embedding":
+        a["dim"] = _int_arg(kind, index, "dim", a["dim"])
+        if a["padding_idx"] is not None:
+            a["padding_idx"] = _int_arg(kind, index, "padding_idx", a["padding_idx"], allow_zero=True)
+        if not isinstance(a["freeze"], bool):
+            raise SpecError(f"layer {index} (embedding): freeze must be true or false, got {a['freeze']!r}")
+    if kind == "parallel":
+        b = a["branches"]
+        if not isinstance(b, list) or not b:
+            raise SpecError(f"layer {index} (parallel): give a non-empty list of branches, each a list of layers "
+                            f"(parallel: [[conv1d: 100, relu], [conv1d: 50, relu]]), got {b!r}")
+        for j, branch in enumerate(b):
+            if not isinstance(branch, list) or not branch:
+                raise SpecError(f"layer {index} (parallel): branch {j} must be a non-empty list of layers, got "
+                                f"{branch!r}; write parallel: [[layers of branch 0], [layers of branch 1], ...]")
     if kind == "concat" and not (isinstance(a["from"], str) and a["from"]):
         raise SpecError(f"layer {index} (concat): from must be the name of an earlier layer, got {a['from']!r}")
     if kind == "dropout" and not (isinstance(a["p"], (int, float)) and 0 <= a["p"] < 1):
@@ -346,8 +449,25 @@ def conv_geometry(spec: LayerSpec, shape: Shape) -> dict[str, Any]:
     return {"pad": (pt, pb, pl, pr), "out": out}
 
 
+def conv1d_geometry(spec: LayerSpec, shape: Shape) -> dict[str, Any]:
+    """Padding (before, after) and output length of a conv1d or 1-D pooling layer on a sequence (C, L).
+
+    The output length is the formula's value, below 1 when the window does not fit.
+    """
+    n = shape[1]
+    a = spec.args
+    k, s, d = a["kernel"], a["stride"], a.get("dilation", 1)
+    if a["padding"] == "same":
+        before, after = same_padding(n, k, s, d)
+    elif a["padding"] == "valid":
+        before = after = 0
+    else:
+        before = after = a["padding"]
+    return {"pad": (before, after), "out": conv_output_size(n, k, s, before, after, d, check=False)}
+
+
 def out_channels(spec: LayerSpec, num_classes: int | None) -> int:
-    """A conv, conv_transpose or dense layer's ``out``, with ``num_classes`` resolved."""
+    """A conv, conv1d, conv_transpose or dense layer's ``out``, with ``num_classes`` resolved."""
     out = spec.args["out"]
     if out == "num_classes":
         if num_classes is None:
@@ -373,9 +493,50 @@ def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = 
     where = spec.where
     t, a = spec.type, spec.args
     spatial = len(shape) == 3
+    sequence = len(shape) == 2
     if t in SPATIAL_ONLY and not spatial:
+        if sequence:
+            alt = AS_1D.get(t)
+            hint = (f"use {alt} on sequences" if alt else
+                    "it has no 1-D form; use conv1d, maxpool1d, avgpool1d, globalmaxpool1d, globalavgpool1d or "
+                    "parallel on sequences")
+            raise SpecError(f"{where}: is a 2-D layer for feature maps [C, H, W], but gets a sequence [C, L] "
+                            f"({_fmt(shape)}); {hint}")
         raise SpecError(f"{where}: needs a feature map [C, H, W] but gets a vector [{_fmt(shape)}]; "
                         f"move it before flatten")
+    if t in SEQUENCE_ONLY and not sequence:
+        if spatial:
+            raise SpecError(f"{where}: is a 1-D layer for sequences [C, L], but gets a feature map [C, H, W] "
+                            f"({_fmt(shape)}); use {AS_2D[t]} on feature maps")
+        raise SpecError(f"{where}: needs a sequence [C, L] but gets a vector [{_fmt(shape)}]; move it before flatten")
+    if t == "embedding":
+        if not sequence:
+            raise SpecError(f"{where}: takes token ids: its input must be [V, L] (vocabulary size, sequence "
+                            f"length), got [{_fmt(shape)}]")
+        if a["padding_idx"] is not None and a["padding_idx"] >= shape[0]:
+            raise SpecError(f"{where}: padding_idx {a['padding_idx']} is not a token of the vocabulary of "
+                            f"{shape[0]} (ids 0..{shape[0] - 1})")
+        return (a["dim"], shape[1])
+    if t == "conv1d":
+        g = conv1d_geometry(spec, shape)
+        if g["out"] < 1:
+            raise SpecError(f"{where}: kernel {a['kernel']} (dilation {a['dilation']}) does not fit the sequence "
+                            f"{_fmt(shape)} with padding {a['padding']}; the output length would be {g['out']}")
+        return (out_channels(spec, num_classes), g["out"])
+    if t in POOLS1D:
+        g = conv1d_geometry(spec, shape)
+        if g["out"] < 1:
+            raise SpecError(f"{where}: window {a['kernel']} does not fit the sequence {_fmt(shape)}")
+        return (shape[0], g["out"])
+    if t in ("globalmaxpool1d", "globalavgpool1d"):
+        return (shape[0],)
+    if t == "parallel":
+        outs = [_list_shapes(b, shape, num_classes)[-1] for b in spec.sublists()]
+        if len({o[1:] for o in outs}) > 1:
+            got = ", ".join(f"branch {j}: {_fmt(o)}" for j, o in enumerate(outs))
+            raise SpecError(f"{where}: the branches' outputs are joined along channels, so they must agree on every "
+                            f"other dim; they give {got}")
+        return (sum(o[0] for o in outs), *outs[0][1:])
     if t == "conv":
         c, out = shape[0], out_channels(spec, num_classes)
         if c % a["groups"] or out % a["groups"]:
@@ -425,22 +586,26 @@ def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = 
         if spatial:
             raise SpecError(f"{where}: needs a vector but gets a feature map {_fmt(shape)}; add 'flatten' "
                             f"(or a global pooling layer) before it")
+        if sequence:
+            raise SpecError(f"{where}: needs a vector but gets a sequence {_fmt(shape)}; add 'flatten' "
+                            f"(or globalmaxpool1d) before it")
         return (out_channels(spec, num_classes),)
     if t == "maxout":
         if shape[0] % a["pieces"]:
-            raise SpecError(f"{where}: {shape[0]} {'channels' if spatial else 'features'} are not divisible "
+            raise SpecError(f"{where}: {shape[0]} {'channels' if len(shape) > 1 else 'features'} are not divisible "
                             f"by pieces={a['pieces']}")
         return (shape[0] // a["pieces"], *shape[1:])
     if t == "residual":
-        inner = infer_shapes(list(spec.children), shape, num_classes)
+        inner = _list_shapes(list(spec.children), shape, num_classes)
         body_out = inner[-1] if inner else shape
         residual_shortcut(spec, shape, body_out)
         return body_out
-    return shape  # elementwise layers: activations, dropout, batchnorm
+    return shape  # elementwise layers: activations, dropout, batchnorm (any shape)
 
 
 def residual_shortcut(spec: LayerSpec, shape: Shape, body_out: Shape) -> int | None:
-    """Stride of the 1x1 projection the shortcut needs, or None for identity."""
+    """Stride of the 1x1 projection the shortcut needs (a 1x1 conv, or a kernel-1 conv1d on sequences),
+    or None for identity."""
     where = spec.where
     mode = spec.args["shortcut"]
     if body_out == shape and mode != "conv":
@@ -448,16 +613,30 @@ def residual_shortcut(spec: LayerSpec, shape: Shape, body_out: Shape) -> int | N
     if mode == "identity":
         raise SpecError(f"{where}: identity shortcut needs the body to keep the shape {_fmt(shape)}, "
                         f"but it gives {_fmt(body_out)}; use shortcut: auto")
-    if len(shape) != 3 or len(body_out) != 3:
-        raise SpecError(f"{where}: a projection shortcut needs feature maps, got {_fmt(shape)} -> {_fmt(body_out)}")
+    if len(shape) not in (2, 3) or len(body_out) != len(shape):
+        raise SpecError(f"{where}: a projection shortcut needs feature maps or sequences on both sides, got "
+                        f"{_fmt(shape)} -> {_fmt(body_out)}")
     s = max(1, -(-shape[1] // body_out[1]))
-    if conv_output_size(shape[1], 1, s) != body_out[1] or conv_output_size(shape[2], 1, s) != body_out[2]:
+    if any(conv_output_size(shape[ax], 1, s) != body_out[ax] for ax in range(1, len(shape))):
         raise SpecError(f"{where}: no strided 1x1 shortcut maps {_fmt(shape)} to the body's {_fmt(body_out)}")
     return s
 
 
 def infer_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None) -> list[Shape]:
-    """The output shape after each layer, failing on the first that does not fit."""
+    """The output shape after each layer, failing on the first that does not fit.
+
+    An input of two numbers (V, L) is a token sequence (text): the first layer must be an embedding.
+    """
+    shape = tuple(input_shape)
+    if len(shape) == 2 and specs and specs[0].type != "embedding":
+        raise SpecError(f"the input [{_fmt(shape)}] is a token sequence [V, L] (vocabulary size, sequence length), "
+                        f"so the first layer must be embedding (token ids -> vectors), but {specs[0].where} is "
+                        f"first; add '- embedding: 128' before it")
+    return _list_shapes(specs, shape, num_classes)
+
+
+def _list_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None) -> list[Shape]:
+    """infer_shapes of a list inside the network (a residual body, a parallel branch)."""
     shapes, shape = [], tuple(input_shape)
     named: dict[str, Shape] = {}
     for spec in specs:
@@ -467,6 +646,7 @@ def infer_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | 
     return shapes
 
 
-__all__ = ["ACTIVATIONS", "ALIASES", "LAYER_ARGS", "POOLS", "SHORTHAND", "SPATIAL_ONLY", "UPSAMPLE_MODES", "LayerSpec",
-           "Shape", "center_crop_offsets", "conv_geometry", "conv_transpose_output_size", "conv_transpose_padding",
+__all__ = ["ACTIVATIONS", "ALIASES", "AS_1D", "AS_2D", "LAYER_ARGS", "POOLS", "POOLS1D", "SEQUENCE_ONLY", "SHORTHAND",
+           "SPATIAL_ONLY", "UPSAMPLE_MODES", "LayerSpec", "Shape", "center_crop_offsets", "conv1d_geometry",
+           "conv_geometry", "conv_transpose_output_size", "conv_transpose_padding",
            "infer_shapes", "layer_output_shape", "out_channels", "parse_layers", "residual_shortcut"]

@@ -1,7 +1,7 @@
 """ReferenceNet (the NumPy network) against the torch DeclarativeNet of the same layer list.
 
 First step in float32: same weights, same batch -> the same loss and gradients (max|a-b|/max|b|
-below 1e-5) for LeNet and for two lists that together use every supported layer type, with each
+below 1e-5) for LeNet and for lists that together use every supported layer type (text too), with each
 of the three losses. Then one step of each course optimiser in float64.
 """
 
@@ -55,8 +55,17 @@ UNET = [
     {"upsample": {"scale": 2, "mode": "bilinear"}}, {"concat": "enc1"}, "tanh",
     {"upsample": {"size": [9, 7]}}, "globalavgpool", {"dense": 10},
 ]
+# Text (Kim, 2014): token ids through an embedding, conv1d (same, stride 2) with batchnorm on (C, L), 1-D max and
+# average pooling, parallel branches ending in max- and average-over-time pooling, dropout with torch's mask.
+TEXT = [
+    {"embedding": 6}, {"conv1d": {"out": 8, "kernel": 4, "stride": 2, "padding": "same", "bias": False}},
+    "batchnorm", "relu", {"maxpool1d": {"kernel": 3, "stride": 1, "padding": 1}},
+    {"parallel": [[{"conv1d": {"out": 5, "kernel": 3, "dilation": 2}}, "relu", "globalmaxpool1d"],
+                  [{"avgpool1d": 2}, "globalavgpool1d"]]},
+    {"dropout": 0.5}, {"dense": 10},
+]
 NETS = {"lenet": (lenet5_layers(), (1, 28, 28)), "spatial": (SPATIAL, (3, 15, 14)), "vector": (VECTOR, (3, 12, 12)),
-        "unet": (UNET, (3, 12, 12))}
+        "unet": (UNET, (3, 12, 12)), "text": (TEXT, (40, 14))}
 
 
 def twins(layers, shape, seed=0, dtype=np.float32):
@@ -95,7 +104,8 @@ def test_supported_types_are_all_covered():
     def walk(specs):
         for s in specs:
             used.add(s.type)
-            walk(list(s.children))
+            for sub in s.sublists():
+                walk(sub)
 
     for layers, _ in NETS.values():
         walk(parse_layers(layers))
@@ -109,7 +119,10 @@ def test_first_step_matches_torch(net_name, loss, record_error):
     tnet, net = twins(layers, shape)
     tnet.train()
     gen = torch.Generator().manual_seed(1)
-    x = torch.randn(32, *shape, generator=gen)
+    if len(shape) == 2:   # text: token ids (N, L)
+        x = torch.randint(0, shape[0], (32, shape[1]), generator=gen)
+    else:
+        x = torch.randn(32, *shape, generator=gen)
     y = torch.randint(0, 10, (32,), generator=gen)
     share_dropout_masks(tnet, net, x)
     assert list(net.state_dict()) == list(tnet.state_dict())

@@ -15,6 +15,11 @@ layer's output (its channels, and the centre crop when that output is larger). P
 the cumulative stride becomes a fraction: the receptive field and stride show as ``-`` from there on,
 as in ``cnnkit summary``.
 
+Text lists (input (V, L), an ``embedding`` first) give the same arithmetic along the sequence: the
+embedding's table (``V*D`` parameters), each ``conv1d`` / ``maxpool1d``'s length formula, the global
+pooling over time, and a ``parallel`` block's branches (indented) joined along channels; the
+receptive field counts tokens (worked out here, along the main path and the largest branch).
+
 Sources: a declarative layer list (a config's ``model.layers``, or a registered model that is a
 layer list such as ``lenet5``), or any other registered (torchvision-based) model, whose
 conv/pool/linear modules are walked with forward hooks in execution order. Receptive fields and
@@ -38,8 +43,8 @@ from typing import Any
 from cnnkit.errors import UserError
 from cnnkit.geometry import (ReceptiveField, adaptive_pool_window, conv_output_size, pair, same_output_size,
                              same_padding)
-from cnnkit.spec import (POOLS, LayerSpec, center_crop_offsets, conv_geometry, conv_transpose_padding,
-                         layer_output_shape, parse_layers)
+from cnnkit.spec import (POOLS, POOLS1D, LayerSpec, center_crop_offsets, conv1d_geometry, conv_geometry,
+                         conv_transpose_padding, infer_shapes, layer_output_shape, parse_layers)
 
 # Shapes of the built-in datasets, so `explain shapes` needs no data on disk.
 KNOWN_DATA = {
@@ -69,8 +74,9 @@ def _layer_list_models() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- small helpers
 
-def parse_input_shape(text: str | None) -> tuple[int, int, int] | None:
-    """``"1,28,28"`` (or ``1x28x28``) -> (1, 28, 28); None stays None."""
+def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+    """``"1,28,28"`` (or ``1x28x28``) -> (1, 28, 28); for text ``"20000,400"`` -> (20000, 400) (V, L);
+    None stays None."""
     if text is None:
         return None
     parts = [p for p in str(text).replace("x", ",").replace(" ", ",").split(",") if p]
@@ -78,8 +84,11 @@ def parse_input_shape(text: str | None) -> tuple[int, int, int] | None:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise UserError(f"--input {text!r} is not allowed; write C,H,W with three positive ints, e.g. 1,28,28")
+    # text: a vocabulary holds at least <pad> (0) and <unk> (1)
+    if len(shape) not in (2, 3) or min(shape) < 1 or (len(shape) == 2 and shape[0] < 2):
+        raise UserError(f"--input {text!r} is not allowed; write C,H,W with three positive ints, e.g. 1,28,28 "
+                        f"(or, for text, V,L: vocabulary size, at least 2 with <pad> and <unk>, and sequence length, "
+                        f"e.g. 20000,400)")
     return shape  # type: ignore[return-value]
 
 
@@ -211,6 +220,13 @@ def _rf_step(field: ReceptiveField, k, s, d) -> tuple[ReceptiveField, str]:
     return new, texts[0] if texts[0] == texts[1] else f"H: {texts[0]}; W: {texts[1]}"
 
 
+class _TextCall:
+    """What :func:`_dense_field_text` reads of a walk's call, for a text list (no torch walk)."""
+
+    def __init__(self, field_in: ReceptiveField, field: ReceptiveField) -> None:
+        self.field_in, self.field = field_in, field
+
+
 def _record(name, kind, desc, in_shape, out_shape, formulas, rf: ReceptiveField | None, params=0, params_formula=None,
             depth=0, layer_stride=None, note=None) -> dict[str, Any]:
     return {"name": name, "type": kind, "description": desc, "input_shape": list(in_shape),
@@ -234,7 +250,13 @@ def _describe(spec) -> str:
             return str(v[0])
         return "x".join(str(x) for x in v) if isinstance(v, tuple) else str(v)
 
+    if spec.type == "parallel":
+        return f"parallel({len(spec.branches)} branches)"
     defaults = {"dilation": (1, 1), "groups": 1, "bias": True}
+    if spec.type == "conv1d":
+        defaults["dilation"] = 1
+    if spec.type == "embedding":
+        defaults.update(padding_idx=None, freeze=False)
     if spec.type == "conv_transpose":
         defaults["output_padding"] = (0, 0)
     if spec.type == "upsample":
@@ -251,6 +273,21 @@ def _dense_field_text(call) -> list[str]:
     texts = [f"a unit sees all {f_in.extent[a]} positions: {RF_RULE} = {f_in.rf[a]} + ({f_in.extent[a]}-1)*"
              f"{f_in.jump[a]} = {call.field.rf[a]}" for a in range(2)]
     return [texts[0] if texts[0] == texts[1] else f"H: {texts[0]}; W: {texts[1]}"]
+
+
+def _text_field(spec, shape, field_in: ReceptiveField) -> ReceptiveField:
+    """The field (in tokens) after a layer of a text list, on an input with ``field_in`` (both axes the same)."""
+    t, a = spec.type, spec.args
+    if t == "conv1d" or t in POOLS1D:
+        k, st, d = a["kernel"], a["stride"], a.get("dilation", 1)
+        return field_in.step((k, k), (st, st), (d, d))
+    if t in ("globalmaxpool1d", "globalavgpool1d"):
+        return field_in.step((shape[1], shape[1]), (1, 1))
+    if t == "flatten" and len(shape) == 2:
+        return field_in.flattened((shape[1], shape[1]))
+    if t == "dense":
+        return field_in.dense()
+    return field_in
 
 
 def _field(calls, name: str) -> ReceptiveField | None:
@@ -277,6 +314,11 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
         call = calls.get(name)
         rf = _field(calls, name)
         field_in = call.field_in if call is not None else None
+        if state.get("text"):   # no torch walk: the field along the sequence is worked out here
+            field_in = state["field"]
+            rf = _text_field(spec, shape, field_in)
+            if t == "dense":
+                call = _TextCall(field_in, rf)
         if t in UPSAMPLING and state["up"] is None:
             state["up"] = spec.name
         unknown = rf is None and state["up"] is not None    # past an up-sampling: shown as '-'
@@ -298,6 +340,72 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
                       else f"{k[0]}*{k[1]}*{cin_txt}*{cout} = {params}")
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth,
                                layer_stride=list(s) if s[0] != s[1] else s[0]))
+        elif t == "embedding":
+            v, dim = shape[0], new_shape[0]
+            formulas = [f"out = dim x L = {dim}x{shape[1]}: each of the {shape[1]} token ids (0..{v - 1}) picks its "
+                        f"row of the {v}x{dim} table; channels first, as conv1d wants"]
+            if a["padding_idx"] is not None:
+                formulas.append(f"padding_idx {a['padding_idx']}: that row is zero and gets no gradient")
+            formulas.append("rf 1, jump 1 (one token per position)")
+            params = v * dim
+            pf = f"{v}*{dim} = {params}" + (" (frozen: not trained)" if a["freeze"] else "")
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth, layer_stride=1))
+        elif t == "conv1d" or t in POOLS1D:
+            geo = conv1d_geometry(spec, shape)
+            k, st, d = a["kernel"], a["stride"], a.get("dilation", 1)
+            n_out, text = size_formula(shape[1], k, st, *geo["pad"], d, same=a["padding"] == "same", axis="L")
+            assert n_out == new_shape[1], (spec.name, n_out, new_shape)
+            formulas = [f"{text}   (L)"]
+            if t == "conv1d" and a["out"] == "num_classes":
+                formulas.append(f"out = {new_shape[0]} channels (num_classes: one score per class and position)")
+            formulas.append(_rf_step(field_in, (k, k), (st, st), (d, d))[1] if field_in is not None
+                            else _rf_unknown(state["up"]))
+            params, pf = 0, None
+            if t == "conv1d":
+                cin, cout = shape[0], new_shape[0]
+                params = (k * cin + (1 if a["bias"] else 0)) * cout
+                pf = f"({k}*{cin} + 1)*{cout} = {params}" if a["bias"] else f"{k}*{cin}*{cout} = {params}"
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth, layer_stride=st))
+        elif t in ("globalmaxpool1d", "globalavgpool1d"):
+            what = "max" if t == "globalmaxpool1d" else "mean"
+            rf_text = (_rf_step(field_in, (shape[1],) * 2, (1, 1), (1, 1))[1] if field_in is not None
+                       else _rf_unknown(state["up"]))
+            formulas = [f"out = C = {shape[0]} (the {what} of each channel over the {shape[1]} positions)",
+                        f"the window is the whole sequence of {shape[1]}: {rf_text}"]
+            out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, depth=depth))
+        elif t == "parallel":
+            head = _record(spec.name, t, desc, shape, new_shape, [], None, depth=depth)
+            out.append(head)
+            start = len(out)
+            ends, branch_fields, texts = [], [], []
+            for j, branch in enumerate(spec.sublists()):
+                state["field"] = field_in
+                first = len(out)
+                end = _walk_specs(branch, shape, calls, num_classes, depth + 1, out,
+                                  prefix=f"{name}.branches.{j}.", state=state)
+                ends.append(end)
+                branch_fields.append(state["field"])
+                texts.append(f"branch {j}: {' -> '.join(r['name'] for r in out[first:] if r['depth'] == depth + 1)}"
+                             f" gives {_fmt_shape(end)}")
+            rest = f"; the other dims stay {_fmt_shape(new_shape[1:])}" if len(new_shape) > 1 else ""
+            head["formulas"] = (texts + [f"every branch gets the same input {_fmt_shape(shape)}; out channels = "
+                                         f"{' + '.join(str(e[0]) for e in ends)} = {new_shape[0]}{rest}"])
+            own = [r for r in out[start:] if r["depth"] == depth + 1]
+            head["params"] = sum(r["params"] for r in own)
+            parts = [str(r["params"]) for r in own if r["params"]]
+            head["params_formula"] = (" + ".join(parts) + f" = {head['params']}") if parts else "0"
+            if state.get("text") and all(f is not None for f in branch_fields):
+                rf = branch_fields[0]
+                for f in branch_fields[1:]:
+                    rf = rf.merge(f)
+                head["formulas"].append(f"rf = the largest of the branches' = max("
+                                        f"{', '.join(str(f.value('rf')) for f in branch_fields)}) = {rf.value('rf')}; "
+                                        f"jump = max({', '.join(str(f.value('jump')) for f in branch_fields)}) = "
+                                        f"{rf.value('jump')}")
+            else:
+                rf = None
+            head["receptive_field"] = rf.value("rf") if rf is not None else None
+            head["stride"] = rf.value("jump") if rf is not None else None
         elif t == "conv_transpose":
             (oh, ow), formulas = _transposed_both_axes(shape[1:], a)
             assert (oh, ow) == tuple(new_shape[1:]), (spec.name, (oh, ow), new_shape)
@@ -374,8 +482,9 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
             needs_proj = tuple(body_shape) != tuple(shape) or a["shortcut"] == "conv"
             if needs_proj:
                 sp = shape[0] * new_shape[0]
-                sh = max(1, -(-shape[1] // new_shape[1])) if len(shape) == 3 else 1
-                out.append(_record(f"{spec.name}.shortcut", "conv", f"shortcut conv(out={new_shape[0]}, kernel=1, "
+                sh = max(1, -(-shape[1] // new_shape[1])) if len(shape) in (2, 3) else 1
+                kind = "conv1d" if len(shape) == 2 else "conv"
+                out.append(_record(f"{spec.name}.shortcut", kind, f"shortcut {kind}(out={new_shape[0]}, kernel=1, "
                                    f"stride={sh}, bias=False)", shape, new_shape,
                                    ["1x1 projection so the shortcut matches the body's shape"],
                                    _field(calls, f"{name}.shortcut"), sp, f"1*1*{shape[0]}*{new_shape[0]} = {sp}",
@@ -388,6 +497,8 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
                                 + ("" if needs_proj else " (identity shortcut)"),
                                 "receptive field along the main path (the body); the shortcut adds no larger one"]
             after = _field(calls, f"{name}.post")   # the block's output: the larger of body and shortcut
+            if state.get("text") and state["field"] is not None and field_in is not None:
+                after = state["field"].merge(field_in)
             head["receptive_field"] = after.value("rf") if after is not None else None
             head["stride"] = after.value("jump") if after is not None else None
             if after is None and state["up"] is not None:
@@ -413,10 +524,15 @@ def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str =
 
     specs = layers if layers and isinstance(layers[0], LayerSpec) else parse_layers(list(layers))
     shape = tuple(int(v) for v in input_shape)
-    net = build_torch(specs, shape, num_classes)
-    calls = {c.name: c for c in walk_model(net, shape).calls if c.first_call}
+    text = len(shape) == 2
+    if text:   # token ids (V, L): the fields along the sequence are worked out in _walk_specs, no torch walk
+        infer_shapes(specs, shape, num_classes)   # the text input's rules (an embedding first)
+        calls: dict[str, Any] = {}
+    else:
+        net = build_torch(specs, shape, num_classes)
+        calls = {c.name: c for c in walk_model(net, shape).calls if c.first_call}
     records: list[dict[str, Any]] = []
-    state: dict[str, Any] = {"up": None, "field": ReceptiveField()}
+    state: dict[str, Any] = {"up": None, "field": ReceptiveField(), "text": text}
     _walk_specs(specs, shape, calls, num_classes, 0, records, state=state)
     top = [r for r in records if r["depth"] == 0]
     for r in top:   # the list's arithmetic against the shapes the torch network really gives
@@ -427,6 +543,10 @@ def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str =
     total = sum(r["params"] for r in top)
     parts = [str(r["params"]) for r in top if r["params"]]
     notes = []
+    if text:
+        notes.append("text: the input is V token ids of a sequence of L (shape [V, L]: vocabulary size, length); "
+                     "receptive field and stride count tokens, along the main path (a parallel block: its largest "
+                     "branch)")
     if state["up"] is not None:
         notes.append(f"receptive field and stride: '-' from the up-sampling {state['up']} on (and where its branch "
                      f"is joined): the cumulative stride becomes a fraction, which the integer arithmetic does not "
@@ -601,8 +721,9 @@ def explain_shapes(target: str, input_shape: tuple[int, int, int] | None = None,
         data_shape, data_classes = _data_shape(cfg)
         shape = input_shape or (tuple(cfg.model.input) if cfg.model.input else None) or data_shape
         if shape is None:
-            raise UserError(f"cannot tell the input shape of {target!r}: set model.input [C, H, W] in the config "
-                            f"or pass --input C,H,W (data.name {cfg.data.name!r} has no known shape)")
+            raise UserError(f"cannot tell the input shape of {target!r}: set model.input [C, H, W] (for text, "
+                            f"[V, L]) in the config or pass --input C,H,W (or V,L) (data.name {cfg.data.name!r} "
+                            f"has no known shape)")
         classes = num_classes or cfg.model.num_classes or data_classes or 10
         if cfg.model.layers is not None:
             res = explain_layer_list(cfg.model.layers, shape, classes, source=f"{target} (model.layers)")
@@ -628,7 +749,7 @@ def explain_shapes(target: str, input_shape: tuple[int, int, int] | None = None,
 def _zoo(name: str, shape, classes: int, options: dict[str, Any], source: str) -> dict[str, Any]:
     from cnnkit.models.registry import get_model
 
-    c, h, w = shape
+    c, h = shape[0], shape[1]   # (C, H, W), or (V, L) for text: input_size is then the length
     model = get_model(name, num_classes=classes, in_chans=c, input_size=h, **options)
     res = explain_torch_model(model, shape, source=source)
     res["num_classes"] = classes
@@ -651,11 +772,12 @@ def render_text(res: dict[str, Any]) -> str:
         for f in r["formulas"]:
             lines.append(f"{ind}  {f}")
         if r["type"] not in ("conv", "maxpool", "avgpool", "l2pool", "globalpool", "adaptivepool",
-                             "globalavgpool", "globalmaxpool", "conv_transpose", "upsample", "concat") \
+                             "globalavgpool", "globalmaxpool", "conv_transpose", "upsample", "concat", "embedding",
+                             "conv1d", "maxpool1d", "avgpool1d", "globalmaxpool1d", "globalavgpool1d", "parallel") \
                 and r["receptive_field"] is not None \
                 and r["type"] != "residual":
             lines.append(f"{ind}  rf {r['receptive_field']}, jump {r['stride']} (unchanged)")
-        if r["type"] == "residual" and r["receptive_field"] is not None:
+        if r["type"] in ("residual", "parallel") and r["receptive_field"] is not None:
             lines.append(f"{ind}  rf {r['receptive_field']}, jump {r['stride']} after the block")
         if r["params_formula"]:
             lines.append(f"{ind}  params = {r['params_formula']}")

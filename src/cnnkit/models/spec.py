@@ -1,7 +1,8 @@
 """Declarative networks in torch: :func:`build_torch` turns a parsed layer list into a :class:`DeclarativeNet`.
 
 Parsing, validation and shape inference live in :mod:`cnnkit.spec` (no torch); the same
-parsed list builds the NumPy reference network (``cnnkit.reference``).
+parsed list builds the NumPy reference network (``cnnkit.reference``). A text network (input
+shape (V, L), first layer ``embedding``) takes token ids, a LongTensor (N, L).
 
 Example::
 
@@ -20,17 +21,23 @@ from torch import nn
 from cnnkit.errors import SpecError
 from cnnkit.nn.layers import (
     Concat,
+    Conv1d,
     Conv2d,
+    Embedding,
     GlobalAvgPool,
+    GlobalAvgPool1d,
     GlobalMaxPool,
+    GlobalMaxPool1d,
     L2Pool2d,
     Maxout,
+    Parallel,
     Residual,
     SkipSequential,
     run_with_skips,
 )
 from cnnkit.spec import (
     POOLS,
+    POOLS1D,
     LayerSpec,
     Shape,
     conv_transpose_padding,
@@ -47,6 +54,9 @@ class DeclarativeNet(SkipSequential):
 
     Module names follow the layers: ``conv1, relu1, maxpool1, ..., dense3`` (or the layers' own
     ``name``). ``concat`` layers get the output of the earlier layer they name (see SkipSequential).
+
+    A text network (input (V, L), first layer ``embedding``) takes token ids (N, L); ``input_channels``
+    is then the vocabulary size V.
 
     A network that gives feature maps answers the segmentation task's three questions (as
     :class:`cnnkit.models.segmentation.base.Segmenter` does), from the layer list's shape arithmetic:
@@ -126,6 +136,9 @@ class DeclarativeNet(SkipSequential):
         bias = old.bias is not None
         if isinstance(old, nn.Linear):
             new: nn.Module = nn.Linear(old.in_features, num_classes, bias=bias)
+        elif isinstance(old, nn.Conv1d):
+            new = Conv1d(old.in_channels, num_classes, old.kernel_size[0], old.stride[0],
+                         "same" if old.same else old.padding[0], old.dilation[0], 1, bias)
         elif isinstance(old, nn.ConvTranspose2d):
             new = nn.ConvTranspose2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
                                      old.output_padding, 1, bias, old.dilation)
@@ -143,6 +156,20 @@ def _torch_layer(spec: LayerSpec, shape: Shape, out: Shape, num_classes: int | N
     t, a = spec.type, spec.args
     if t == "conv":
         return Conv2d(shape[0], out[0], a["kernel"], a["stride"], a["padding"], a["dilation"], a["groups"], a["bias"])
+    if t == "embedding":
+        return Embedding(shape[0], a["dim"], a["padding_idx"], a["freeze"])
+    if t == "conv1d":
+        return Conv1d(shape[0], out[0], a["kernel"], a["stride"], a["padding"], a["dilation"], 1, a["bias"])
+    if t == "maxpool1d":
+        return nn.MaxPool1d(a["kernel"], a["stride"], a["padding"])
+    if t == "avgpool1d":
+        return nn.AvgPool1d(a["kernel"], a["stride"], a["padding"])
+    if t == "globalmaxpool1d":
+        return GlobalMaxPool1d()
+    if t == "globalavgpool1d":
+        return GlobalAvgPool1d()
+    if t == "parallel":
+        return Parallel([SkipSequential(_torch_sequence(b, shape, num_classes)[0]) for b in spec.sublists()])
     if t == "conv_transpose":
         padding, output_padding = conv_transpose_padding(a, spec.index)
         return nn.ConvTranspose2d(shape[0], out[0], a["kernel"], a["stride"], padding, output_padding, 1, a["bias"],
@@ -189,7 +216,8 @@ def _torch_layer(spec: LayerSpec, shape: Shape, out: Shape, num_classes: int | N
     if t == "residual":
         body, s = _torch_sequence(list(spec.children), shape, num_classes)
         stride = residual_shortcut(spec, shape, out)
-        shortcut = None if stride is None else nn.Conv2d(shape[0], out[0], 1, stride, bias=False)
+        conv = nn.Conv2d if len(shape) == 3 else nn.Conv1d
+        shortcut = None if stride is None else conv(shape[0], out[0], 1, stride, bias=False)
         return Residual(SkipSequential(body), shortcut, nn.ReLU() if a["activation"] == "relu" else None)
     raise AssertionError(t)
 
@@ -209,25 +237,35 @@ def _torch_sequence(specs: list[LayerSpec], shape: Shape, num_classes: int | Non
 
 
 def _total_stride(specs: list[LayerSpec]) -> int:
-    """The product of the strides of the strided convolutions and poolings (residual bodies included)."""
+    """The product of the strides of the strided convolutions and poolings (residual bodies included;
+    parallel branches: the lcm of theirs)."""
     total = 1
     for spec in specs:
         if spec.type == "conv" or spec.type in POOLS:
             total *= math.lcm(*spec.args["stride"])
-        total *= _total_stride(list(spec.children))
+        if spec.type == "conv1d" or spec.type in POOLS1D:
+            total *= spec.args["stride"]
+        subs = spec.sublists()
+        if subs:
+            total *= math.lcm(*(_total_stride(sub) for sub in subs))
     return total
 
 
 def head_layer(specs: list[LayerSpec]) -> str | None:
-    """The classifier head's name: a last dense layer, or a last conv / conv_transpose with out: num_classes."""
+    """The classifier head's name: a last dense layer, or a last conv / conv1d / conv_transpose with
+    out: num_classes."""
     last = specs[-1]
-    if last.type == "dense" or (last.type in ("conv", "conv_transpose") and last.args["out"] == "num_classes"):
+    if last.type == "dense" or (last.type in ("conv", "conv1d", "conv_transpose")
+                                and last.args["out"] == "num_classes"):
         return last.name
     return None
 
 
 def build_torch(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None) -> DeclarativeNet:
-    """Build the torch network of a parsed layer list (shapes are checked first)."""
+    """Build the torch network of a parsed layer list (shapes are checked first).
+
+    ``input_shape``: (C, H, W) for images, (V, L) for text (vocabulary size, sequence length; the
+    network then takes token ids (N, L))."""
     infer_shapes(specs, input_shape, num_classes)
     mods, _ = _torch_sequence(specs, tuple(input_shape), num_classes)
     return DeclarativeNet(mods, head_layer(specs), specs, tuple(input_shape), num_classes)

@@ -1,6 +1,8 @@
 """Weight initialisation schemes of the course: random, Xavier (Glorot) and He (Kaiming).
 
-Applied to the weights of every convolution, transposed convolution and dense layer; biases start at zero.
+Applied to the weights of every convolution (1-D too), transposed convolution and dense layer; biases
+start at zero. An embedding table keeps torch's N(0, 1) (its padding row zero) whatever the scheme, as the
+NumPy reference network's ``init`` does: its rows are word vectors, not a layer's fan-scaled weights.
 
 Fans follow torch's ``nn.init`` (and :func:`cnnkit.reference.init.fans`): dimension 1 of the weight
 times the kernel area is fan_in, dimension 0 times it fan_out. A convolution's weight is

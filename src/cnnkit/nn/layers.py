@@ -2,6 +2,11 @@
 stride > 1), L2 and global pooling, maxout, a residual wrapper, and U-Net's skip
 connections (:class:`Concat` inside a :class:`SkipSequential`).
 
+Text (Kim, 2014): :class:`Embedding` (token ids (N, L) -> (N, D, L), channels first),
+:class:`Conv1d` with the same padding rules, max/average pooling over time
+(:class:`GlobalMaxPool1d`, :class:`GlobalAvgPool1d`) and :class:`Parallel` branches joined
+along channels.
+
 torch's own ``padding='same'`` refuses stride > 1, so :class:`Conv2d` pads
 explicitly by the TF/Keras rule (:func:`cnnkit.geometry.same_padding`):
 out = ceil(in / stride), the odd pixel of padding on the bottom/right.
@@ -40,6 +45,69 @@ class Conv2d(nn.Conv2d):
                 return F.conv2d(x, self.weight, self.bias, self.stride, (ph[0], pw[0]), self.dilation, self.groups)
             x = F.pad(x, (pw[0], pw[1], ph[0], ph[1]))
         return super().forward(x)
+
+
+class Conv1d(nn.Conv1d):
+    """``nn.Conv1d`` on (N, C, L) that also accepts ``padding='same'`` with stride > 1 (TF/Keras rule:
+    out = ceil(L / stride), the odd padded position at the end)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: str | int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+        self.same = padding == "same"
+        if padding == "valid":
+            padding = 0
+        super().__init__(in_channels, out_channels, kernel_size, stride, 0 if self.same else padding, dilation,
+                         groups, bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.same:
+            before, after = same_padding(x.shape[-1], self.kernel_size[0], self.stride[0], self.dilation[0])
+            if before == after:
+                return F.conv1d(x, self.weight, self.bias, self.stride, before, self.dilation, self.groups)
+            x = F.pad(x, (before, after))
+        return super().forward(x)
+
+
+class Embedding(nn.Embedding):
+    """Token ids (N, L) -> (N, D, L): each id's row of the (V, D) weight, channels first as Conv1d wants.
+
+    Row ``padding_idx`` is zero and gets no gradient (``nn.Embedding``'s rule); ``freeze`` keeps the
+    whole table fixed (``requires_grad=False``, e.g. for loaded word vectors). A floating-point
+    input (N, V, L) is read as one-hot channels (the (V, L) input-shape convention) and gives
+    ``W^T x``, the same as the ids for a one-hot x (this lets shape walkers feed zeros).
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = 0,
+                 freeze: bool = False) -> None:
+        super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx)
+        self.freeze = freeze
+        if freeze:
+            self.weight.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():
+            w = self.weight
+            if self.padding_idx is not None:
+                w = w.index_fill(0, torch.tensor([self.padding_idx], device=w.device), 0.0)
+            return torch.einsum("nvl,vd->ndl", x.to(w.dtype), w)
+        return super().forward(x).transpose(1, 2)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", freeze=True" if self.freeze else "")
+
+
+class GlobalMaxPool1d(nn.Module):
+    """(N, C, L) -> (N, C): the maximum of each channel over time (Kim's max-over-time pooling)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=-1)
+
+
+class GlobalAvgPool1d(nn.Module):
+    """(N, C, L) -> (N, C): the mean of each channel over time."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=-1)
 
 
 class L2Pool2d(nn.Module):
@@ -106,6 +174,18 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.post(self.body(x) + self.shortcut(x))
+
+
+class Parallel(nn.Module):
+    """Branches side by side (Kim, 2014; Inception): every branch gets the same input and their
+    outputs are concatenated along channels (dim 1); they agree on every other dim."""
+
+    def __init__(self, branches: list[nn.Module]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(branches)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([branch(x) for branch in self.branches], dim=1)
 
 
 def center_crop(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

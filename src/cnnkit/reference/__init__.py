@@ -33,7 +33,14 @@ from cnnkit.reference.activations import (
     tanh_backward,
     tanh_derivative,
 )
-from cnnkit.reference.conv import conv2d, conv2d_backward, conv_transpose2d, conv_transpose2d_backward
+from cnnkit.reference.conv import (
+    conv1d,
+    conv1d_backward,
+    conv2d,
+    conv2d_backward,
+    conv_transpose2d,
+    conv_transpose2d_backward,
+)
 from cnnkit.reference.gradcheck import max_normalized_error, numerical_gradient
 from cnnkit.reference.init import fans, init_std_bound, init_weight
 from cnnkit.reference.layers import (
@@ -43,6 +50,8 @@ from cnnkit.reference.layers import (
     dense_backward,
     dropout,
     dropout_backward,
+    embedding,
+    embedding_backward,
     flatten,
     flatten_backward,
 )
@@ -59,14 +68,22 @@ from cnnkit.reference.optim import (
     create,
 )
 from cnnkit.reference.pool import (
+    avg_pool1d,
+    avg_pool1d_backward,
     avg_pool2d,
     avg_pool2d_backward,
     global_avg_pool,
+    global_avg_pool1d,
+    global_avg_pool1d_backward,
     global_avg_pool_backward,
     global_max_pool,
+    global_max_pool1d,
+    global_max_pool1d_backward,
     global_max_pool_backward,
     l2_pool2d,
     l2_pool2d_backward,
+    max_pool1d,
+    max_pool1d_backward,
     max_pool2d,
     max_pool2d_backward,
 )
@@ -74,13 +91,15 @@ from cnnkit.reference.resize import crop_concat, crop_concat_backward, upsample2
 
 __all__ = [
     # conv
-    "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward",
+    "conv2d", "conv2d_backward", "conv_transpose2d", "conv_transpose2d_backward", "conv1d", "conv1d_backward",
     # upsampling and U-Net's skip
     "upsample2d", "upsample2d_backward", "crop_concat", "crop_concat_backward",
     # pooling
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
     "l2_pool2d", "l2_pool2d_backward", "global_avg_pool", "global_avg_pool_backward",
     "global_max_pool", "global_max_pool_backward",
+    "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
+    "global_max_pool1d", "global_max_pool1d_backward", "global_avg_pool1d", "global_avg_pool1d_backward",
     # activations
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "relu", "relu_backward",
     "leaky_relu", "leaky_relu_backward", "elu", "elu_backward", "maxout", "maxout_backward",
@@ -89,7 +108,7 @@ __all__ = [
     "elu_derivative",
     # layers
     "dense", "dense_backward", "flatten", "flatten_backward", "dropout", "dropout_backward",
-    "batchnorm", "batchnorm_backward",
+    "batchnorm", "batchnorm_backward", "embedding", "embedding_backward",
     # losses
     "mse", "bce", "cross_entropy",
     # optimisers

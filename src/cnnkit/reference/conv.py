@@ -1,4 +1,5 @@
-"""2-D convolution (cross-correlation, like torch) with im2col as a strided view.
+"""2-D convolution (cross-correlation, like torch) with im2col as a strided view; 1-D convolution
+(on sequences (N, C, L)) is the 2-D one on a map of height 1.
 
 Forward:  y[n, f, i, j] = b[f] + sum_{c, p, q} w[f, c, p, q] * xp[n, c, i*sh + p*dh, j*sw + q*dw]
 Backward: dW = sum over (n, i, j) of dy * window;  dx = col2im(dy . W);  db = sum of dy.
@@ -117,6 +118,30 @@ def conv2d_backward(dy, cache):
     dx = np.ascontiguousarray(unpad2d(dxp, pads))                       # (N, C, H, W)
     db = dy.sum(axis=(0, 2, 3)) if has_bias else None                   # (F,)
     return dx, dw.astype(w.dtype, copy=False), db
+
+
+# ----------------------------------------------------------------------------- 1-D convolution
+
+def conv1d(x, w, b=None, stride=1, padding=0, dilation=1):
+    """1-D convolution forward (Kim, 2014: a filter sliding over the words).
+
+    x: (N, C, L), w: (F, C, K), b: (F,) or None -> y: (N, F, L') with
+    y[n, f, i] = b[f] + sum_{c, p} w[f, c, p] * xp[n, c, i*s + p*d].
+    padding: an int (both ends), "valid" or "same" (TF rule, the odd position at the end).
+    Computed as :func:`conv2d` on x (N, C, 1, L) with a (1, K) kernel. Returns ``(y, cache)``.
+    """
+    x, w = np.asarray(x), np.asarray(w)
+    if x.ndim != 3 or w.ndim != 3 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"conv1d expects x (N,C,L), w (F,C,K); got {x.shape}, {w.shape}")
+    pad2 = padding if isinstance(padding, str) else (0, int(padding))
+    y, cache = conv2d(x[:, :, None, :], w[:, :, None, :], b, (1, stride), pad2, (1, dilation))
+    return y[:, :, 0, :], cache
+
+
+def conv1d_backward(dy, cache):
+    """dy (N, F, L') -> (dx (N, C, L), dw (F, C, K), db (F,) or None)."""
+    dx, dw, db = conv2d_backward(np.asarray(dy)[:, :, None, :], cache)
+    return dx[:, :, 0, :], dw[:, :, 0, :], db
 
 
 # ----------------------------------------------------------------------------- transposed convolution

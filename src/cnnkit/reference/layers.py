@@ -1,4 +1,4 @@
-"""Dense, flatten, dropout and batch normalisation, each with its backward.
+"""Dense, flatten, dropout, batch normalisation and embedding, each with its backward.
 
 Example::
 
@@ -80,15 +80,17 @@ def dropout_backward(dy, cache):
 def _bn_axes(x):
     if x.ndim == 2:                                               # (N, C)
         return (0,), (1, -1)
+    if x.ndim == 3:                                               # (N, C, L)
+        return (0, 2), (1, -1, 1)
     if x.ndim == 4:                                               # (N, C, H, W)
         return (0, 2, 3), (1, -1, 1, 1)
-    raise ValueError(f"batchnorm expects (N, C) or (N, C, H, W), got shape {x.shape}")
+    raise ValueError(f"batchnorm expects (N, C), (N, C, L) or (N, C, H, W), got shape {x.shape}")
 
 
 def batchnorm(x, gamma, beta, running_mean, running_var, momentum=0.1, eps=1e-5, training=True):
-    """Batch normalisation over N (and H, W): y = gamma * (x - mean) / sqrt(var + eps) + beta.
+    """Batch normalisation over N (and L, or H and W): y = gamma * (x - mean) / sqrt(var + eps) + beta.
 
-    x: (N, C) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,) (gamma/beta may be None).
+    x: (N, C), (N, C, L) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,) (gamma/beta may be None).
     Training uses the batch mean and *biased* variance and updates the running stats in place
     like torch: r = (1 - momentum) r + momentum * stat, with the *unbiased* variance for r_var.
     Eval uses the running stats.
@@ -140,3 +142,30 @@ def batchnorm_backward(dy, cache):
     else:
         dx = g * inv_std.reshape(bshape)
     return dx, dgamma, dbeta
+
+
+# ----------------------------------------------------------------------------- embedding
+
+def embedding(ids, w, padding_idx=None):
+    """Token ids (N, L), table w (V, D) -> y (N, D, L) with y[n, :, t] = w[ids[n, t]] (channels first).
+
+    Row ``padding_idx`` is expected to be zero (torch keeps it so). Returns ``(y, cache)``.
+    """
+    ids, w = np.asarray(ids), np.asarray(w)
+    if ids.dtype.kind not in "iu" or ids.ndim != 2:
+        raise ValueError(f"embedding expects integer token ids (N, L), got {ids.dtype} {ids.shape}")
+    if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
+        raise ValueError(f"token ids must be in 0..{w.shape[0] - 1}, got {ids.min()}..{ids.max()}")
+    return w[ids].transpose(0, 2, 1), (ids, w.shape, padding_idx)
+
+
+def embedding_backward(dy, cache):
+    """dy (N, D, L) -> dw (V, D): dw[v] = sum of dy[n, :, t] over the positions with ids[n, t] == v;
+    row ``padding_idx`` gets no gradient."""
+    ids, shape, padding_idx = cache
+    dy = np.asarray(dy)
+    dw = np.zeros(shape, dtype=dy.dtype)
+    np.add.at(dw, ids.reshape(-1), dy.transpose(0, 2, 1).reshape(-1, shape[1]))
+    if padding_idx is not None:
+        dw[padding_idx] = 0
+    return dw

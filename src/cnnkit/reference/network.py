@@ -8,6 +8,12 @@ every layer written out in NumPy. Parameter and buffer names are those of the to
 into the torch network and back. A ``concat`` layer gets the output of the earlier layer it names
 (and sends that layer its share of the gradient): see :func:`forward_layers` / :func:`backward_layers`.
 
+Text networks (input (V, L), first layer ``embedding``) take token ids, an integer array (N, L)
+(or one-hot floats (N, V, L)); 1-D layers run as the 2-D ones on a map of height 1 (conv1d is a
+(1, K) convolution, maxpool1d a (1, K) window), and a ``parallel`` block runs its branches on
+the same input and concatenates them along channels (its backward splits the gradient by
+channels and adds the branches' input gradients).
+
 The layers follow the glass-box ops of :mod:`cnnkit.reference` (same formulas, same
 tie rules: a max goes to the first maximum in row-major window order, as torch) but are
 arranged for speed on a whole batch: convolution is one im2col copy (a strided view made
@@ -37,6 +43,7 @@ from cnnkit.reference.conv import conv_transpose2d, conv_transpose2d_backward
 from cnnkit.reference.resize import crop_concat, crop_concat_backward, upsample2d, upsample2d_backward
 from cnnkit.spec import (
     LayerSpec,
+    conv1d_geometry,
     conv_geometry,
     conv_transpose_padding,
     infer_shapes,
@@ -46,7 +53,8 @@ from cnnkit.spec import (
 
 SUPPORTED = ("conv", "dense", "flatten", "maxpool", "avgpool", "l2pool", "globalavgpool", "globalmaxpool",
              "dropout", "batchnorm", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "residual",
-             "conv_transpose", "upsample", "concat")
+             "conv_transpose", "upsample", "concat", "embedding", "conv1d", "maxpool1d", "avgpool1d",
+             "globalmaxpool1d", "globalavgpool1d", "parallel")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -111,14 +119,19 @@ class Conv(Layer):
 
     type = "conv"
 
-    def __init__(self, net, prefix, name, in_ch, out_ch, kernel, stride, pads, dilation, groups, bias, out_hw):
+    def __init__(self, net, prefix, name, in_ch, out_ch, kernel, stride, pads, dilation, groups, bias, out_hw,
+                 weight_shape=None):
         super().__init__(net, prefix, name)
         self.kernel, self.stride, self.pads, self.dilation = kernel, stride, pads, dilation
         self.groups, self.out_hw, self.in_ch, self.out_ch = groups, out_hw, in_ch, out_ch
         self.has_bias = bias
-        net._add_param(prefix + "weight", (out_ch, in_ch // groups, *kernel))
+        net._add_param(prefix + "weight", weight_shape or (out_ch, in_ch // groups, *kernel))
         if bias:
             net._add_param(prefix + "bias", (out_ch,))
+
+    def _weight(self) -> np.ndarray:
+        """The weight as (F, C/groups, KH, KW) (a view: a conv1d keeps (F, C, K), its kernel is (1, K))."""
+        return self.net.params[self.prefix + "weight"].reshape(self.out_ch, self.in_ch // self.groups, *self.kernel)
 
     def _im2col(self, xp: np.ndarray) -> np.ndarray:
         # xp: (N, C, Hp, Wp) any strides -> cols: (C, KH, KW, N, H', W') contiguous
@@ -132,7 +145,7 @@ class Conv(Layer):
     def forward(self, x, training):
         n = x.shape[0]
         ho, wo = self.out_hw
-        w = self.net.params[self.prefix + "weight"]
+        w = self._weight()
         xp = _pad(x, self.pads)                                          # (N, C, Hp, Wp)
         self.xp_shape = xp.shape
         g = self.groups
@@ -153,14 +166,14 @@ class Conv(Layer):
         n = dy.shape[0]
         ho, wo = self.out_hw
         (kh, kw), (sh, sw), (dh, dw_), g = self.kernel, self.stride, self.dilation, self.groups
-        w = self.net.params[self.prefix + "weight"]
+        w = self._weight()
         cg, fg = self.in_ch // g, self.out_ch // g
         dy2 = dy.transpose(1, 0, 2, 3).reshape(self.out_ch, n * ho * wo)  # (F, N*H'*W'); free for our views
         dw = np.empty_like(w)
         for i in range(g):
             # dW[f, (c, p, q)] = sum over (n, i, j) of dy[f, (n, i, j)] * cols[(c, p, q), (n, i, j)]
             np.matmul(dy2[i * fg:(i + 1) * fg], self.cols[i].T, out=dw[i * fg:(i + 1) * fg].reshape(fg, -1))
-        self.net.grads[self.prefix + "weight"] = dw
+        self.net.grads[self.prefix + "weight"] = dw.reshape(self.net.params[self.prefix + "weight"].shape)
         if self.has_bias:
             self.net.grads[self.prefix + "bias"] = dy2.sum(axis=1)
         self.cols = None
@@ -180,6 +193,80 @@ class Conv(Layer):
                     r0, c0 = p * dh, q * dw_
                     dxg[:, r0:r0 + sh * (ho - 1) + 1:sh, c0:c0 + sw * (wo - 1) + 1:sw, :] += dcols[p, q]
         return _crop(dxp.transpose(3, 0, 1, 2), self.pads)                # (N, C, H, W) view
+
+
+class Conv1d(Conv):
+    """1-D convolution on sequences: x (N, C, L), weight (F, C, K), bias (F,) -> y (N, F, L').
+
+    The 2-D :class:`Conv` on a map of height 1 with a (1, K) kernel: x is seen as (N, C, 1, L).
+    """
+
+    type = "conv1d"
+
+    def __init__(self, net, prefix, name, in_ch, out_ch, kernel, stride, pads, dilation, bias, out_len):
+        super().__init__(net, prefix, name, in_ch, out_ch, (1, kernel), (1, stride), (0, 0, *pads), (1, dilation),
+                         1, bias, (1, out_len), weight_shape=(out_ch, in_ch, kernel))
+
+    def forward(self, x, training):
+        return super().forward(x[:, :, None, :], training)[:, :, 0, :]
+
+    def backward(self, dy, need_dx=True):
+        dx = super().backward(dy[:, :, None, :], need_dx)
+        return None if dx is None else dx[:, :, 0, :]
+
+
+class Embedding(Layer):
+    """Token ids x (N, L) -> y (N, D, L) with y[n, :, t] = W[x[n, t]] (weight W (V, D)), channels first.
+
+    backward: dW[v] = sum of dy[n, :, t] over the positions where x[n, t] == v; row ``padding_idx``
+    gets none (it stays zero, as torch's). A frozen embedding's weight is a buffer: no gradient, and
+    the optimiser never sees it. One-hot floats x (N, V, L) give y = W^T x (and dx = W dy).
+    """
+
+    type = "embedding"
+
+    def __init__(self, net, prefix, name, vocab, dim, padding_idx, freeze):
+        super().__init__(net, prefix, name)
+        self.vocab, self.dim, self.padding_idx, self.freeze = vocab, dim, padding_idx, freeze
+        if freeze:
+            net._add_buffer(prefix + "weight", np.zeros((vocab, dim), dtype=net.dtype))
+        else:
+            net._add_param(prefix + "weight", (vocab, dim))
+
+    def _table(self) -> np.ndarray:
+        store = self.net.buffers if self.freeze else self.net.params
+        return store[self.prefix + "weight"]
+
+    def forward(self, x, training):
+        w = self._table()
+        self.x = x
+        if x.dtype.kind == "f":                                          # one-hot (N, V, L)
+            if self.padding_idx is not None:
+                w = w.copy()
+                w[self.padding_idx] = 0
+            return np.einsum("nvl,vd->ndl", x, w)
+        if x.size and (x.min() < 0 or x.max() >= self.vocab):
+            raise ValueError(f"{self.name}: token ids must be in 0..{self.vocab - 1}, got ids from {x.min()} to "
+                             f"{x.max()}")
+        return w[x].transpose(0, 2, 1)                                   # (N, L, D) -> (N, D, L) view
+
+    def backward(self, dy, need_dx=True):
+        x, self.x = self.x, None
+        if not self.freeze:
+            if x.dtype.kind == "f":
+                dw = np.einsum("nvl,ndl->vd", x, dy)
+            else:
+                dw = np.zeros((self.vocab, self.dim), dtype=dy.dtype)
+                np.add.at(dw, x.reshape(-1), dy.transpose(0, 2, 1).reshape(-1, self.dim))
+            if self.padding_idx is not None:
+                dw[self.padding_idx] = 0
+            self.net.grads[self.prefix + "weight"] = dw
+        if not need_dx or x.dtype.kind != "f":
+            return None                                                  # token ids have no gradient
+        w = self._table().copy()
+        if self.padding_idx is not None:
+            w[self.padding_idx] = 0
+        return np.einsum("vd,ndl->nvl", w, dy)
 
 
 class Dense(Layer):
@@ -331,6 +418,7 @@ class Pool(Layer):
     def __init__(self, net, prefix, name, kind, kernel, stride, padding, out_hw):
         super().__init__(net, prefix, name)
         self.type, self.kernel, self.stride, self.out_hw = kind, kernel, stride, out_hw
+        self.op = kind[:3].replace("l2p", "l2")                          # "max", "avg" or "l2"
         self.pads = (padding[0], padding[0], padding[1], padding[1])
 
     def _slices(self):
@@ -338,14 +426,14 @@ class Pool(Layer):
         return [_offset(p, q, self.out_hw, self.stride) for p in range(kh) for q in range(kw)]
 
     def forward(self, x, training):
-        fill = -np.inf if self.type == "maxpool" else 0.0
+        fill = -np.inf if self.op == "max" else 0.0
         xp = _pad(x, self.pads, fill)                                    # (N, C, Hp, Wp)
         sl = self._slices()
-        if self.type == "maxpool":
+        if self.op == "max":
             y = xp[sl[0]].copy(order="K")
             for s in sl[1:]:
                 np.maximum(y, xp[s], out=y)
-        elif self.type == "avgpool":
+        elif self.op == "avg":
             y = xp[sl[0]].copy(order="K")
             for s in sl[1:]:
                 y += xp[s]
@@ -363,7 +451,7 @@ class Pool(Layer):
         dxp = np.zeros_like(xp, dtype=dy.dtype)                          # (N, C, Hp, Wp), xp's layout
         sl = self._slices()
         overlap = self.stride[0] < self.kernel[0] or self.stride[1] < self.kernel[1]
-        if self.type == "maxpool":
+        if self.op == "max":
             # each window's gradient goes to its first maximum (row-major), as torch
             taken = np.zeros(y.shape, dtype=bool)
             for s in sl:
@@ -374,7 +462,7 @@ class Pool(Layer):
                     dxp[s] += dy * hit
                 else:
                     np.multiply(dy, hit, out=dxp[s])
-        elif self.type == "avgpool":
+        elif self.op == "avg":
             g = dy * dy.dtype.type(1.0 / len(sl))
             for s in sl:
                 dxp[s] += g
@@ -384,6 +472,41 @@ class Pool(Layer):
                 dxp[s] += xp[s] * scale
         self.xp = self.y = None
         return _crop(dxp, self.pads)
+
+
+class Pool1d(Pool):
+    """maxpool1d / avgpool1d: x (N, C, L) -> y (N, C, L'), the 2-D :class:`Pool` with a (1, K) window."""
+
+    def __init__(self, net, prefix, name, kind, kernel, stride, padding, out_len):
+        super().__init__(net, prefix, name, kind, (1, kernel), (1, stride), (0, padding), (1, out_len))
+
+    def forward(self, x, training):
+        return super().forward(x[:, :, None, :], training)[:, :, 0, :]
+
+    def backward(self, dy, need_dx=True):
+        return super().backward(dy[:, :, None, :], need_dx)[:, :, 0, :]
+
+
+class GlobalPool1d(Layer):
+    """Mean or max over time: x (N, C, L) -> y (N, C) (max: Kim's max-over-time pooling; ties go to the first)."""
+
+    def __init__(self, net, prefix, name, kind):
+        super().__init__(net, prefix, name)
+        self.type = kind
+
+    def forward(self, x, training):
+        self.shape = x.shape
+        if self.type == "globalavgpool1d":
+            return x.mean(axis=2)
+        self.arg = x.argmax(axis=2)                                      # (N, C)
+        return np.take_along_axis(x, self.arg[..., None], axis=2)[..., 0]
+
+    def backward(self, dy, need_dx=True):
+        if self.type == "globalavgpool1d":
+            return np.broadcast_to((dy * dy.dtype.type(1.0 / self.shape[2]))[:, :, None], self.shape).copy()
+        dx = np.zeros(self.shape, dtype=dy.dtype)
+        np.put_along_axis(dx, self.arg[..., None], dy[..., None], axis=2)
+        return dx
 
 
 class GlobalPool(Layer):
@@ -500,7 +623,7 @@ class Dropout(Layer):
 
 
 class BatchNorm(Layer):
-    """Batch normalisation of (N, C) or (N, C, H, W) over all axes but C, with torch's running stats.
+    """Batch normalisation of (N, C), (N, C, L) or (N, C, H, W) over all axes but C, with torch's running stats.
 
     Training: batch mean and biased variance normalise; running_mean/var move by ``momentum``
     (the unbiased variance, as torch; momentum None = cumulative average) and
@@ -520,8 +643,8 @@ class BatchNorm(Layer):
         net._add_buffer(prefix + "num_batches_tracked", np.zeros((), dtype=np.int64))
 
     def forward(self, x, training):
-        axes = (0,) if x.ndim == 2 else (0, 2, 3)
-        bshape = (1, -1) if x.ndim == 2 else (1, -1, 1, 1)
+        axes = tuple(a for a in range(x.ndim) if a != 1)                # (0,), (0, 2) or (0, 2, 3)
+        bshape = (1, -1) + (1,) * (x.ndim - 2)
         b = self.net.buffers
         rm, rv = b[self.prefix + "running_mean"], b[self.prefix + "running_var"]
         if training:
@@ -601,6 +724,32 @@ class Residual(Layer):
         return dh + ds if need_dx else None
 
 
+class Parallel(Layer):
+    """Branches on the same input, outputs concatenated along channels: y = cat([b1(x), b2(x), ...], axis 1).
+
+    backward: dy is split by each branch's channels; dx = the sum of the branches' input gradients.
+    """
+
+    type = "parallel"
+
+    def __init__(self, net, prefix, name, branches: list[list[Layer]]):
+        super().__init__(net, prefix, name)
+        self.branches = branches
+
+    def forward(self, x, training):
+        outs = [forward_layers(b, x, training) for b in self.branches]
+        self.splits = np.cumsum([o.shape[1] for o in outs])[:-1]
+        return np.concatenate(outs, axis=1)
+
+    def backward(self, dy, need_dx=True):
+        dx = None
+        for branch, d in zip(self.branches, np.split(dy, self.splits, axis=1)):
+            g = backward_layers(branch, np.ascontiguousarray(d), need_dx)
+            if need_dx:
+                dx = g if dx is None else dx + g
+        return dx
+
+
 # --------------------------------------------------------------------------- the network
 
 class ReferenceNet:
@@ -663,6 +812,19 @@ class ReferenceNet:
             return Dense(self, prefix, name, shape[0], out[0], a["bias"])
         if t == "flatten":
             return Flatten(self, prefix, name)
+        if t == "embedding":
+            return Embedding(self, prefix, name, shape[0], a["dim"], a["padding_idx"], a["freeze"])
+        if t == "conv1d":
+            g = conv1d_geometry(spec, shape)
+            return Conv1d(self, prefix, name, shape[0], out[0], a["kernel"], a["stride"], g["pad"], a["dilation"],
+                          a["bias"], g["out"])
+        if t in ("maxpool1d", "avgpool1d"):
+            return Pool1d(self, prefix, name, t, a["kernel"], a["stride"], a["padding"], out[1])
+        if t in ("globalmaxpool1d", "globalavgpool1d"):
+            return GlobalPool1d(self, prefix, name, t)
+        if t == "parallel":
+            return Parallel(self, prefix, name, [self._build(b, shape, f"{prefix}branches.{j}.")
+                                                 for j, b in enumerate(spec.sublists())])
         if t in ("maxpool", "avgpool", "l2pool"):
             return Pool(self, prefix, name, t, a["kernel"], a["stride"], a["padding"], out[1:])
         if t in ("globalavgpool", "globalmaxpool"):
@@ -677,7 +839,10 @@ class ReferenceNet:
             body = self._build(list(spec.children), shape, prefix + "body.")
             stride = residual_shortcut(spec, shape, out)
             shortcut = None
-            if stride is not None:
+            if stride is not None and len(shape) == 2:
+                shortcut = Conv1d(self, prefix + "shortcut.", name + ".shortcut", shape[0], out[0], 1, stride, (0, 0),
+                                  1, False, conv_output_size(shape[1], 1, stride))
+            elif stride is not None:
                 ho, wo = conv_output_size(shape[1], 1, stride), conv_output_size(shape[2], 1, stride)
                 shortcut = Conv(self, prefix + "shortcut.", name + ".shortcut", shape[0], out[0], (1, 1),
                                 (stride, stride), (0, 0, 0, 0), (1, 1), 1, False, (ho, wo))
@@ -687,8 +852,14 @@ class ReferenceNet:
     # ---------------------------------------------------------------- running
 
     def forward(self, x: np.ndarray, training: bool = True) -> np.ndarray:
-        """x: (N, *input_shape) -> logits (N, K) (or the last layer's output)."""
-        x = np.asarray(x, dtype=self.dtype)
+        """x: (N, *input_shape) -> logits (N, K) (or the last layer's output).
+
+        A text network takes token ids, integers (N, L) (kept as int64), or one-hot floats (N, V, L)."""
+        x = np.asarray(x)
+        if isinstance(self.layers[0], Embedding) and x.dtype.kind in "iu":
+            x = x.astype(np.int64, copy=False)
+        else:
+            x = x.astype(self.dtype, copy=False)
         return forward_layers(self.layers, x, training)
 
     def backward(self, dout: np.ndarray, need_input_grad: bool = False) -> dict[str, np.ndarray]:
@@ -739,7 +910,7 @@ class ReferenceNet:
         """Initialise the weights: ``init_cfg`` is a model.init section (scheme, distribution, scale).
 
         random / xavier / he draw conv and dense weights with :func:`cnnkit.reference.init.init_weight`
-        (biases 0, batchnorm weight 1); ``default`` copies a torch DeclarativeNet built under
+        (biases 0, batchnorm weight 1; an embedding keeps torch's N(0, 1), its padding row 0); ``default`` copies a torch DeclarativeNet built under
         ``torch.manual_seed(seed)`` (seed drawn from ``rng`` when None), i.e. torch's own initialisation.
         """
         from cnnkit.reference.init import init_weight
@@ -759,7 +930,15 @@ class ReferenceNet:
                 net = build_torch(self.specs, self.input_shape, self.num_classes)
             self.load_state_dict(net.state_dict())
             return
+        tables = {layer.prefix + "weight": layer for layer in self.iter_layers() if isinstance(layer, Embedding)}
+        for k, layer in tables.items():
+            table = rng.standard_normal((layer.vocab, layer.dim)).astype(self.dtype)
+            if layer.padding_idx is not None:
+                table[layer.padding_idx] = 0
+            (self.buffers if layer.freeze else self.params)[k] = table
         for k, p in self.params.items():
+            if k in tables:
+                continue
             if k.endswith(".weight") and p.ndim > 1:
                 self.params[k] = init_weight(p.shape, scheme, dist, rng, scale, dtype=self.dtype)
             elif k.endswith(".bias"):
@@ -777,10 +956,13 @@ class ReferenceNet:
                     layer.mask_override = mask_override
 
     def iter_layers(self):
-        """Every layer, residual bodies and shortcuts included (depth first)."""
+        """Every layer, residual bodies and shortcuts and parallel branches included (depth first)."""
         def walk(layers):
             for layer in layers:
                 yield layer
+                if isinstance(layer, Parallel):
+                    for branch in layer.branches:
+                        yield from walk(branch)
                 if isinstance(layer, Residual):
                     yield from walk(layer.body)
                     if layer.shortcut is not None:
@@ -793,5 +975,5 @@ def _check_supported(specs: list[LayerSpec]) -> None:
         if spec.type not in SUPPORTED:
             raise UserError(f"layer {spec.index} ({spec.name}): type {spec.type!r} is not supported by "
                             f"train.engine=reference; supported: {', '.join(SUPPORTED)}")
-        if spec.type == "residual":
-            _check_supported(list(spec.children))
+        for sub in spec.sublists():
+            _check_supported(sub)

@@ -1,4 +1,5 @@
-"""2-D pooling: max, average and L2, plus global average/max pooling.
+"""2-D pooling: max, average and L2, plus global average/max pooling; 1-D pooling over time
+(sequences (N, C, L): max, average, and Kim's max-over-time ``global_max_pool1d``).
 
 All window ops share the im2col view of :mod:`cnnkit.reference.conv`:
 x (N, C, H, W) -> windows (N, C, H', W', KH, KW) -> reduce the last two axes.
@@ -104,6 +105,57 @@ def l2_pool2d_backward(dy, cache):
     scale = np.where(y > 0, np.asarray(dy) / safe, 0.0).astype(y.dtype, copy=False)
     dwin = win * scale[..., None, None]                             # (N, C, H', W', KH, KW)
     return _scatter(dwin, geom)
+
+
+# ----------------------------------------------------------------------------- 1-D (sequences)
+
+def max_pool1d(x, kernel, stride=None, padding=0):
+    """Max pooling over time: x (N, C, L) -> y (N, C, L'); :func:`max_pool2d` with a (1, K) window."""
+    stride = kernel if stride is None else stride
+    y, cache = max_pool2d(np.asarray(x)[:, :, None, :], (1, kernel), (1, stride), (0, padding))
+    return y[:, :, 0, :], cache
+
+
+def max_pool1d_backward(dy, cache):
+    """dy (N, C, L') -> dx (N, C, L); each window's gradient goes to its first max."""
+    return max_pool2d_backward(np.asarray(dy)[:, :, None, :], cache)[:, :, 0, :]
+
+
+def avg_pool1d(x, kernel, stride=None, padding=0):
+    """Average pooling over time: x (N, C, L) -> y (N, C, L'); padded zeros count (divide by K)."""
+    stride = kernel if stride is None else stride
+    y, cache = avg_pool2d(np.asarray(x)[:, :, None, :], (1, kernel), (1, stride), (0, padding))
+    return y[:, :, 0, :], cache
+
+
+def avg_pool1d_backward(dy, cache):
+    """dy (N, C, L') -> dx (N, C, L); every window cell gets dy / K."""
+    return avg_pool2d_backward(np.asarray(dy)[:, :, None, :], cache)[:, :, 0, :]
+
+
+def global_max_pool1d(x):
+    """Max over time (Kim, 2014): x (N, C, L) -> y (N, C); ties go to the first position."""
+    x = np.asarray(x)
+    arg = x.argmax(axis=2)                                          # (N, C)
+    return np.take_along_axis(x, arg[..., None], axis=2)[..., 0], (arg, x.shape)
+
+
+def global_max_pool1d_backward(dy, cache):
+    """dy (N, C) -> dx (N, C, L), nonzero only at each channel's first max."""
+    arg, shape = cache
+    return (arg[..., None] == np.arange(shape[2])) * np.asarray(dy)[..., None]
+
+
+def global_avg_pool1d(x):
+    """Mean over time: x (N, C, L) -> y (N, C)."""
+    x = np.asarray(x)
+    return x.mean(axis=2), x.shape
+
+
+def global_avg_pool1d_backward(dy, cache):
+    """dy (N, C) -> dx (N, C, L) = dy / L everywhere."""
+    shape = cache
+    return np.ascontiguousarray(np.broadcast_to((np.asarray(dy) / shape[2])[:, :, None], shape))
 
 
 # ----------------------------------------------------------------------------- global
