@@ -33,7 +33,12 @@ def _trainer_class(engine: str):
 
 
 def train(cfg: Config, *, quiet: bool = False, log: Log | None = None, callbacks: list | None = None):
-    """Train a new run from a validated config; returns a ``RunResult`` (run folder, final metrics, history)."""
+    """Train a new run from a validated config; returns a ``RunResult`` (run folder, final metrics, history).
+    With ``train.cv_folds`` K: K runs of K-fold cross-validation under one parent run (:mod:`cnnkit.train.cv`)."""
+    if cfg.train.cv_folds is not None:
+        from cnnkit.train.cv import cross_validate
+
+        return cross_validate(cfg, _trainer_class(cfg.train.engine), quiet=quiet, log=log, callbacks=callbacks)
     return _trainer_class(cfg.train.engine)(cfg, quiet=quiet, log=log, callbacks=callbacks).fit()
 
 
@@ -45,6 +50,11 @@ def resume(run_dir: str | os.PathLike, overrides: list[str] | None = None, *, qu
 
     path = RunFolder.open(run_dir, need_checkpoint=False).path
     cfg = config_from(read_yaml(path / "config.yaml"), overrides)
+    if cfg.train.cv_folds is not None:  # a cross-validation parent: the folds left to do
+        from cnnkit.train.cv import cross_validate
+
+        return cross_validate(cfg, _trainer_class(cfg.train.engine), run_dir=path, quiet=quiet, log=log,
+                              callbacks=callbacks)
     extra = list(callbacks or [])
     kwargs: dict[str, Any] = {}
     f = cfg.finetune

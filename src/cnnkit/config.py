@@ -72,6 +72,20 @@ class DataConfig(Section):
                                           "index order (default: background/foreground for two, class_<k> else)")
     crop_size: int | None = Field(None, gt=0, description="segmentation: train on random crops of this side; "
                                   "validation, eval and predict see whole images")
+    text_column: str | int | None = Field(None, description="text: the column holding the text, by header name "
+                                          "or 0-based index (default: a headerless label<TAB>text file)")
+    label_column: str | int | None = Field(None, description="text: the column holding the label, by header "
+                                           "name or 0-based index")
+    tokenizer: Literal["word", "char", "bpe", "wordpiece"] = Field(
+        "word", description="text: word (lower-cased, punctuation split off), char, or a subword vocabulary (bpe, "
+        "wordpiece) trained on the training split with the tokenizers library")
+    min_freq: int = Field(1, ge=1, description="text: a token enters the vocabulary when it occurs this often in "
+                          "the training split")
+    max_vocab: int | None = Field(None, ge=3, description="text: the largest vocabulary, <pad> and <unk> "
+                                  "included (subword default 8000)")
+    max_length: int | None = Field(None, gt=0, description="text: longer texts are cut to this many tokens "
+                                   "(default: the longest training text)")
+    lowercase: bool = Field(True, description="text: lower-case before tokenising")
     cache_dir: str | None = None
     download: bool = True
     device_resident: Literal["auto", "on", "off"] = "auto"
@@ -108,6 +122,8 @@ class ModelConfig(Section):
                                            "input, options, num_classes}")
     backbone_weights: str | None = Field(None, description="RUN_OR_CHECKPOINT: a cnnkit classification run "
                                          "(its best weights) or a weights file, loaded into the backbone")
+    embeddings: str | None = Field(None, description="text: a word-vectors file (word2vec text or binary, GloVe "
+                                   "text) that initialises the embedding table of the vocabulary's words")
 
     @field_validator("backbone", mode="before")
     @classmethod
@@ -134,8 +150,11 @@ class ModelConfig(Section):
     @field_validator("input")
     @classmethod
     def _input_chw(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (len(v) != 3 or min(v) < 1):
-            raise ValueError(f"model.input must be [C, H, W] with positive sizes, got {v}")
+        # [C, H, W] for images; [V, L] (vocabulary size, sequence length) for text
+        # (a vocabulary holds padding, unknown and at least one word: V >= 3)
+        if v is not None and (len(v) not in (2, 3) or min(v) < 1 or (len(v) == 2 and v[0] < 3)):
+            raise ValueError(f"model.input must be [C, H, W] with positive sizes or, for text, [V, L] (a vocabulary "
+                             f"of V >= 3 tokens, padding and unknown included, and L tokens), got {v}")
         return v
 
     @model_validator(mode="after")
@@ -280,6 +299,9 @@ class TrainConfig(Section):
                             "0: after the last only (other epochs log val_loss and val_accuracy as null)")
     lookahead: LookaheadConfig | None = None
     cudnn_benchmark: bool = Field(False, description="let cuDNN time its algorithms for each new shape")
+    cv_folds: int | None = Field(None, ge=2, description="K-fold cross-validation over the training data: K runs "
+                                 "in folds/ of one parent run, whose final.json holds each metric's mean and "
+                                 "standard deviation over the folds")
 
     @field_validator("device")
     @classmethod

@@ -51,6 +51,7 @@ def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu"
     model.load_state_dict(ckpt["model"])
     model.to(device).eval()
     task = create_task(cfg, meta["classes"], meta["input_shape"])
+    task.attach(meta)  # a text run's tokeniser
     return model, {**meta, "config": cfg, "checkpoint": str(path), "epoch": ckpt.get("epoch"), "task": task}
 
 

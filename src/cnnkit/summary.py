@@ -108,7 +108,10 @@ def walk_model(model: nn.Module, input_shape, count_flops: bool = False) -> Mode
     was_training = model.training
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = torch.zeros(1, *input_shape, device=device)
+    if len(input_shape) == 2:  # text (V, L): one sequence of L token ids (an ordinary word's, not padding)
+        x = torch.full((1, int(input_shape[1])), min(2, int(input_shape[0]) - 1), dtype=torch.long, device=device)
+    else:
+        x = torch.zeros(1, *input_shape, device=device)
     names = {m: n for n, m in model.named_modules()}
     events: list[tuple[str, nn.Module, list[int], list[int]]] = []
 
@@ -264,9 +267,12 @@ class Summary:
             return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
         rule = "-" * len(fmt(head))
-        lines = [f"input {'x'.join(map(str, self.input_shape))}", fmt(head), rule] + [fmt(r) for r in rows[1:]]
+        text = len(self.input_shape) == 2  # (V, L): token ids
+        shown = (f"input {self.input_shape[1]} token ids (vocabulary {self.input_shape[0]:,})" if text
+                 else f"input {'x'.join(map(str, self.input_shape))}")
+        lines = [shown, fmt(head), rule] + [fmt(r) for r in rows[1:]]
         lines += [rule, f"total params: {self.total_params:,} ({self.trainable_params:,} trainable)",
-                  f"total MACs: {self.total_macs:,} per image", f"output: {'x'.join(map(str, self.output_shape))}"]
+                  f"total MACs: {self.total_macs:,} per {'text' if text else 'image'}", f"output: {'x'.join(map(str, self.output_shape))}"]
         if self.rf_method != "graph":
             lines.append("receptive fields follow execution order (main path): the graph could not be traced")
         return "\n".join(lines)

@@ -46,13 +46,20 @@ def report_run(result: Any) -> int:
     from cnnkit.tasks import task_class
 
     f = result.final
+    unit = task_class(f.get("task", "classification")).unit
+    if f.get("cv_folds"):
+        metric = task_class(f.get("task", "classification")).best_metric
+        print(f"{f['cv_folds']}-fold cross-validation: {metric} {f[metric + '_mean']:.4f} +- {f[metric + '_std']:.4f} "
+              f"({f['n_val']} {unit} validated once each, training {f['train_time_s']:.1f}s)")
+        print(result.run_dir)
+        return 0
     tail = f"best epoch {f['best_epoch']}, {f['epochs']} epochs, training {f['train_time_s']:.1f}s"
     if f.get("val_accuracy") is not None:
-        print(f"held-out accuracy: {f['val_accuracy']:.4f} (val_loss {f['val_loss']:.4f}, {f['n_val']} images, {tail})")
+        print(f"held-out accuracy: {f['val_accuracy']:.4f} (val_loss {f['val_loss']:.4f}, {f['n_val']} {unit}, {tail})")
     else:  # another task: its own metrics
         names = task_class(f.get("task", "classification")).metric_names
         shown = ", ".join(f"{k} {f[f'val_{k}']:.4f}" for k in names if f.get(f"val_{k}") is not None)
-        print(f"held-out {shown or 'metrics: none'} ({f['n_val']} images, {tail})")
+        print(f"held-out {shown or 'metrics: none'} ({f['n_val']} {unit}, {tail})")
     print(result.run_dir)
     return 0
 

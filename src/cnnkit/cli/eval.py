@@ -44,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
         data, what = (bundle.val if args.split == "val" else bundle.test), args.split
         if data is None:
             raise UserError(f"dataset {cfg.data.name!r} has no {args.split} split; use --split val")
+    if task.name == "text":  # texts are read with the run's own tokeniser
+        from cnnkit.data.text.dataset import encode_split
+
+        data = encode_split(data, task.tokenizer, task.max_length)
     device = resolve_device("auto" if cfg.train.device == "auto" else "cpu")
     model.to(device)
     loader = make_loader(data, batch_size=cfg.data.eval_batch_size or 256, mean=info["mean"], std=info["std"],
@@ -58,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     named = "  ".join(f"{k}: {res[k]:.4f}" for k in (*task.metric_names, "loss") if res.get(k) is not None)
     images = task.name in ("classification", "detection", "segmentation", "instance")
-    print(f"{what} {named}  ({res['n']} {'images' if images else 'examples'}, {Path(info['checkpoint']).name})")
-    per_class = out.get("per_class") if task.name != "classification" else out.get("per_class_accuracy")
+    print(f"{what} {named}  ({res['n']} {'images' if images else 'texts' if task.name == 'text' else 'examples'}, {Path(info['checkpoint']).name})")
+    per_class = out.get("per_class") if task.name not in ("classification", "text") else out.get("per_class_accuracy")
     if per_class and all(isinstance(v, dict) for v in per_class.values()):  # segmentation: IoU and Dice
         width = max(len(c) for c in per_class)
         print(f"  {'class':<{width}}  {'iou':>6}  {'dice':>6}")
@@ -82,6 +86,10 @@ def _other_data(cfg, path: str, classes: list[str]):
     if cfg.data.path is None:
         raise UserError(f"the run was trained on {cfg.data.name!r}, which is not read from a path; --data needs "
                         f"a run trained on data from files (e.g. imagefolder, cifar10_jpeg)")
+    if cfg.task == "text":  # the run's classes index the file's labels (a file may hold only some of them)
+        from cnnkit.data.text.formats import read_texts
+
+        return read_texts(p, cfg.data.text_column, cfg.data.label_column, classes=classes)
     bundle = load_all(cfg.data.model_copy(update={"path": str(p)}), task=cfg.task)
     if list(bundle.classes) != list(classes):
         raise UserError(f"--data {path!r} has classes {bundle.classes}, the run was trained on {list(classes)}; "

@@ -16,9 +16,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               epilog="examples:\n  cnnkit predict runs/x digit.png\n"
                                      "  cnnkit predict runs/x a.png b.jpg --top-k 3 --format json\n"
                                      "  cnnkit predict model.onnx a.png\n"
-                                     "  cnnkit predict runs/detector photo.jpg --conf 0.4 --save boxes/")
+                                     "  cnnkit predict runs/detector photo.jpg --conf 0.4 --save boxes/\n"
+                                     "  cnnkit predict runs/sentiment --text \"an utterly charming film\"\n"
+                                     "  cnnkit predict runs/sentiment reviews.txt --format json")
     p.add_argument("source", help="a run folder, a cnnkit checkpoint (.pt) or an exported .onnx file")
-    p.add_argument("images", nargs="+", help="PNG or JPEG files")
+    p.add_argument("images", nargs="*", metavar="FILES",
+                   help="PNG or JPEG files; for a text run, .txt files of one text per line")
+    p.add_argument("--text", action="append", default=[], metavar="TEXT",
+                   help="text run: a text to classify (repeat for several)")
     p.add_argument("--top-k", type=int, default=3)
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.add_argument("--conf", type=float, default=0.25, help="detection: the lowest score kept")
@@ -42,7 +47,14 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--{name} must be between 0 and 1, got {v}")
     if args.tile is not None and args.tile < 8:
         raise UserError(f"--tile must be at least 8 pixels, got {args.tile}")
+    if not args.images and not args.text:
+        raise UserError("give the files to predict (images; for a text run, .txt files of one text per line) "
+                        "or --text \"...\"")
     options = {"conf": args.conf, "iou": args.iou, "tile": args.tile, "save": args.save}
+    if args.text or _is_text_source(args.source):
+        results = _predict_texts(args)
+        _print_texts(results, args.format)
+        return 0
     if str(args.source).endswith(".onnx"):
         from cnnkit.tools.export import predict_onnx
 
@@ -78,3 +90,73 @@ def run(args: argparse.Namespace) -> int:
             tops = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"])
             print(f"{r['file']}: {tops}")
     return 0
+
+
+def _is_text_source(source: str) -> bool:
+    """Whether ``source`` (a run folder or checkpoint, or an ONNX file) is a text classifier, without
+    loading its weights when it is a run folder."""
+    from pathlib import Path
+
+    p = Path(source)
+    if p.is_dir() and (p / "meta.json").is_file():
+        import json as _json
+
+        try:
+            return _json.loads((p / "meta.json").read_text()).get("task") == "text"
+        except (OSError, ValueError):
+            return False
+    if p.suffix == ".onnx" and p.is_file():
+        from cnnkit.tools.export import onnx_metadata
+
+        return onnx_metadata(p).get("task") == "text"
+    return False
+
+
+def read_text_lines(files: list[str]) -> list[str]:
+    """The texts of ``files``: one per non-empty line, UTF-8."""
+    from pathlib import Path
+
+    texts: list[str] = []
+    for f in files:
+        p = Path(f)
+        if not p.is_file():
+            raise UserError(f"{f!r} does not exist" if not p.exists() else f"{f!r} is not a file")
+        raw = p.read_bytes()
+        try:
+            content = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw[:e.start].count(b"\n") + 1
+            raise UserError(f"{f!r} is not UTF-8 text: line {line} has the byte 0x{raw[e.start]:02x}") from None
+        lines = [line.strip() for line in content.splitlines() if line.strip()]
+        if not lines:
+            raise UserError(f"{f!r} holds no text (one text per line expected)")
+        texts += lines
+    return texts
+
+
+def _predict_texts(args: argparse.Namespace) -> list[dict]:
+    texts = list(args.text) + read_text_lines(args.images)
+    empty = [i for i, t in enumerate(args.text) if not t.strip()]
+    if empty:
+        raise UserError(f"--text number {empty[0] + 1} is empty; give a text to classify")
+    if str(args.source).endswith(".onnx"):
+        from cnnkit.tools.export import predict_onnx_texts
+
+        return predict_onnx_texts(args.source, texts, top_k=args.top_k)
+    from cnnkit.inference import load_run_model
+
+    model, info = load_run_model(args.source)
+    task = info["task"]
+    if task.name != "text":
+        raise UserError(f"--text needs a text run; {args.source!r} is a {task.name} run (give image files)")
+    return task.predict_texts(model, texts, top_k=args.top_k)
+
+
+def _print_texts(results: list[dict], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+        return
+    for r in results:
+        tops = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"])
+        shown = r["text"] if len(r["text"]) <= 70 else r["text"][:67] + "..."
+        print(f"{shown!r}: {tops}")

@@ -26,6 +26,7 @@ def _load_families() -> None:
     from cnnkit.data import builtin, torchvision_sets  # noqa: F401
     from cnnkit.data import detection  # noqa: F401
     from cnnkit.data import segmentation  # noqa: F401
+    from cnnkit.data.text import dataset as _text  # noqa: F401
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
@@ -138,13 +139,15 @@ def for_task(bundle: DataBundle, task: str | None) -> DataBundle:
         return replace(bundle, train=with_instance_masks(bundle.train),
                        val=None if bundle.val is None else with_instance_masks(bundle.val),
                        test=None if bundle.test is None else with_instance_masks(bundle.test))
-    wants = {"segmentation": ("segmentation",), "instance": ("detection",), "detection": ("detection",)}
+    wants = {"segmentation": ("segmentation",), "instance": ("detection",), "detection": ("detection",),
+             "text": ("text",)}
     if task in wants and kind not in wants[task]:
         gives = {"classification": "class labels per image", "detection": "boxes",
-                 "segmentation": "masks per pixel"}.get(kind, kind)
+                 "segmentation": "masks per pixel", "text": "labelled texts"}.get(kind, kind)
         needs = {"segmentation": "masks (data.name=masks, or shapes / coco with segmentations)",
                  "instance": "objects with masks (shapes, or coco with segmentations)",
-                 "detection": "boxes (coco, yolo, voc, shapes, mnist_detect)"}[task]
+                 "detection": "boxes (coco, yolo, voc, shapes, mnist_detect)",
+                 "text": "labelled texts (data.name=text, data.path=FILE.tsv or a folder per class of .txt files)"}[task]
         raise UserError(f"task {task} needs {needs}; dataset {bundle_name(bundle)} gives {gives}")
     if task == "classification" and kind != "classification":
         raise UserError(f"task classification needs class labels per image; dataset {bundle_name(bundle)} is for "
@@ -206,6 +209,45 @@ def load_data(cfg: DataConfig, task: str | None = None) -> DataBundle:
         mean, std = channel_stats(pool.images)
     return DataBundle(pool, val, test, classes, input_shape, tuple(mean), tuple(std),
                       DATASETS.entry(cfg.name).description, bundle.extra)
+
+
+def load_folds(cfg: DataConfig, k: int, task: str | None = None) -> list[DataBundle]:
+    """The ``k`` folds of stratified K-fold cross-validation over the dataset's training data
+    (``train.cv_folds``): bundle ``i`` validates on fold ``i`` and trains on the others. The folds are
+    disjoint, cover every item and keep each class's share (scikit-learn's StratifiedKFold, shuffled
+    by ``data.split_seed``). ``data.classes`` and ``data.subset`` apply first, as in training."""
+    from sklearn.model_selection import StratifiedKFold
+
+    _load_families()
+    bundle: DataBundle = for_task(DATASETS.get(cfg.name)(cfg), task)
+    if bundle.val is not None:
+        raise UserError(f"train.cv_folds: dataset {cfg.name!r} cuts its own validation split; cross-validation "
+                        f"needs one whose held-out split cnnkit cuts (image folders and in-memory sets, text files)")
+    pool, classes = bundle.train, list(bundle.classes)
+    if cfg.classes is not None:
+        pool, classes = _keep_classes(pool, list(cfg.classes)), [classes[c] for c in cfg.classes]
+    if cfg.subset is not None and cfg.subset < len(pool):
+        g = torch.Generator().manual_seed(cfg.split_seed + 29)
+        pool = select(pool, torch.randperm(len(pool), generator=g)[:cfg.subset].sort().values)
+    input_shape = tuple(bundle.input_shape)
+    if cfg.image_size is not None and isinstance(pool, TensorData) and input_shape[1:] != (cfg.image_size,) * 2:
+        pool, input_shape = resize(pool, cfg.image_size), (input_shape[0], cfg.image_size, cfg.image_size)
+    labels = targets_of(pool)
+    counts = torch.bincount(labels, minlength=len(classes))
+    if int(counts.min()) < k:
+        rare = int(counts.argmin())
+        raise UserError(f"train.cv_folds={k}: class {classes[rare]!r} has {int(counts[rare])} items, fewer than the "
+                        f"folds; lower train.cv_folds")
+    folds = StratifiedKFold(n_splits=k, shuffle=True, random_state=cfg.split_seed)
+    out = []
+    for tr, va in folds.split(labels.numpy().reshape(-1, 1), labels.numpy()):
+        train, val = select(pool, torch.as_tensor(tr)), select(pool, torch.as_tensor(va))
+        mean, std = bundle.mean, bundle.std
+        if not mean:
+            mean, std = channel_stats(train.images)
+        out.append(DataBundle(train, val, bundle.test, classes, input_shape, tuple(mean), tuple(std),
+                              DATASETS.entry(cfg.name).description, dict(bundle.extra or {})))
+    return out
 
 
 def load_all(cfg: DataConfig, task: str | None = None) -> DataBundle:

@@ -64,8 +64,10 @@ class _EpochBatches(Sampler[list[tuple[int, int]]]):
     """
 
     def __init__(self, n: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool,
-                 rank: int, world_size: int, repeats: int = 1) -> None:
+                 rank: int, world_size: int, repeats: int = 1, lengths: torch.Tensor | None = None,
+                 bucket_batches: int = 32) -> None:
         self.n, self.batch_size, self.repeats = n, batch_size, repeats
+        self.lengths, self.bucket_batches = lengths, bucket_batches
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
@@ -77,11 +79,31 @@ class _EpochBatches(Sampler[list[tuple[int, int]]]):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         r = self.repeats
         order = epoch_order(self.n, shuffle=self.shuffle, seed=self.seed, epoch=self.epoch, repeats=r)
+        if self.lengths is not None:
+            order = self._bucketed(order)
         # Position j of the order is in pass j // n; its key epoch is epoch * r + pass (r = 1: the epoch).
         key = self.epoch * r + torch.arange(len(order)) // max(self.n, 1)
         for pos in rank_batches(torch.arange(len(order)), self.batch_size, drop_last=self.drop_last,
                                 rank=self.rank, world_size=self.world_size):
             yield list(zip(order[pos].tolist(), key[pos].tolist()))
+
+    def _bucketed(self, order: torch.Tensor) -> torch.Tensor:
+        """``order`` with items of similar length in the same batches (text): cut into buckets of
+        ``bucket_batches`` batches, sorted by length within each (stably), then the batches shuffled
+        (seeded by the epoch, as the order is)."""
+        size = self.batch_size * self.bucket_batches
+        parts = []
+        for b in range(0, len(order), size):
+            chunk = order[b:b + size]
+            parts.append(chunk[torch.sort(self.lengths[chunk], stable=True).indices])
+        order = torch.cat(parts) if parts else order
+        batches = list(torch.split(order, self.batch_size))
+        short = bool(batches) and len(batches[-1]) < self.batch_size
+        body = batches[:-1] if short else batches
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + 7_919)
+        # The short batch stays last, where drop_last and the DDP split expect it.
+        full = [body[i] for i in torch.randperm(len(body), generator=g).tolist()] + (batches[-1:] if short else [])
+        return torch.cat(full) if full else order
 
 
 class _Items(Dataset):
@@ -159,8 +181,11 @@ class DatasetLoader:
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.channels_last = channels_last
+        # A dataset with bucket_lengths (text) is batched by length when shuffled for training.
+        lengths = getattr(dataset, "bucket_lengths", None) if shuffle else None
         self.sampler = _EpochBatches(len(dataset), batch_size, shuffle=shuffle, seed=seed,  # type: ignore[arg-type]
-                                     drop_last=drop_last, rank=rank, world_size=world_size, repeats=repeats)
+                                     drop_last=drop_last, rank=rank, world_size=world_size, repeats=repeats,
+                                     lengths=lengths)
         cuda = self.device.type == "cuda"
         self.loader = DataLoader(_Items(dataset, transform, seed, images=collate is None),
                                  batch_sampler=self.sampler, num_workers=num_workers,

@@ -401,10 +401,11 @@ def _adapt_input_conv(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor | None:
 
 
 def without_weights(cfg: "ModelConfig") -> "ModelConfig":
-    """A copy of a model section with ``pretrained``, ``weights`` and ``backbone_weights`` unset, its
-    backbone's too (for rebuilding a trained run, whose own checkpoint holds every weight)."""
+    """A copy of a model section with ``pretrained``, ``weights``, ``backbone_weights`` and ``embeddings``
+    unset, its backbone's too (for rebuilding a trained run, whose own checkpoint holds every weight)."""
     backbone = without_weights(cfg.backbone) if cfg.backbone is not None else None
-    return cfg.model_copy(update={"pretrained": None, "weights": None, "backbone_weights": None, "backbone": backbone})
+    return cfg.model_copy(update={"pretrained": None, "weights": None, "backbone_weights": None, "backbone": backbone,
+                                  "embeddings": None})
 
 
 def normalisation_for(cfg: "ModelConfig", channels: int) -> tuple[tuple[float, ...], tuple[float, ...]] | None:

@@ -61,11 +61,16 @@ class Task:
     best_mode: ClassVar[str] = "min"            # "min" or "max"
     metric_names: ClassVar[tuple[str, ...]] = ()      # validation metrics besides "loss"
     train_sum_names: ClassVar[tuple[str, ...]] = ()   # the keys :meth:`train_sums` returns
+    unit: ClassVar[str] = "images"                    # what the data items are called in messages
 
     def __init__(self, cfg, classes: list[str], input_shape: tuple[int, ...] | None = None) -> None:
         self.cfg = cfg
         self.classes = classes
         self.input_shape = input_shape
+
+    def attach(self, extra: dict[str, Any]) -> None:
+        """Take what the data gave beyond classes and shape (``DataBundle.extra``, or a checkpoint's
+        ``meta``): the text task's tokeniser. Nothing for most tasks."""
 
     # -- batches
 

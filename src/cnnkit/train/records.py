@@ -42,7 +42,9 @@ def run_meta(cfg: Config, bundle: DataBundle, input_shape: tuple[int, ...]) -> d
     """What a run folder records besides its config: classes, normalisation, versions, seed, command."""
     import torch
 
-    return {"classes": bundle.classes, "input_shape": list(input_shape), "mean": list(bundle.mean),
+    tok = (bundle.extra or {}).get("tokenizer")
+    text = {"tokenizer": tok.to_dict(), "max_length": input_shape[-1]} if tok is not None else {}
+    return {**text, "classes": bundle.classes, "input_shape": list(input_shape), "mean": list(bundle.mean),
             "std": list(bundle.std), "dataset": cfg.data.name, "task": cfg.task,
             "cnnkit_version": cnnkit.__version__, "torch_version": str(torch.__version__),
             "git_revision": git_revision(), "seed": cfg.train.seed, "command": " ".join(sys.argv)}
@@ -51,13 +53,16 @@ def run_meta(cfg: Config, bundle: DataBundle, input_shape: tuple[int, ...]) -> d
 def summary_text(cfg: Config, model, bundle: DataBundle, input_shape: tuple[int, ...]) -> str:
     """The run folder's summary.txt: data, classes and the model's layer table."""
     from cnnkit.summary import summarize
+    from cnnkit.tasks import task_class
+
+    unit = task_class(cfg.task).unit
 
     try:
         table = summarize(model, input_shape).to_text()
     except Exception as e:  # the summary must never stop a training run
         table = f"(summary unavailable: {e})"
     return (f"model: {cfg.model.name or 'layer list'}\ndataset: {cfg.data.name} ({bundle.description})\n"
-            f"classes: {', '.join(bundle.classes)}\ntrain/val images: {len(bundle.train)}/{len(bundle.val)}\n\n"
+            f"classes: {', '.join(bundle.classes)}\ntrain/val {unit}: {len(bundle.train)}/{len(bundle.val)}\n\n"
             f"{table}\n")
 
 
@@ -97,7 +102,12 @@ def create_run(cfg: Config, bundle: DataBundle, input_shape: tuple[int, ...], mo
     run = RunFolder(run_dir) if run_dir else RunFolder.create(cfg.train.runs_dir, label)
     run.checkpoints.mkdir(parents=True, exist_ok=True)
     run.write_config(cfg.to_dict())
-    run.write_meta(run_meta(cfg, bundle, input_shape))
+    meta = run_meta(cfg, bundle, input_shape)
+    if "tokenizer" in meta:  # the vocabulary gets a file of its own; meta.json says which
+        bundle.extra["tokenizer"].save(run.path / "tokenizer.json")
+        meta = {**meta, "tokenizer": {"kind": meta["tokenizer"].get("kind"), "file": "tokenizer.json",
+                                      "vocab_size": bundle.extra["tokenizer"].vocab_size}}
+    run.write_meta(meta)
     run.write_summary(summary_text(cfg, model, bundle, input_shape))
     return run
 

@@ -30,9 +30,12 @@ from cnnkit.train.schedules import make_schedule
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task, DataBundle, tuple[int, ...]]:
+def load_task_data(cfg: Config, bundle: DataBundle | None = None, tokenizer: Any = None
+                   ) -> tuple[Task, DataBundle, tuple[int, ...]]:
     """The config's task (checked first: an unknown one fails before any data is read), its data with
-    the normalisation pretrained weights expect, and the model's input shape."""
+    the normalisation pretrained weights expect, and the model's input shape. Texts (task text) are
+    encoded here, after the held-out split: with ``tokenizer`` (a resumed run's own) or one fitted on
+    the training split."""
     task_class(cfg.task)
     if cfg.model.name is None and cfg.task == "detection":
         from cnnkit.models.registry import list_models, models_with_backbone
@@ -52,8 +55,14 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None) -> tuple[Task,
         norm = normalisation_for(cfg.model, bundle.input_shape[0])
         if norm is not None:  # pretrained weights expect the normalisation they were trained with
             bundle.mean, bundle.std = norm
+    if cfg.task == "text" and "tokenizer" not in (bundle.extra or {}):
+        from cnnkit.data.text.dataset import tokenize_bundle
+
+        bundle = tokenize_bundle(bundle, cfg.data, tokenizer)
     input_shape = input_shape_for(cfg, bundle)
-    return create_task(cfg, bundle.classes, input_shape), bundle, input_shape
+    task = create_task(cfg, bundle.classes, input_shape)
+    task.attach(bundle.extra)
+    return task, bundle, input_shape
 
 
 def resolve_backbone(cfg: Config) -> Config:
@@ -99,11 +108,34 @@ def make_loaders(cfg: Config, bundle: DataBundle, task: Task, device, *, rank: i
     return train, val
 
 
-def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int, *, with_weights: bool = True
-                ) -> nn.Module:
-    """The config's network; ``with_weights=False`` skips model.pretrained / model.weights (a resumed or
-    rebuilt run loads its own checkpoint instead)."""
-    return create_model(cfg.model if with_weights else without_weights(cfg.model), input_shape, num_classes)
+def build_model(cfg: Config, input_shape: tuple[int, ...], num_classes: int, *, with_weights: bool = True,
+                vocabulary: list[str] | None = None) -> nn.Module:
+    """The config's network; ``with_weights=False`` skips model.pretrained / model.weights /
+    model.embeddings (a resumed or rebuilt run loads its own checkpoint instead). ``vocabulary``: the
+    token of each id, for the word vectors of ``model.embeddings``."""
+    model = create_model(cfg.model if with_weights else without_weights(cfg.model), input_shape, num_classes)
+    if with_weights and cfg.model.embeddings is not None:
+        load_word_vectors(model, cfg.model.embeddings, vocabulary)
+    return model
+
+
+def load_word_vectors(model: nn.Module, path: str, vocabulary: list[str] | None) -> None:
+    """Fill the model's embedding tables with the vectors of ``path`` for the vocabulary's tokens (the
+    others keep their random start); says on stderr how many were found."""
+    import sys
+
+    from cnnkit.models.text.embeddings import fill_embeddings, read_vectors
+
+    if vocabulary is None:
+        raise UserError(f"model.embeddings={path!r} gives word vectors to a text model's vocabulary; set task: text")
+    tables = list(getattr(model, "embeddings", None) or [m for m in model.modules() if isinstance(m, nn.Embedding)])
+    if not tables:
+        raise UserError(f"model.embeddings={path!r}: model {type(model).__name__} has no embedding table to fill")
+    words, vectors = read_vectors(path)
+    for table in tables:
+        report = fill_embeddings(table, vocabulary, words, vectors)
+    print(f"note: model.embeddings: {report['found']} of {len(vocabulary) - 2} vocabulary tokens found in {path} "
+          f"({report['dim']}-d vectors; the others start at random)", file=sys.stderr)
 
 
 def default_param_groups(model: nn.Module, optim_cfg) -> list[dict[str, Any]]:

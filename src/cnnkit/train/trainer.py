@@ -131,6 +131,8 @@ class Trainer:
                     if share != 1.0:
                         grad_loss = loss * share
                 backward_and_step(grad_loss, optimizer, model, scaler=scaler, clip=clip)
+                if self._constrain is not None:  # e.g. Kim's max-norm on the classifier's weights
+                    self._constrain()
                 if self.ema is not None:
                     self.ema.update(model)
                 if n:  # not this rank's empty slice of the last global batch
@@ -178,7 +180,12 @@ class Trainer:
         if cfg.train.eval_every != 1 and cfg.regularization.early_stopping is not None:
             raise UserError(f"regularization.early_stopping watches every epoch; it needs train.eval_every=1 "
                             f"(got {cfg.train.eval_every})")
-        self.task, bundle, input_shape = load_task_data(cfg, self._bundle_override)
+        tokenizer = None
+        if self.resume and self.run_dir is not None and (Path(self.run_dir) / "tokenizer.json").is_file():
+            from cnnkit.data.text.tokenize import Tokenizer
+
+            tokenizer = Tokenizer.load(Path(self.run_dir) / "tokenizer.json")  # the run's vocabulary, not a new one
+        self.task, bundle, input_shape = load_task_data(cfg, self._bundle_override, tokenizer)
         self.bundle = bundle
         self.train_loader, self.val_loader = make_loaders(cfg, bundle, self.task, device, rank=self.dist.rank,
                                                           world_size=self.dist.world_size)
@@ -187,7 +194,9 @@ class Trainer:
 
         model = self._model_override
         if model is None:
-            model = build_model(cfg, input_shape, bundle.num_classes, with_weights=not self.resume)
+            tok = (bundle.extra or {}).get("tokenizer")
+            model = build_model(cfg, input_shape, bundle.num_classes, with_weights=not self.resume,
+                                vocabulary=tok.vocabulary() if tok is not None else None)
         model = model.to(device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -200,6 +209,7 @@ class Trainer:
             sync(device)
             init_time = time.perf_counter() - t_init
         self.model = model
+        self._constrain = getattr(model, "apply_constraints", None)
         self.loss_fn = self.task.make_loss()
         groups = self._param_groups(model) if self._param_groups else default_param_groups(model, cfg.optim)
         self.optimizer = build_optimizer(cfg, groups)
@@ -230,7 +240,7 @@ class Trainer:
         self.run_dir = self.dist.broadcast_path(self.run.path if self.run else self.run_dir)
         self.meta = run_meta(cfg, bundle, input_shape)
         self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
-                 f"{len(bundle.val)} val images) for {cfg.train.epochs} epochs on {device}"
+                 f"{len(bundle.val)} val {self.task.unit}) for {cfg.train.epochs} epochs on {device}"
                  + (f" x{self.dist.world_size} processes" if self.dist.world_size > 1 else ""))
         if self.start_epoch == 1:  # a resumed run keeps the callbacks' restored state
             self.train_time += init_time
