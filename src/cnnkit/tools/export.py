@@ -20,6 +20,17 @@
 :func:`predict_onnx` runs an exported ``.onnx`` file with onnxruntime alone (no
 torch model is built) and gives the same JSON as ``cnnkit predict RUN_DIR``.
 
+Text runs (``task: text``): the input ``input`` is int64 token ids (N, T) (0 = padding,
+1 = unknown). A model that masks its padding (``variable_length``: kim_cnn, dpcnn) gets a
+dynamic length axis ("length") as well as the dynamic batch, and its export is also checked on
+batches cut shorter and padded longer than the traced one; any other text model takes exactly
+``max_length`` tokens. The metadata adds ``tokenizer`` (the JSON of ``Tokenizer.to_dict()``),
+``max_length`` and ``variable_length``; ``mean`` and ``std`` are [0.0] and [1.0]. The check batch
+is the run's validation texts, encoded as ``predict`` encodes them (or random ids in [2, V) when
+the data is gone). :func:`predict_onnx_texts` classifies raw texts with the file alone (the
+tokeniser rebuilt from its metadata), with the JSON of ``cnnkit predict RUN_DIR --text``;
+:func:`onnx_task` tells which task a file was exported from.
+
 Example::
 
     result = export("runs/20261130-101500-layers-mnist5k-1a2b3c", "onnx")
@@ -47,13 +58,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 __all__ = ["ExportResult", "ExportCheckError", "export", "export_onnx", "export_torchscript", "export_safetensors",
-           "predict_onnx", "onnx_metadata", "load_torchscript", "load_safetensors"]
+           "predict_onnx", "predict_onnx_texts", "onnx_metadata", "onnx_task", "load_torchscript",
+           "load_safetensors"]
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "safetensors": ".safetensors"}
 DEFAULT_OPSET = 17
 ONNX_TOLERANCE = 1e-4
 CHECK_IMAGES = 64
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+#: Texts per onnxruntime call in :func:`predict_onnx_texts` (as ``TextTask.predict_texts`` batches them).
+TEXT_BATCH = 256
 META_KEYS = ("classes", "input_shape", "mean", "std", "cnnkit_version")
 
 
@@ -103,6 +117,12 @@ def metadata_for(info: dict[str, Any], source: str | os.PathLike | None = None) 
     meta["task"] = getattr(task, "name", None) or "classification"
     if info.get("pad_multiple"):
         meta["pad_multiple"] = str(int(info["pad_multiple"]))
+    if meta["task"] == "text":  # what reading a new text needs: the tokeniser and the length rule
+        tokenizer = getattr(task, "tokenizer", None)
+        if tokenizer is not None:
+            meta["tokenizer"] = json.dumps(tokenizer.to_dict())
+        meta["max_length"] = str(int(getattr(task, "max_length", None) or info["input_shape"][-1]))
+        meta["variable_length"] = json.dumps(bool(getattr(task, "variable_length", False)))
     return meta
 
 
@@ -123,13 +143,29 @@ def parse_metadata(meta: dict[str, str], where: str) -> dict[str, Any]:
         if k in meta:
             out[k] = meta[k]
     out["task"] = meta.get("task", "classification")
+    try:
+        if "tokenizer" in meta:
+            out["tokenizer"] = json.loads(meta["tokenizer"])
+        if "max_length" in meta:
+            out["max_length"] = int(meta["max_length"])
+        if "variable_length" in meta:
+            out["variable_length"] = bool(json.loads(meta["variable_length"]))
+    except (json.JSONDecodeError, ValueError) as e:
+        raise UserError(f"{where}: cnnkit text metadata is not valid ({e})") from None
     return out
 
 
+def _is_text(info: dict[str, Any]) -> bool:
+    return getattr(info.get("task"), "name", None) == "text"
+
+
 def _check_inputs(info: dict[str, Any], n: int = CHECK_IMAGES) -> tuple["torch.Tensor", str]:
-    """A batch of normalised validation images (at least 7), or random inputs if the data is unavailable."""
+    """A batch of normalised validation images (at least 7), or random inputs if the data is unavailable.
+    For a text run: int64 token ids of validation texts (see :func:`_text_check_inputs`)."""
     import torch
 
+    if _is_text(info):
+        return _text_check_inputs(info, n)
     cfg = info.get("config")
     try:
         from cnnkit.data import load_data
@@ -150,6 +186,53 @@ def _check_inputs(info: dict[str, Any], n: int = CHECK_IMAGES) -> tuple["torch.T
     while len(x) < 7:
         x = torch.cat([x, x])
     return x, source
+
+
+def _text_check_inputs(info: dict[str, Any], n: int = CHECK_IMAGES) -> tuple["torch.Tensor", str]:
+    """Token ids (N, T) int64 (N >= 7) of the run's first ``n`` validation texts, encoded as ``predict``
+    encodes texts (the run's tokeniser, cut to ``max_length``, padded by the task's collate); when the data
+    is unavailable, random ids in [2, V) with random lengths (the rest padding, as real batches are)."""
+    import torch
+
+    task = info["task"]
+    cfg = info.get("config")
+    try:
+        from cnnkit.data import load_data
+        from cnnkit.data.text.dataset import texts_of
+
+        bundle = load_data(cfg.data, task=cfg.task)
+        texts = list(texts_of(bundle.val))[:n]
+        if not texts:
+            raise ValueError("the validation split holds no text")
+        x = task.encode_texts(texts)
+        source = f"{len(x)} validation texts"
+    except Exception as e:  # the data may be gone; the export check still runs
+        vocab, length = (int(v) for v in info["input_shape"][-2:])
+        g = torch.Generator().manual_seed(0)
+        low = 2 if vocab > 2 else 1  # ids 0 (padding) and 1 (unknown) are special
+        x = torch.randint(low, max(vocab, low + 1), (n, length), generator=g, dtype=torch.long)
+        keep = torch.randint(1, length + 1, (n,), generator=g)
+        keep[0] = length  # one full-length row
+        x = x.masked_fill(torch.arange(length)[None, :] >= keep[:, None], 0)
+        source = f"{n} random token sequences (validation data unavailable: {e})"
+    x = x.long().contiguous()
+    while len(x) < 7:
+        x = torch.cat([x, x])
+    return x, source
+
+
+def _other_lengths(x: "torch.Tensor") -> list[tuple[str, "torch.Tensor"]]:
+    """For a model with a dynamic length: the first 7 rows of ``x`` cut shorter and padded longer than
+    ``x`` (with the padding id 0), each a batch of another length than the traced one."""
+    import torch.nn.functional as F
+
+    t = x.shape[1]
+    out = []
+    if t > 1:
+        short = max(1, t // 2)
+        out.append((f"length_{short}", x[:7, :short].contiguous()))
+    out.append((f"length_{t + 5}", F.pad(x[:7], (0, 5), value=0).contiguous()))
+    return out
 
 
 def _max_diff(a, b) -> float:
@@ -202,12 +285,21 @@ def export_onnx(model: "nn.Module", info: dict[str, Any], path: str | os.PathLik
     names = list(getattr(model, "output_names", (OUTPUT_NAME,)))
     # A segmentation network takes images of any size (its output has the input's size).
     spatial = {2: "height", 3: "width"} if getattr(info.get("task"), "name", None) == "segmentation" else {}
+    # A text model that masks its padding takes token ids of any length; its logits have none.
+    text = _is_text(info)
+    dynamic_length = text and bool(getattr(info["task"], "variable_length", False))
+    if text:
+        x = x.long()
+    input_axes = {0: "batch", 1: "length"} if dynamic_length else {0: "batch", **spatial}
+    batches = [("batch_1", x[:1]), ("batch_7", x[:7]), (f"batch_{len(x)}", x)]
+    if dynamic_length:
+        batches += _other_lengths(x)
     tmp = _tmp_path(path)
     try:
         with _quiet_export(), torch.no_grad():
             torch.onnx.export(model, (x[:1],), str(tmp), dynamo=False, opset_version=opset,
                               input_names=[INPUT_NAME], output_names=names,
-                              dynamic_axes={INPUT_NAME: {0: "batch", **spatial},
+                              dynamic_axes={INPUT_NAME: input_axes,
                                             **{k: {0: "batch", **spatial} for k in names}},
                               do_constant_folding=True)
         proto = onnx.load(str(tmp))
@@ -221,16 +313,24 @@ def export_onnx(model: "nn.Module", info: dict[str, Any], path: str | os.PathLik
 
         sess = _ort_session(tmp, threads=torch.get_num_threads())
         checks: dict[str, Any] = {"tolerance": tolerance, "opset": opset}
+        if text:
+            checks["length"] = "dynamic" if dynamic_length else int(x.shape[1])
         with torch.no_grad():
-            for name, batch in (("batch_1", x[:1]), ("batch_7", x[:7]), (f"batch_{len(x)}", x)):
+            for name, batch in batches:
                 refs = model(batch)
                 refs = [r.numpy() for r in (refs if isinstance(refs, (tuple, list)) else (refs,))]
-                gots = sess.run(names, {INPUT_NAME: batch.numpy()})
+                try:
+                    gots = sess.run(names, {INPUT_NAME: batch.numpy()})
+                except Exception as e:  # onnxruntime's own errors: a shape the graph did not keep dynamic
+                    raise ExportCheckError(f"onnxruntime cannot run the exported model on input of shape "
+                                           f"{tuple(batch.shape)} ({name}): {e}") from None
                 diffs = []
                 for out_name, got, ref in zip(names, gots, refs):
                     if got.shape != ref.shape:
-                        raise ExportCheckError(f"onnxruntime gave {out_name} of shape {got.shape} for a batch of "
-                                               f"{len(batch)}, torch {ref.shape}: the batch dimension is not dynamic")
+                        what = "length" if name.startswith("length_") else "batch"
+                        raise ExportCheckError(f"onnxruntime gave {out_name} of shape {got.shape} for input of "
+                                               f"shape {tuple(batch.shape)}, torch {ref.shape}: the {what} "
+                                               f"dimension is not dynamic")
                     # Boxes are in pixels: their difference is measured relative to the image's scale.
                     scale = max(1.0, float(abs(ref).max())) if out_name == "boxes" else 1.0
                     diffs.append(_max_diff(got, ref) / scale)
@@ -257,6 +357,22 @@ def onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return parse_metadata(dict(sess.get_modelmeta().custom_metadata_map), repr(str(p)))
 
 
+def onnx_task(path: str | os.PathLike) -> str:
+    """The task an exported ONNX file was made from ("classification" when its metadata names none),
+    read from its metadata alone (the graph is not prepared to run)."""
+    import onnx
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"ONNX file {str(p)!r} does not exist")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as e:  # protobuf's decode errors, or an unreadable file
+        raise UserError(f"cannot load ONNX model {str(p)!r}: {e}") from None
+    meta = {entry.key: entry.value for entry in proto.metadata_props}
+    return meta.get("task") or "classification"
+
+
 def _softmax(logits: "np.ndarray") -> "np.ndarray":
     import numpy as np
 
@@ -278,6 +394,9 @@ def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], t
         raise UserError(f"ONNX file {str(p)!r} does not exist")
     sess = _ort_session(p)
     meta = parse_metadata(dict(sess.get_modelmeta().custom_metadata_map), repr(str(p)))
+    if meta["task"] == "text":
+        raise UserError(f"{str(p)!r} is a text classifier: pass the texts with --text \"...\" or as .txt files "
+                        f"(one text per line), e.g. cnnkit predict {p.name} --text \"a fine film\"")
     batch = np.stack([load_image(f, meta["input_shape"]) for f in images])
     x = normalise(batch, meta["mean"], meta["std"])
     name = sess.get_inputs()[0].name
@@ -298,6 +417,43 @@ def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], t
                                  [image_size(f) for f in images])
     logits = sess.run(None, {name: x})[0]
     return format_predictions([str(f) for f in images], _softmax(logits), meta["classes"], top_k)
+
+
+def predict_onnx_texts(path: str | os.PathLike, texts: Sequence[str], top_k: int = 5) -> list[dict]:
+    """Classify raw texts with an exported text model in onnxruntime: the tokeniser is rebuilt from the
+    file's metadata and the texts encoded and padded as ``TextTask.encode_texts`` does; the JSON of
+    ``cnnkit predict RUN_DIR --text`` (per text: ``text``, ``top``, ``probabilities``)."""
+    from cnnkit.data.text.dataset import PadCollate, encode
+    from cnnkit.data.text.tokenize import Tokenizer
+    from cnnkit.tasks.classification import format_predictions
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"ONNX file {str(p)!r} does not exist")
+    sess = _ort_session(p)
+    where = repr(str(p))
+    meta = parse_metadata(dict(sess.get_modelmeta().custom_metadata_map), where)
+    if meta["task"] != "text":
+        raise UserError(f"{where} is a {meta['task']} model, not a text classifier: give it image files, not "
+                        f"--text or .txt files")
+    missing = [k for k in ("tokenizer", "max_length", "variable_length") if k not in meta]
+    if missing:
+        raise UserError(f"{where} lacks the text metadata ({', '.join(missing)}) that reading texts needs; export "
+                        f"the run again with 'cnnkit export'")
+    tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+    max_length = int(meta["max_length"])
+    collate = PadCollate(None if meta["variable_length"] else max_length)
+    name = sess.get_inputs()[0].name
+    texts = list(texts)
+    out: list[dict] = []
+    for i in range(0, len(texts), TEXT_BATCH):
+        chunk = texts[i:i + TEXT_BATCH]
+        ids = encode(tokenizer, chunk, max_length)
+        x = collate([(t, 0) for t in ids])[0].numpy()
+        logits = sess.run([OUTPUT_NAME], {name: x})[0]
+        for r in format_predictions(chunk, _softmax(logits), meta["classes"], top_k):
+            out.append({"text": r["file"], "top": r["top"], "probabilities": r["probabilities"]})
+    return out
 
 
 def _segment_onnx(sess, meta: dict[str, Any], images: Sequence[str | os.PathLike], save: str | None) -> list[dict]:
@@ -350,6 +506,11 @@ def export_torchscript(model: "nn.Module", info: dict[str, Any], path: str | os.
     model = model.cpu().eval()
     x = check_inputs if check_inputs is not None else _check_inputs(info)[0]
     meta = metadata_for(info, source)
+    if _is_text(info):
+        x = x.long()
+    batches = [("batch_1", x[:1]), ("batch_7", x[:7])]
+    if _is_text(info) and getattr(info["task"], "variable_length", False):  # the trace must not fix the length
+        batches += _other_lengths(x)
     tmp = _tmp_path(path)
     try:
         with _quiet_export(), torch.no_grad():
@@ -358,9 +519,14 @@ def export_torchscript(model: "nn.Module", info: dict[str, Any], path: str | os.
         loaded, got_meta = load_torchscript(tmp)
         checks: dict[str, Any] = {"tolerance": tolerance}
         with torch.no_grad():
-            for name, batch in (("batch_1", x[:1]), ("batch_7", x[:7])):
-                checks[f"max_abs_diff_{name}"] = _max_diff(loaded(batch), model(batch))
-        checks["max_abs_diff"] = max(checks["max_abs_diff_batch_1"], checks["max_abs_diff_batch_7"])
+            for name, batch in batches:
+                try:
+                    got = loaded(batch)
+                except Exception as e:  # a traced size that does not fit this batch
+                    raise ExportCheckError(f"the traced TorchScript model fails on input of shape "
+                                           f"{tuple(batch.shape)} ({name}): {e}") from None
+                checks[f"max_abs_diff_{name}"] = _max_diff(got, model(batch))
+        checks["max_abs_diff"] = max(v for k, v in checks.items() if k.startswith("max_abs_diff_"))
         checks["metadata_roundtrip"] = got_meta["classes"] == [str(c) for c in info["classes"]]
         checks["ok"] = checks["max_abs_diff"] <= tolerance and checks["metadata_roundtrip"]
         if not checks["ok"]:
@@ -506,6 +672,9 @@ def export(run_dir: str | os.PathLike, fmt: str = "onnx", out: str | os.PathLike
     if info["task"].name == "instance":
         raise UserError("export of instance-segmentation runs (Mask R-CNN) is not available; use the run folder "
                         "with cnnkit predict and eval")
+    if info["task"].name == "text" and getattr(info["task"], "tokenizer", None) is None:
+        raise UserError(f"{str(src)!r} is a text run without its tokeniser (checkpoint meta 'tokenizer'); an "
+                        f"export could not read new texts: export a run trained by this cnnkit")
     if fmt == "onnx":
         checks = export_onnx(model, info, path, opset=opset, check_inputs=x, source=source)
     elif fmt == "torchscript":
