@@ -49,8 +49,9 @@ def report_run(result: Any) -> int:
     unit = task_class(f.get("task", "classification")).unit
     if f.get("cv_folds"):
         metric = task_class(f.get("task", "classification")).best_metric
-        print(f"{f['cv_folds']}-fold cross-validation: {metric} {f[metric + '_mean']:.4f} +- {f[metric + '_std']:.4f} "
-              f"({f['n_val']} {unit} validated once each, training {f['train_time_s']:.1f}s)")
+        print(f"{f['cv_folds']}-fold cross-validation: {metric.removeprefix('val_')} {f[metric + '_mean']:.4f} +- "
+              f"{f[metric + '_std']:.4f} (mean +- standard deviation over the folds; "
+              f"{f['n_val']} {unit} validated once each, training {f['train_time_s']:.1f}s)")
         print(result.run_dir)
         return 0
     tail = f"best epoch {f['best_epoch']}, {f['epochs']} epochs, training {f['train_time_s']:.1f}s"

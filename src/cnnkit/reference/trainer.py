@@ -312,7 +312,7 @@ class ReferenceTrainer:
         self.run_dir = self.run.path
         self.meta = run_meta(cfg, bundle, input_shape)
         self.log(f"training {cfg.model.name or 'layer list'} on {cfg.data.name} ({len(bundle.train)} train / "
-                 f"{len(bundle.val)} val images) for {cfg.train.epochs} epochs on cpu (NumPy reference engine)")
+                 f"{len(bundle.val)} val {self.task.unit}) for {cfg.train.epochs} epochs on cpu (NumPy reference engine)")
         if self.start_epoch == 1:
             for cb in self.callbacks:
                 cb.on_train_begin(self)

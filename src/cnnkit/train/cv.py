@@ -66,10 +66,6 @@ def cross_validate(cfg: Config, trainer_class: type, *, run_dir: str | Path | No
         finals.append(trainer.fit().final)
     final = summarise(cfg, finals, [fold_dir(parent.path, i) for i in range(1, k + 1)])
     parent.write_final(final)
-    metric = task_class(cfg.task).best_metric
-    if final.get(f"{metric}_mean") is not None:
-        say(f"{k}-fold cross-validation: {metric} {final[f'{metric}_mean']:.4f} +- {final[f'{metric}_std']:.4f} "
-            f"(mean +- standard deviation over the folds)")
     return RunResult(parent.path, final, [])
 
 

@@ -124,16 +124,19 @@ def load_word_vectors(model: nn.Module, path: str, vocabulary: list[str] | None)
     others keep their random start); says on stderr how many were found."""
     import sys
 
-    from cnnkit.models.text.embeddings import fill_embeddings, read_vectors
+    from cnnkit.models.text.embeddings import fill_embeddings, fill_model_embeddings, read_vectors
 
     if vocabulary is None:
         raise UserError(f"model.embeddings={path!r} gives word vectors to a text model's vocabulary; set task: text")
-    tables = list(getattr(model, "embeddings", None) or [m for m in model.modules() if isinstance(m, nn.Embedding)])
+    tables = [m for m in model.modules() if isinstance(m, nn.Embedding)]
     if not tables:
         raise UserError(f"model.embeddings={path!r}: model {type(model).__name__} has no embedding table to fill")
     words, vectors = read_vectors(path)
-    for table in tables:
-        report = fill_embeddings(table, vocabulary, words, vectors)
+    if getattr(model, "embeddings", None) is not None:  # a text model: its tables start equal (multichannel)
+        report = fill_model_embeddings(model, vocabulary, words, vectors)
+    else:  # a layer list's embedding layer
+        for table in tables:
+            report = fill_embeddings(table, vocabulary, words, vectors)
     print(f"note: model.embeddings: {report['found']} of {len(vocabulary) - 2} vocabulary tokens found in {path} "
           f"({report['dim']}-d vectors; the others start at random)", file=sys.stderr)
 

@@ -114,8 +114,13 @@ def read_rows(path: str | Path, text_column: str | int | None = None,
         if not rows:
             raise UserError(f"{str(path)!r} holds no texts (it is empty)")
         header = [h.strip() for h in rows[0]]
-        ti = _column_index(text_column if text_column is not None else "text", header, "text_column", path)
-        li = _column_index(label_column if label_column is not None else "label", header, "label_column", path)
+        # the column the user named is checked first (the other one defaults to 'text' / 'label')
+        if text_column is None:
+            li = _column_index(label_column, header, "label_column", path)
+            ti = _column_index("text", header, "text_column", path)
+        else:
+            ti = _column_index(text_column, header, "text_column", path)
+            li = _column_index(label_column if label_column is not None else "label", header, "label_column", path)
         named = isinstance(text_column, str) or isinstance(label_column, str) or \
             text_column is None or label_column is None
         body = rows[1:] if named else rows

@@ -104,7 +104,7 @@ class DPCNN(TextClassifier):
 
 @register_model("dpcnn", "Johnson & Zhang (2017)'s deep pyramid CNN: region embedding, blocks of [pool /2, "
                 "two pre-activated conv 3 + shortcut] (250 filters), max pool, dense",
-                default_input=(30000, 256), min_input=(1, 1), task="text")
+                default_input=(30000, 256), min_input=(1, 1), task="text", variable_length=True)
 def dpcnn(num_classes: int = 2, in_chans: int = 30000, input_size: int = 256, embed_dim: int = 128,
           filters: int = 250, blocks: int = 6, dropout: float = 0.5) -> DPCNN:
     """``in_chans``: the vocabulary size; ``input_size``: the maximum sequence length (any shorter
