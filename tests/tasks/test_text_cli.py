@@ -198,15 +198,18 @@ def test_resume_continues_to_the_same_weights_as_one_run(tmp_path):
 def test_cv_folds_write_mean_and_spread_of_disjoint_covering_folds(tmp_path, capsys):
     rows = sentences(60, seed=5)
     data = write_tsv(tmp_path / "d.tsv", rows)
-    cfg = config(tmp_path, data, **{"train.epochs": 1})
+    cfg = config(tmp_path, data, **{"train.epochs": 2})
     assert main(["train", str(cfg), "train.cv_folds=3"]) == 0
     out = capsys.readouterr().out
     assert "3-fold cross-validation: accuracy" in out
     parent = newest_run(tmp_path / "runs")
     final = json.loads((parent / "final.json").read_text())
     assert final["cv_folds"] == 3 and len(final["folds"]) == 3
-    accs = [json.loads((parent / "folds" / f"fold{i:02d}" / "final.json").read_text())["val_accuracy"]
-            for i in (1, 2, 3)]
+    # each fold is scored on its last epoch: its best checkpoint was chosen on that very fold
+    children = [json.loads((parent / "folds" / f"fold{i:02d}" / "final.json").read_text()) for i in (1, 2, 3)]
+    accs = [c["last_val_accuracy"] for c in children]
+    assert final["scored"] == "last epoch"
+    assert final["best_val_accuracy_mean"] == pytest.approx(np.mean([c["val_accuracy"] for c in children]))
     assert final["val_accuracy_mean"] == pytest.approx(np.mean(accs))
     assert final["val_accuracy_std"] == pytest.approx(np.std(accs, ddof=1), abs=1e-9)  # the sample deviation
     # the validation folds are disjoint and together are the whole file

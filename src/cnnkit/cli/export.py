@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     if r.format == "onnx":
         print(f"check: onnxruntime vs torch on {c['inputs']}: max |diff| {c['max_abs_diff']:.3g} "
               f"(batch 1: {c['max_abs_diff_batch_1']:.3g}, batch 7: {c['max_abs_diff_batch_7']:.3g}), "
-              f"tolerance {c['tolerance']:g}: ok; opset {c['opset']}, dynamic batch")
+              f"tolerance {c['tolerance']:g}: ok; opset {c['opset']}, dynamic batch"
+              + {None: "", "dynamic": " and length"}.get(c.get("length"), f", length {c.get('length')}"))
     elif r.format == "torchscript":
         print(f"check: reloaded TorchScript vs torch: max |diff| {c['max_abs_diff']:.3g} (batch 1 and 7), "
               f"metadata in _extra_files['cnnkit.json']: ok")

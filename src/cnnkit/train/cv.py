@@ -69,17 +69,37 @@ def cross_validate(cfg: Config, trainer_class: type, *, run_dir: str | Path | No
     return RunResult(parent.path, final, [])
 
 
+def _scored(final: dict[str, Any], cfg: Config) -> dict[str, Any]:
+    """A fold's figures as cross-validation scores them: the last epoch's, or with early stopping the
+    epoch it restored (chosen on that fold too, as the user asked)."""
+    if cfg.regularization.early_stopping is not None:
+        return final
+    return {**final, **{k.removeprefix("last_"): v for k, v in final.items()
+                        if k.startswith("last_val_") and v is not None}}
+
+
 def summarise(cfg: Config, finals: list[dict[str, Any]], dirs: list[Path]) -> dict[str, Any]:
     """The parent's final.json: per fold its figures, and per metric the mean and (sample) standard
-    deviation over the folds."""
+    deviation over the folds.
+
+    A fold's figure is its *last* epoch's (``last_val_*``), unless early stopping ended it (then the
+    restored epoch's): its best checkpoint is picked on the very fold it is scored on, so its
+    ``val_*`` would flatter the model. Those best-epoch figures are kept as ``best_val_*_mean``."""
     task = task_class(cfg.task)
-    keys = [f"val_{m}" for m in task.metric_names] + list(AVERAGED)
+    names = [f"val_{m}" for m in task.metric_names] + ["val_loss"]
+    keys = names + [k for k in AVERAGED if k != "val_loss"]
+    honest = [_scored(f, cfg) for f in finals]
     out: dict[str, Any] = {"cv_folds": len(finals), "task": cfg.task,
+                           "scored": "early-stopping epoch" if cfg.regularization.early_stopping else "last epoch",
                            "folds": [{"fold": i, "run_dir": str(d), "n_train": f.get("n_train"),
-                                      "n_val": f.get("n_val"), **{key: f.get(key) for key in keys}}
-                                     for i, (f, d) in enumerate(zip(finals, dirs), 1)]}
-    for key in keys:
+                                      "n_val": f.get("n_val"), **{key: h.get(key) for key in keys},
+                                      **{f"best_{key}": f.get(key) for key in names}}
+                                     for i, (f, h, d) in enumerate(zip(finals, honest, dirs), 1)]}
+    for key in names:
         values = [f[key] for f in finals if f.get(key) is not None]
+        out[f"best_{key}_mean"] = statistics.fmean(values) if values else None
+    for key in keys:
+        values = [f[key] for f in honest if f.get(key) is not None]
         out[f"{key}_mean"] = statistics.fmean(values) if values else None
         out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
     # The task's metrics, unprefixed, are the cross-validated figures (as a plain run's final.json has them).
