@@ -1,7 +1,7 @@
 """``cnnkit explain``: the course's arithmetic written out, step by step.
 
 The sub-commands (``conv``, ``maxpool``, ``avgpool``, ``l2pool``, ``activation``,
-``shapes``, ``optimizers``, ``backprop``, ``iou``, ``nms``) call :mod:`cnnkit.explain` (and the NumPy
+``shapes``, ``optimizers``, ``backprop``, ``iou``, ``nms``, ``text``) call :mod:`cnnkit.explain` (and the NumPy
 reference engine's backprop explainer); this module parses, prints and checks
 the options. Every handler prints to stdout and returns the exit code; user
 mistakes raise :class:`cnnkit.errors.UserError` (the main CLI prints it and exits 2)::
@@ -118,6 +118,23 @@ examples:
   cnnkit explain nms --save nms.gif      (or nms.png: a grid of panels)
 """
 
+_TEXT_EPILOG = """\
+RUN is a text run (task: text): its folder or a checkpoint. The method is said in every output:
+max-over-time (Kim's CNN): each filter of width k keeps the n-gram that gave its largest value;
+  an n-gram's push = sum over the filters it won of (filter value x dense weight of the predicted
+  class), its share of the predicted class's logit: bias + all pushes = the logit, exactly.
+  'vs CLASS' is the same share of logit(predicted) - logit(runner-up).
+occlusion (char_cnn, dpcnn, layer lists; or --method occlusion): each token in turn is replaced
+  by <unk>; its push = how much the predicted class's probability drops.
+--save FILE.html: the sentence with its words highlighted (green toward the prediction, red
+against), a legend and the tables; FILE.png: the same as a figure.
+
+examples:
+  cnnkit explain text runs/sentiment "an utterly charming film"
+  cnnkit explain text runs/sentiment "not good, not bad" --top 3 --format json
+  cnnkit explain text runs/sentiment "an utterly charming film" --save why.html
+  cnnkit explain text runs/sentiment "an utterly charming film" --method occlusion --save why.png
+"""
 
 # --------------------------------------------------------------------------- output helpers
 
@@ -355,6 +372,31 @@ def _run_nms(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_text(args: argparse.Namespace) -> int:
+    if not args.sentence.strip():
+        raise UserError("the sentence is empty; give a text to explain, e.g. "
+                        "cnnkit explain text RUN \"an utterly charming film\"")
+    if args.top < 0:
+        raise UserError(f"--top {args.top} is not allowed; use an int >= 0 (0: every n-gram)")
+    from cnnkit.explain import text as tx
+
+    if args.save:
+        tx.check_save_path(args.save)
+    model, task, _ = tx.load_text_run(args.run)
+    res = tx.explain_text(model, task, args.sentence, top=args.top or None, method=args.method)
+    res["run"] = str(args.run)
+    saved = tx.save(res, args.save) if args.save else None
+    if args.format == "json":
+        if saved:
+            res["saved"] = saved
+        print_json(res)
+    else:
+        print(tx.render_text(res))
+        if saved:
+            print(f"\nsaved the sentence with its tokens highlighted ({res['method']}) to {saved}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -362,13 +404,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     fmt = Formatter
     p = subparsers.add_parser(
         "explain", help="the course's arithmetic step by step: conv, pooling, activations, shapes, optimisers, "
-                        "IoU, NMS",
+                        "IoU, NMS, why a text CNN classified a sentence",
         description="Write out the arithmetic behind the course's examples, computed with the NumPy "
                     "reference engine.", formatter_class=fmt,
         epilog="examples:\n  cnnkit explain avgpool --example course\n  cnnkit explain conv --example course\n"
                "  cnnkit explain activation relu --example course\n  cnnkit explain shapes lenet5\n"
                "  cnnkit explain optimizers --plot optimizers.png\n  cnnkit explain backprop configs/lenet5_mnist5k.yaml\n"
                "  cnnkit explain iou --all\n  cnnkit explain nms --per-class\n"
+               "  cnnkit explain text runs/sentiment \"an utterly charming film\"\n"
                "\nrun 'cnnkit explain WHAT --help' for each one's options")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="explain_command", metavar="WHAT")
@@ -461,6 +504,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--save", metavar="FILE", help="draw the rounds: FILE.png (a grid of panels) or FILE.gif")
     _add_format(q)
     q.set_defaults(explain_handler=_run_nms)
+
+    q = sub.add_parser("text", help="why a text CNN classified a sentence: the n-grams that won max-over-time "
+                                    "pooling and how much each pushes the prediction",
+                       description="Explain a text run's prediction for one sentence: for each filter width, the "
+                                   "n-grams that won the max-over-time pooling and their push toward the "
+                                   "predicted class (Kim's CNN), or the drop when each token is occluded "
+                                   "(other text models).", formatter_class=fmt, epilog=_TEXT_EPILOG)
+    q.add_argument("run", metavar="RUN", help="a text run folder or a cnnkit checkpoint of one")
+    q.add_argument("sentence", metavar="SENTENCE", help='the text to explain, e.g. "an utterly charming film"')
+    q.add_argument("--top", type=int, default=5, help="n-grams shown per width, tokens for occlusion "
+                                                      "(default 5; 0: all)")
+    q.add_argument("--method", default="auto", choices=("auto", "max-over-time", "occlusion"),
+                   help="auto (default): max-over-time for Kim's CNN, occlusion for the other models")
+    q.add_argument("--save", metavar="FILE", help="FILE.html (a page with the words highlighted) or FILE.png")
+    _add_format(q)
+    q.set_defaults(explain_handler=_run_text)
     return p
 
 
