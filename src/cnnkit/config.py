@@ -86,6 +86,27 @@ class DataConfig(Section):
     max_length: int | None = Field(None, gt=0, description="text: longer texts are cut to this many tokens "
                                    "(default: the longest training text)")
     lowercase: bool = Field(True, description="text: lower-case before tokenising")
+    # time series (task timeseries: classify whole series; task forecast: predict the next values)
+    znorm: bool = Field(True, description="timeseries: z-normalise each series (each channel) on its own")
+    unequal_length: Literal["pad", "resample"] = Field(
+        "pad", description="timeseries: series of different lengths are padded with zeros after their end (a mask "
+        "channel says where each ends) or resampled (linear interpolation) to one length")
+    series_length: int | None = Field(None, gt=1, description="timeseries: the length series are brought to "
+                                      "(default: the longest training series)")
+    missing: Literal["interpolate", "zero", "error"] = Field(
+        "interpolate", description="timeseries and forecast: missing values (NaN) are interpolated linearly along "
+        "time (ends held), set to zero, or an error")
+    time_column: str | int | None = Field(None, description="forecast: the CSV column of the time stamps (default: "
+                                          "the first column when it is not numeric)")
+    value_columns: list[str] | None = Field(None, description="forecast: the CSV columns the model sees (default: "
+                                            "every numeric column but the time column)")
+    target_columns: list[str] | None = Field(None, description="forecast: the columns predicted (default: every "
+                                             "value column)")
+    lookback: int | None = Field(None, gt=0, description="forecast: the steps of history the model sees")
+    horizon: int = Field(1, gt=0, description="forecast: the steps predicted after each window")
+    season: int | None = Field(None, gt=1, description="forecast: the seasonal period (12 for monthly data with a "
+                               "yearly cycle) of the seasonal-naive baseline and of MASE's scale (default: none; "
+                               "MASE then scales by the one-step naive forecast)")
     cache_dir: str | None = None
     download: bool = True
     device_resident: Literal["auto", "on", "off"] = "auto"
@@ -240,11 +261,24 @@ class AugmentConfig(Section):
                           "mosaic of four (YOLOv4), cut to the image size around a random centre")
     mosaic_off_epochs: int = Field(0, ge=0, description="detection: the last N epochs train on plain images "
                                    "(no mosaic), so training ends on pictures like the test ones")
+    # time series (Um et al. 2017; Le Guennec et al. 2016)
+    jitter: float = Field(0.0, ge=0.0, description="timeseries: std of Gaussian noise added to each value "
+                          "(z-normalised units)")
+    scaling: float = Field(0.0, ge=0.0, description="timeseries: std of a random factor around 1 multiplying "
+                           "each series (each channel)")
+    window_slice: float = Field(0.0, ge=0.0, lt=1.0, description="timeseries: cut this fraction of each series "
+                                "at a random place and stretch the rest back to the full length")
+    window_warp: float = Field(0.0, ge=0.0, lt=1.0, description="timeseries: speed a random window of this "
+                               "fraction of the series up or down by 2x, the whole brought back to its length")
 
     def active(self) -> bool:
         return bool(self.crop_padding or self.rotation or self.hflip or self.brightness
                     or self.contrast or self.cutout or self.scale_jitter or self.mosaic or self.vflip
-                    or self.elastic or self.saturation or self.hue)
+                    or self.elastic or self.saturation or self.hue or self.series_active())
+
+    def series_active(self) -> bool:
+        """Whether a time-series augmentation is on."""
+        return bool(self.jitter or self.scaling or self.window_slice or self.window_warp)
 
 
 class DistillConfig(Section):
