@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     model, info = load_run_model(args.run_dir, which=args.checkpoint)
     cfg, task = info["config"], info["task"]
     if args.data is not None:
-        data, what = _other_data(cfg, args.data, info["classes"]), "data"
+        data, what = _other_data(cfg, task, args.data, info["classes"]), "data"
     else:
         from cnnkit.data import load_data
 
@@ -44,10 +44,7 @@ def run(args: argparse.Namespace) -> int:
         data, what = (bundle.val if args.split == "val" else bundle.test), args.split
         if data is None:
             raise UserError(f"dataset {cfg.data.name!r} has no {args.split} split; use --split val")
-    if task.name == "text":  # texts are read with the run's own tokeniser
-        from cnnkit.data.text.dataset import encode_split
-
-        data = encode_split(data, task.tokenizer, task.max_length)
+    data = task.eval_split(data)  # e.g. texts encoded with the run's own tokeniser
     device = resolve_device("auto" if cfg.train.device == "auto" else "cpu")
     model.to(device)
     loader = make_loader(data, batch_size=cfg.data.eval_batch_size or 256, mean=info["mean"], std=info["std"],
@@ -56,14 +53,13 @@ def run(args: argparse.Namespace) -> int:
     res = task.evaluate(model, loader, device)
     out = {"split": what, **({"data": str(args.data)} if args.data is not None else {}),
            **{k: v for k, v in res.items() if k != "n"}, "n": res["n"], "checkpoint": info["checkpoint"],
-           "task": task.name, **task.eval_report(model, loader, device)}
+           f"n_{task.unit}": res["n"], "task": task.name, **task.eval_report(model, loader, device)}
     if args.format == "json":
         print(json.dumps(out, indent=2))
         return 0
     named = "  ".join(f"{k}: {res[k]:.4f}" for k in (*task.metric_names, "loss") if res.get(k) is not None)
-    images = task.name in ("classification", "detection", "segmentation", "instance")
-    print(f"{what} {named}  ({res['n']} {'images' if images else 'texts' if task.name == 'text' else 'examples'}, {Path(info['checkpoint']).name})")
-    per_class = out.get("per_class") if task.name not in ("classification", "text") else out.get("per_class_accuracy")
+    print(f"{what} {named}  ({res['n']} {task.unit}, {Path(info['checkpoint']).name})")
+    per_class = out.get("per_class") if "per_class_accuracy" not in out else out.get("per_class_accuracy")
     if per_class and all(isinstance(v, dict) for v in per_class.values()):  # segmentation: IoU and Dice
         width = max(len(c) for c in per_class)
         print(f"  {'class':<{width}}  {'iou':>6}  {'dice':>6}")
@@ -76,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _other_data(cfg, path: str, classes: list[str]):
+def _other_data(cfg, task, path: str, classes: list[str]):
     """All of the dataset at ``path``, read as the run's own data was; its classes must be the run's."""
     from cnnkit.data import load_all
 
@@ -86,10 +82,9 @@ def _other_data(cfg, path: str, classes: list[str]):
     if cfg.data.path is None:
         raise UserError(f"the run was trained on {cfg.data.name!r}, which is not read from a path; --data needs "
                         f"a run trained on data from files (e.g. imagefolder, cifar10_jpeg)")
-    if cfg.task == "text":  # the run's classes index the file's labels (a file may hold only some of them)
-        from cnnkit.data.text.formats import read_texts
-
-        return read_texts(p, cfg.data.text_column, cfg.data.label_column, classes=classes)
+    own = task.eval_dataset(p)  # a task that reads files its own way (text, series): the run's classes index them
+    if own is not None:
+        return own
     bundle = load_all(cfg.data.model_copy(update={"path": str(p)}), task=cfg.task)
     if list(bundle.classes) != list(classes):
         raise UserError(f"--data {path!r} has classes {bundle.classes}, the run was trained on {list(classes)}; "

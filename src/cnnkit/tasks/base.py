@@ -154,6 +154,16 @@ class Task:
 
     # -- using a trained model
 
+    def eval_split(self, data: Any) -> Any:
+        """A held-out split (or ``eval --data``'s set) as the evaluation loader reads it: the text task
+        encodes its texts with the run's tokeniser. ``data`` itself for most tasks."""
+        return data
+
+    def eval_dataset(self, path: Any) -> Any:
+        """``cnnkit eval --data PATH`` for a task that reads files its own way (texts, series), with the
+        run's classes indexing the file's labels; None: the run's dataset reads PATH."""
+        return None
+
     def predict(self, model: nn.Module, inputs: Any, names: Sequence[str], top_k: int = 5,
                 **options: Any) -> list[dict]:
         """The JSON that ``cnnkit predict`` prints, one dict per input (``names``: the inputs' file names).

@@ -71,6 +71,16 @@ class TextTask(ClassificationTask):
 
     # -- using a trained model
 
+    def eval_split(self, data: Any) -> Any:
+        from cnnkit.data.text.dataset import encode_split
+
+        return encode_split(data, self.tokenizer, self.max_length)
+
+    def eval_dataset(self, path: Any) -> Any:
+        from cnnkit.data.text.formats import read_texts
+
+        return read_texts(path, self.cfg.data.text_column, self.cfg.data.label_column, classes=self.classes)
+
     def encode_texts(self, texts: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
         """A batch of token ids for ``texts``, as the run's loaders make it."""
         if self.tokenizer is None:
