@@ -166,7 +166,7 @@ def test_unknown_key_suggests_the_close_name():
     ("data.classes=five", "data.classes", "'five'"),
     ("schedule.name=cosin", "schedule.name", "'cosin'"),
     ("train.device=gpu", "train.device", "'gpu'"),
-    ("model.input=[1, 28]", "model.input", None),
+    ("model.input=[0, 28]", "model.input", None),
 ])
 def test_wrong_type_or_value_names_the_key_and_the_value(override, path, shown):
     with pytest.raises(ConfigError) as e:

@@ -172,10 +172,12 @@ class ModelConfig(Section):
     @classmethod
     def _input_chw(cls, v: list[int] | None) -> list[int] | None:
         # [C, H, W] for images; [V, L] (vocabulary size, sequence length) for text
-        # (a vocabulary holds padding, unknown and at least one word: V >= 3)
-        if v is not None and (len(v) not in (2, 3) or min(v) < 1 or (len(v) == 2 and v[0] < 3)):
+        # [C, L] for a series; for text [V, L] (a vocabulary holds padding, unknown and a word: V >= 3,
+        # which the text task checks)
+        if v is not None and (len(v) not in (2, 3) or min(v) < 1):
             raise ValueError(f"model.input must be [C, H, W] with positive sizes or, for text, [V, L] (a vocabulary "
-                             f"of V >= 3 tokens, padding and unknown included, and L tokens), got {v}")
+                             f"of V >= 3 tokens, padding and unknown included, and L tokens), or [C, L] for a "
+                             f"series, got {v}")
         return v
 
     @model_validator(mode="after")
@@ -311,8 +313,10 @@ class TrainConfig(Section):
             raise ValueError(f"train.name must be a plain folder name (no '/', '\\', '.' or '..'), got {v!r}; "
                              f"use train.runs_dir to choose where runs go")
         return v
-    loss: Literal["cross_entropy", "mse", "bce", "dice", "focal", "cross_entropy+dice", "focal+dice"] = Field(
-        "cross_entropy", description="dice, focal and their sums with cross_entropy are segmentation losses")
+    loss: Literal["cross_entropy", "mse", "bce", "dice", "focal", "cross_entropy+dice", "focal+dice", "mae",
+                  "huber"] = Field(
+        "cross_entropy", description="dice, focal and their sums with cross_entropy are segmentation losses; "
+        "mae and huber (and mse) are forecasting's (task forecast: mse unless set)")
     class_weights: list[float] | None = Field(None, description="segmentation: a weight per class in the "
                                               "cross-entropy / focal loss (rare classes count more)")
     border_weight: float = Field(0.0, ge=0.0, description="segmentation: w0 of the U-Net paper's weight map, "
@@ -379,6 +383,13 @@ class Config(Section):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+
+    @model_validator(mode="after")
+    def _forecast_regresses(self) -> "Config":
+        # a forecaster's loss is a regression's: mse unless the config names one
+        if self.task == "forecast" and "loss" not in self.train.model_fields_set:
+            self.train.loss = "mse"
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -24,6 +24,24 @@ false}``; nowhere else), which gives (D, L), channels first. Sequences (C, L) go
 activations, flatten and residual work on them too. The 2-D layers refuse a sequence (and the 1-D
 ones a feature map), naming the layer to use instead.
 
+Time series (signals): an input shape (C, L) may also be C real values at each of L time steps;
+:func:`infer_shapes` and the engines read it so with ``signal=True`` (without it, (V, L) is token
+ids), and then no embedding comes first. ``conv1d`` takes ``causal: true`` (WaveNet, TCN): (kernel-1)*dilation zeros before
+the sequence and none after, so output i reads inputs up to i*stride only, out = ceil(L / stride); it
+takes no other padding. Recurrent layers ``lstm`` / ``gru`` (``{hidden: H, layers: 1, bidirectional:
+false, return: sequence | last, dropout: 0}``, shorthand hidden) read a sequence (C, L) and give
+(H*dirs, L) for ``return: sequence`` or (H*dirs,) for ``last`` (the last step; bidirectional: the
+forward direction's last step and the backward direction's first, as torch's h_n); their dropout
+acts between stacked layers (so it needs layers >= 2). A feature map or a vector is refused. An FCN::
+
+    - conv1d: {out: 128, kernel: 8, padding: same}
+    - batchnorm
+    - relu
+    - conv1d: {out: 256, kernel: 5, padding: same}
+    - ...
+    - globalavgpool1d
+    - dense: num_classes
+
 ``parallel: [[branch 1 layers], [branch 2 layers], ...]`` (or ``{branches: [...]}``) feeds the same
 input to every branch and joins their outputs along channels; they must agree on every other dim
 (vectors (C,) give (sum C,)). Branch layers are named as residual bodies' are. Kim's CNN::
@@ -87,17 +105,22 @@ LAYER_ARGS: dict[str, dict[str, Any]] = {
     "concat": {"from": _REQUIRED},
     # text: token ids -> (dim, L); sequences (C, L)
     "embedding": {"dim": _REQUIRED, "padding_idx": 0, "freeze": False},
-    "conv1d": {"out": _REQUIRED, "kernel": 3, "stride": 1, "padding": "valid", "dilation": 1, "bias": True},
+    "conv1d": {"out": _REQUIRED, "kernel": 3, "stride": 1, "padding": "valid", "dilation": 1, "bias": True,
+               "causal": False},
     "maxpool1d": {"kernel": 2, "stride": None, "padding": 0},
     "avgpool1d": {"kernel": 2, "stride": None, "padding": 0},
     "globalmaxpool1d": {},
     "globalavgpool1d": {},
     "parallel": {"branches": _REQUIRED},
+    # recurrent layers on sequences (C, L) -> (H*dirs, L) or, with return: last, (H*dirs,)
+    "lstm": {"hidden": _REQUIRED, "layers": 1, "bidirectional": False, "return": "sequence", "dropout": 0},
+    "gru": {"hidden": _REQUIRED, "layers": 1, "bidirectional": False, "return": "sequence", "dropout": 0},
 }
 SHORTHAND = {"conv": "out", "dense": "out", "maxpool": "kernel", "avgpool": "kernel", "l2pool": "kernel",
              "dropout": "p", "leaky_relu": "slope", "elu": "alpha", "maxout": "pieces", "residual": "layers",
              "conv_transpose": "out", "upsample": "scale", "concat": "from", "embedding": "dim", "conv1d": "out",
-             "maxpool1d": "kernel", "avgpool1d": "kernel", "parallel": "branches"}
+             "maxpool1d": "kernel", "avgpool1d": "kernel", "parallel": "branches", "lstm": "hidden",
+             "gru": "hidden"}
 ALIASES = {"conv2d": "conv", "linear": "dense", "fc": "dense", "max_pool": "maxpool", "avg_pool": "avgpool",
            "l2_pool": "l2pool", "global_avg_pool": "globalavgpool", "global_max_pool": "globalmaxpool",
            "gap": "globalavgpool", "bn": "batchnorm", "batch_norm": "batchnorm", "leakyrelu": "leaky_relu",
@@ -110,6 +133,8 @@ POOLS = ("maxpool", "avgpool", "l2pool")
 SPATIAL_ONLY = ("conv", "conv_transpose", "upsample", "concat") + POOLS + ("globalavgpool", "globalmaxpool")
 POOLS1D = ("maxpool1d", "avgpool1d")
 SEQUENCE_ONLY = ("conv1d",) + POOLS1D + ("globalmaxpool1d", "globalavgpool1d")
+RECURRENT = ("lstm", "gru")
+RECURRENT_RETURNS = ("sequence", "last")
 # the 1-D layer of each 2-D one (and back), for the error a layer on the wrong kind of input gives
 AS_1D = {"conv": "conv1d", "maxpool": "maxpool1d", "avgpool": "avgpool1d", "globalmaxpool": "globalmaxpool1d",
          "globalavgpool": "globalavgpool1d"}
@@ -353,6 +378,9 @@ def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
     if kind == "conv1d":
         for key in ("kernel", "stride", "dilation"):
             a[key] = _int_arg(kind, index, key, a[key])
+        if a["padding"] == "causal":
+            raise SpecError(f"layer {index} (conv1d): padding 'causal' is written causal: true (it pads "
+                            f"(kernel-1)*dilation positions before the sequence); remove padding")
         if isinstance(a["padding"], str):
             if a["padding"] not in ("valid", "same"):
                 raise SpecError(f"layer {index} (conv1d): padding {a['padding']!r}"
@@ -360,6 +388,30 @@ def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
                                 f"'same' or an int")
         else:
             a["padding"] = _int_arg(kind, index, "padding", a["padding"], allow_zero=True)
+        if not isinstance(a["causal"], bool):
+            raise SpecError(f"layer {index} (conv1d): causal must be true or false, got {a['causal']!r}")
+        if a["causal"] and a["padding"] not in ("valid", 0):
+            raise SpecError(f"layer {index} (conv1d): causal: true pads by itself ((kernel-1)*dilation positions "
+                            f"before the sequence, none after), so it cannot take padding {a['padding']!r}; "
+                            f"remove padding")
+        if a["causal"]:
+            a["padding"] = "valid"
+    if kind in RECURRENT:
+        a["hidden"] = _int_arg(kind, index, "hidden", a["hidden"])
+        a["layers"] = _int_arg(kind, index, "layers", a["layers"])
+        if not isinstance(a["bidirectional"], bool):
+            raise SpecError(f"layer {index} ({kind}): bidirectional must be true or false, "
+                            f"got {a['bidirectional']!r}")
+        if a["return"] not in RECURRENT_RETURNS:
+            raise SpecError(f"layer {index} ({kind}): return {a['return']!r}"
+                            f"{did_you_mean(str(a['return']), RECURRENT_RETURNS)} is not allowed; use 'sequence' "
+                            f"(every time step: (hidden, L)) or 'last' (the last step: (hidden,))")
+        p = a["dropout"]
+        if isinstance(p, bool) or not (isinstance(p, (int, float)) and 0 <= p < 1):
+            raise SpecError(f"layer {index} ({kind}): dropout must be in [0, 1), got {p!r}")
+        if p and a["layers"] == 1:
+            raise SpecError(f"layer {index} ({kind}): dropout {p} acts between stacked layers (torch's rule), so "
+                            f"with layers: 1 it would do nothing; set layers >= 2, or put a dropout layer after it")
     if kind in POOLS1D:
         a["kernel"] = _int_arg(kind, index, "kernel", a["kernel"])
         a["stride"] = a["kernel"] if a["stride"] is None else _int_arg(kind, index, "stride", a["stride"])
@@ -452,12 +504,16 @@ def conv_geometry(spec: LayerSpec, shape: Shape) -> dict[str, Any]:
 def conv1d_geometry(spec: LayerSpec, shape: Shape) -> dict[str, Any]:
     """Padding (before, after) and output length of a conv1d or 1-D pooling layer on a sequence (C, L).
 
+    A causal conv1d pads (kernel-1)*dilation positions before the sequence and none after, so output i
+    reads inputs up to i*stride only: out = floor((L - 1)/s) + 1 = ceil(L/s).
     The output length is the formula's value, below 1 when the window does not fit.
     """
     n = shape[1]
     a = spec.args
     k, s, d = a["kernel"], a["stride"], a.get("dilation", 1)
-    if a["padding"] == "same":
+    if a.get("causal"):
+        before, after = (k - 1) * d, 0
+    elif a["padding"] == "same":
         before, after = same_padding(n, k, s, d)
     elif a["padding"] == "valid":
         before = after = 0
@@ -504,6 +560,17 @@ def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = 
                             f"({_fmt(shape)}); {hint}")
         raise SpecError(f"{where}: needs a feature map [C, H, W] but gets a vector [{_fmt(shape)}]; "
                         f"move it before flatten")
+    if t in RECURRENT:
+        if not sequence:
+            if spatial:
+                raise SpecError(f"{where}: is a recurrent layer for sequences [C, L] (C features at each of L time "
+                                f"steps), but gets a feature map [C, H, W] ({_fmt(shape)}); use conv on feature "
+                                f"maps, or conv1d / {t} on sequences")
+            raise SpecError(f"{where}: is a recurrent layer for sequences [C, L] but gets a vector [{_fmt(shape)}]; "
+                            f"move it before flatten or the global pooling (to stack recurrent layers, give the "
+                            f"one before it return: sequence)")
+        dirs = 2 if a["bidirectional"] else 1
+        return (a["hidden"] * dirs, shape[1]) if a["return"] == "sequence" else (a["hidden"] * dirs,)
     if t in SEQUENCE_ONLY and not sequence:
         if spatial:
             raise SpecError(f"{where}: is a 1-D layer for sequences [C, L], but gets a feature map [C, H, W] "
@@ -622,17 +689,34 @@ def residual_shortcut(spec: LayerSpec, shape: Shape, body_out: Shape) -> int | N
     return s
 
 
-def infer_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None) -> list[Shape]:
+def infer_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None, *,
+                 signal: bool = False) -> list[Shape]:
     """The output shape after each layer, failing on the first that does not fit.
 
     An input of two numbers (V, L) is a token sequence (text): the first layer must be an embedding.
+    With ``signal=True`` it is instead a real-valued signal (C, L), a time series of C channels and
+    L steps, which the sequence layers (conv1d, lstm, gru, ...) take as it is: no embedding.
     """
     shape = tuple(input_shape)
+    check_input_kind(specs, shape, signal)
+    return _list_shapes(specs, shape, num_classes)
+
+
+def check_input_kind(specs: list[LayerSpec], input_shape: Shape, signal: bool = False) -> None:
+    """A (V, L) token input needs an embedding first; a (C, L) signal (``signal=True``) none."""
+    shape = tuple(input_shape)
+    if signal:
+        if len(shape) != 2:
+            raise SpecError(f"a signal input is [C, L] (channels, time steps), got [{_fmt(shape)}]")
+        if specs and specs[0].type == "embedding":
+            raise SpecError(f"{specs[0].where}: the input [{_fmt(shape)}] is a signal [C, L] of real values, but "
+                            f"embedding takes token ids; remove it (a signal goes straight into conv1d, lstm, gru)")
+        return
     if len(shape) == 2 and specs and specs[0].type != "embedding":
         raise SpecError(f"the input [{_fmt(shape)}] is a token sequence [V, L] (vocabulary size, sequence length), "
                         f"so the first layer must be embedding (token ids -> vectors), but {specs[0].where} is "
-                        f"first; add '- embedding: 128' before it")
-    return _list_shapes(specs, shape, num_classes)
+                        f"first; add '- embedding: 128' before it (for a real-valued signal [C, L], a time series, "
+                        f"build with signal=True)")
 
 
 def _list_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None) -> list[Shape]:
@@ -647,6 +731,7 @@ def _list_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | 
 
 
 __all__ = ["ACTIVATIONS", "ALIASES", "AS_1D", "AS_2D", "LAYER_ARGS", "POOLS", "POOLS1D", "SEQUENCE_ONLY", "SHORTHAND",
-           "SPATIAL_ONLY", "UPSAMPLE_MODES", "LayerSpec", "Shape", "center_crop_offsets", "conv1d_geometry",
+           "SPATIAL_ONLY", "UPSAMPLE_MODES", "RECURRENT", "RECURRENT_RETURNS", "LayerSpec", "Shape", "center_crop_offsets",
+           "check_input_kind", "conv1d_geometry",
            "conv_geometry", "conv_transpose_output_size", "conv_transpose_padding",
            "infer_shapes", "layer_output_shape", "out_channels", "parse_layers", "residual_shortcut"]

@@ -108,7 +108,8 @@ def walk_model(model: nn.Module, input_shape, count_flops: bool = False) -> Mode
     was_training = model.training
     model.eval()
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    if len(input_shape) == 2:  # text (V, L): one sequence of L token ids (an ordinary word's, not padding)
+    if len(input_shape) == 2 and any(isinstance(m, nn.Embedding) for m in model.modules()):
+        # text (V, L): one sequence of L token ids (an ordinary word's, not padding)
         x = torch.full((1, int(input_shape[1])), min(2, int(input_shape[0]) - 1), dtype=torch.long, device=device)
     else:
         x = torch.zeros(1, *input_shape, device=device)
@@ -249,6 +250,7 @@ class Summary:
     total_macs: int = 0
     output_shape: list[int] = field(default_factory=list)
     rf_method: str = "graph"
+    tokens: bool = False  # the input is token ids (a text model): input_shape is (vocabulary, length)
 
     def to_dict(self) -> dict[str, Any]:
         return {"input_shape": self.input_shape, "output_shape": self.output_shape,
@@ -267,12 +269,12 @@ class Summary:
             return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths)))
 
         rule = "-" * len(fmt(head))
-        text = len(self.input_shape) == 2  # (V, L): token ids
+        text = len(self.input_shape) == 2 and self.tokens  # (V, L): token ids
         shown = (f"input {self.input_shape[1]} token ids (vocabulary {self.input_shape[0]:,})" if text
                  else f"input {'x'.join(map(str, self.input_shape))}")
         lines = [shown, fmt(head), rule] + [fmt(r) for r in rows[1:]]
         lines += [rule, f"total params: {self.total_params:,} ({self.trainable_params:,} trainable)",
-                  f"total MACs: {self.total_macs:,} per {'text' if text else 'image'}", f"output: {'x'.join(map(str, self.output_shape))}"]
+                  f"total MACs: {self.total_macs:,} per {'text' if text else 'series' if len(self.input_shape) == 2 else 'image'}", f"output: {'x'.join(map(str, self.output_shape))}"]
         if self.rf_method != "graph":
             lines.append("receptive fields follow execution order (main path): the graph could not be traced")
         return "\n".join(lines)
@@ -286,7 +288,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...] | list[int]) -> Sum
     """Run one image of ``input_shape`` (C, H, W) through ``model`` and describe every layer."""
     walk = walk_model(model, input_shape, count_flops=True)
     root = type(model).__name__
-    s = Summary(list(input_shape), rf_method=walk.rf_method, output_shape=walk.output_shape)
+    s = Summary(list(input_shape), rf_method=walk.rf_method, output_shape=walk.output_shape,
+                tokens=len(input_shape) == 2 and any(isinstance(m, nn.Embedding) for m in model.modules()))
     last = {c.name: c for c in walk.calls}  # a module run more than once: the field after its last call
     for c in walk.calls:
         if not c.first_call:

@@ -64,7 +64,12 @@ TEXT = [
                   [{"avgpool1d": 2}, "globalavgpool1d"]]},
     {"dropout": 0.5}, {"dense": 10},
 ]
-NETS = {"lenet": (lenet5_layers(), (1, 28, 28)), "spatial": (SPATIAL, (3, 15, 14)), "vector": (VECTOR, (3, 12, 12)),
+RECURRENT = [
+    {"embedding": 6}, {"conv1d": {"out": 5, "kernel": 3, "dilation": 2, "causal": True}},
+    {"lstm": {"hidden": 4, "bidirectional": True}}, {"gru": {"hidden": 6, "return": "last"}}, {"dense": 10},
+]
+NETS = {"recurrent": (RECURRENT, (30, 9)), "lenet": (lenet5_layers(), (1, 28, 28)), "spatial": (SPATIAL, (3, 15, 14)),
+        "vector": (VECTOR, (3, 12, 12)),
         "unet": (UNET, (3, 12, 12)), "text": (TEXT, (40, 14))}
 
 

@@ -65,15 +65,17 @@ def report_run(result: Any) -> int:
     return 0
 
 
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """``"3,32,32"`` (or ``"3x32x32"``) -> ``(3, 32, 32)``; anything else is a UserError naming ``--input``."""
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"3,32,32"`` (or ``"3x32x32"``) -> ``(3, 32, 32)``; two ints for a sequence model (``V,L`` of a
+    text model, ``C,L`` of a series model); anything else is a UserError naming ``--input``."""
     try:
         parts = tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
         parts = ()
-    if len(parts) != 3 or min(parts) < 1:
-        raise UserError(f"--input {text!r} is not a shape C,H,W of three positive ints (e.g. 3,32,32)")
-    return parts  # type: ignore[return-value]
+    if len(parts) not in (2, 3) or min(parts) < 1:
+        raise UserError(f"--input {text!r} is not a shape C,H,W of three positive ints (e.g. 3,32,32), or C,L "
+                        f"of two for a sequence model (series: channels,length; text: vocabulary,length)")
+    return parts
 
 
 def resolve_target(target: str, input_text: str | None, num_classes: int | None):
@@ -104,7 +106,11 @@ def resolve_target(target: str, input_text: str | None, num_classes: int | None)
     if target not in MODELS:
         MODELS.entry(target)  # raises the "unknown model" error with the list
     shape = shape or default_input(target)
-    if shape[1] != shape[2]:
+    sequence = len(default_input(target)) == 2
+    if sequence != (len(shape) == 2):
+        want = "C,L (two ints)" if sequence else "C,H,W (three ints)"
+        raise UserError(f"model {target!r} takes inputs {want}; got --input {input_text!r}")
+    if not sequence and shape[1] != shape[2]:
         raise UserError(f"model {target!r} takes square inputs; got --input {input_text}")
     return get_model(target, num_classes=num_classes or 10, in_chans=shape[0], input_size=shape[1]), shape, None
 

@@ -1,6 +1,6 @@
 """``cnnkit explain``: the course's arithmetic written out, step by step.
 
-The sub-commands (``conv``, ``maxpool``, ``avgpool``, ``l2pool``, ``activation``,
+The sub-commands (``conv``, ``conv1d``, ``maxpool``, ``avgpool``, ``l2pool``, ``activation``,
 ``shapes``, ``optimizers``, ``backprop``, ``iou``, ``nms``, ``text``) call :mod:`cnnkit.explain` (and the NumPy
 reference engine's backprop explainer); this module parses, prints and checks
 the options. Every handler prints to stdout and returns the exit code; user
@@ -43,6 +43,23 @@ examples:
   cnnkit explain {op} --example course --save frames.gif      (or frames.png: a grid of panels)
 """
 
+_CONV1D_EPILOG = """\
+For output i, tap p of the kernel reads position t = i*stride + p*dilation - (zeros before):
+y[i] = bias + sum_p w[p] * x[t] (a cross-correlation, as torch's conv1d); positions outside the
+series read a padded zero.
+series and kernel: values separated by commas or spaces (fractions like 1/3 work); one that
+starts with '-' needs '=': --kernel=-1,0,1. Without --series: 1,3,2,5,4,6,9,8; without --kernel: 1,0,-1.
+padding: valid (none, the default), same (out = ceil(L/stride), the odd zero at the end), causal
+((k-1)*dilation zeros before, none after: output i never reads a position after i*stride), or an
+int (zeros at both ends). dilation d: the taps are d apart, skipping the positions between.
+
+examples:
+  cnnkit explain conv1d
+  cnnkit explain conv1d --series 1,3,2,5,4,6,9,8 --kernel 1,0,-1 --padding causal
+  cnnkit explain conv1d --kernel 1,1,1 --dilation 2 --padding causal --format json
+  cnnkit explain conv1d --series "2 4 6 8 10" --kernel 1/3,1/3,1/3 --stride 2 --padding same --bias 0.5
+"""
+
 _ACTIVATION_EPILOG = """\
 NAME: sigmoid, tanh, relu, leaky_relu (--slope, default 0.1: max(0.1x, x)), elu (--alpha),
 maxout (--pieces, default 2). Maxout keeps the largest of each group of --pieces consecutive
@@ -60,7 +77,8 @@ _SHAPES_EPILOG = """\
 TARGET is a registered model name (lenet5, resnet18, ...) or a YAML config (its model.layers
 or model.name; key.path=value overrides may follow). The input shape is --input, else the
 config's model.input, else the dataset's known shape (mnist5k 1x28x28, digits 1x8x8,
-cifar* 3x32x32), else the model's default input.
+cifar* 3x32x32), else the model's default input. Two numbers V,L are a text input (token ids);
+with --signal, C,L is a time series of C channels and L steps.
 
 examples:
   cnnkit explain shapes lenet5
@@ -225,6 +243,22 @@ def _run_window(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_conv1d(args: argparse.Namespace) -> int:
+    from cnnkit.explain import conv1d as c1
+
+    options = {"kernel": args.kernel if args.kernel is not None else c1.DEFAULT_KERNEL,
+               "stride": args.stride if args.stride is not None else 1,
+               "dilation": args.dilation if args.dilation is not None else 1,
+               "padding": args.padding if args.padding is not None else "valid",
+               "bias": args.bias if args.bias is not None else 0.0}
+    res = c1.default_example(**options) if args.series is None else c1.explain_conv1d(args.series, **options)
+    if args.format == "json":
+        print_json(c1.to_json(res))
+    else:
+        print(c1.render_text(res))
+    return 0
+
+
 def _run_activation(args: argparse.Namespace) -> int:
     from cnnkit.explain import activations as act
     from cnnkit.explain import ops, plots
@@ -257,11 +291,11 @@ def _run_activation(args: argparse.Namespace) -> int:
 def _run_shapes(args: argparse.Namespace) -> int:
     from cnnkit.explain import shapes
 
-    shape = shapes.parse_input_shape(args.input)
+    shape = shapes.parse_input_shape(args.input, signal=args.signal)
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"--num-classes {args.num_classes} is not allowed; use a positive int")
     res = shapes.explain_shapes(args.target, input_shape=shape, num_classes=args.num_classes,
-                                overrides=args.overrides)
+                                overrides=args.overrides, signal=args.signal)
     if args.format == "json":
         print_json(shapes.to_json(res))
     else:
@@ -403,11 +437,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``explain`` and its sub-subcommands to the main CLI's ``subparsers``."""
     fmt = Formatter
     p = subparsers.add_parser(
-        "explain", help="the course's arithmetic step by step: conv, pooling, activations, shapes, optimisers, "
+        "explain", help="the course's arithmetic step by step: conv, conv1d, pooling, activations, shapes, optimisers, "
                         "IoU, NMS, why a text CNN classified a sentence",
         description="Write out the arithmetic behind the course's examples, computed with the NumPy "
                     "reference engine.", formatter_class=fmt,
         epilog="examples:\n  cnnkit explain avgpool --example course\n  cnnkit explain conv --example course\n"
+               "  cnnkit explain conv1d --padding causal --dilation 2\n"
                "  cnnkit explain activation relu --example course\n  cnnkit explain shapes lenet5\n"
                "  cnnkit explain optimizers --plot optimizers.png\n  cnnkit explain backprop configs/lenet5_mnist5k.yaml\n"
                "  cnnkit explain iou --all\n  cnnkit explain nms --per-class\n"
@@ -435,6 +470,20 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         _add_format(q)
         q.set_defaults(explain_handler=_run_window, explain_op=op)
 
+    q = sub.add_parser("conv1d", help="a 1-D convolution on a short series: the positions each output reads "
+                                      "(causal, dilated), the products and the sum",
+                       description="Walk a 1-D convolution over a short series, output by output: the input "
+                                   "positions each output reads, the products and their sum, computed with the "
+                                   "NumPy reference engine's conv1d.", formatter_class=fmt, epilog=_CONV1D_EPILOG)
+    q.add_argument("--series", metavar="X1,X2,...", help="the series, e.g. 1,3,2,5,4,6 (default 1,3,2,5,4,6,9,8)")
+    q.add_argument("--kernel", metavar="W1,W2,...", help="the kernel's weights, e.g. 1,0,-1 (the default)")
+    q.add_argument("--stride", help="step between outputs (default 1)")
+    q.add_argument("--dilation", help="spacing of the kernel's taps (default 1)")
+    q.add_argument("--padding", help="valid (default), same, causal or an int")
+    q.add_argument("--bias", help="added to every output (default 0)")
+    _add_format(q)
+    q.set_defaults(explain_handler=_run_conv1d)
+
     q = sub.add_parser("activation", help="an activation function value by value, with its derivative",
                        description="Apply one of the course's activation functions to a small matrix.",
                        formatter_class=fmt, epilog=_ACTIVATION_EPILOG)
@@ -455,6 +504,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.input=[1,32,32]")
     q.add_argument("--input", metavar="C,H,W", help="input shape, e.g. 1,28,28")
     q.add_argument("--num-classes", type=int, help="classes for the last layer (default: the config's data, else 10)")
+    q.add_argument("--signal", action="store_true",
+                   help="a two-number input C,L is a real-valued series (time series: conv1d, lstm, gru), "
+                        "not token ids")
     _add_format(q)
     q.set_defaults(explain_handler=_run_shapes)
 

@@ -34,6 +34,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, default=None, metavar="SIDE",
                    help="segmentation: predict in SIDE x SIDE tiles with overlap (default: whole images up to "
                         "1024 px, valid-padding models always tile)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="forecast run: draw the history, the forecast and the last known steps' forecast against "
+                        "their truth")
     p.set_defaults(func=run)
     return p
 
@@ -63,6 +66,13 @@ def run(args: argparse.Namespace) -> int:
         from cnnkit.inference import load_run_model, predict_files
 
         model, info = load_run_model(args.source)
+        task = info["task"]
+        if hasattr(task, "predict_paths"):  # series files (timeseries, forecast), read as the run's data was
+            results = task.predict_paths(model, args.images, top_k=args.top_k, plot=args.plot)
+            _print_series(results, args.format)
+            return 0
+        if args.plot is not None:
+            raise UserError(f"--plot draws a forecast; {args.source!r} is a {task.name} run")
         results = predict_files(model, info, args.images, top_k=args.top_k, **options)
     detection = bool(results) and "detections" in results[0]
     segmentation = bool(results) and "shares" in results[0]
@@ -150,6 +160,23 @@ def _predict_texts(args: argparse.Namespace) -> list[dict]:
     if task.name != "text":
         raise UserError(f"--text needs a text run; {args.source!r} is a {task.name} run (give image files)")
     return task.predict_texts(model, texts, top_k=args.top_k)
+
+
+def _print_series(results: list[dict], fmt: str) -> None:
+    if fmt == "json":
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        if "forecast" in r:  # a forecaster: the next steps of each target
+            for target, values in r["forecast"].items():
+                print(f"{r['file']}: {target} next {len(values)}: {', '.join(f'{v:.4g}' for v in values)}")
+            for target, b in (r.get("backtest") or {}).items():
+                print(f"  {target}: the last {len(b['truth'])} known steps forecast with MAE {b['mae']:.4g}")
+            if r.get("plot"):
+                print(f"  plot: {r['plot']}")
+        else:
+            tops = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"])
+            print(f"{r['series']}: {tops}")
 
 
 def _print_texts(results: list[dict], fmt: str) -> None:

@@ -27,6 +27,7 @@ def _load_families() -> None:
     from cnnkit.data import detection  # noqa: F401
     from cnnkit.data import segmentation  # noqa: F401
     from cnnkit.data.text import dataset as _text  # noqa: F401
+    from cnnkit.data.timeseries import dataset as _series, forecast as _forecast  # noqa: F401
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
@@ -140,14 +141,18 @@ def for_task(bundle: DataBundle, task: str | None) -> DataBundle:
                        val=None if bundle.val is None else with_instance_masks(bundle.val),
                        test=None if bundle.test is None else with_instance_masks(bundle.test))
     wants = {"segmentation": ("segmentation",), "instance": ("detection",), "detection": ("detection",),
-             "text": ("text",)}
+             "text": ("text",), "timeseries": ("timeseries",), "forecast": ("forecast",)}
     if task in wants and kind not in wants[task]:
         gives = {"classification": "class labels per image", "detection": "boxes",
-                 "segmentation": "masks per pixel", "text": "labelled texts"}.get(kind, kind)
+                 "segmentation": "masks per pixel", "text": "labelled texts", "timeseries": "labelled series",
+                 "forecast": "a series to forecast"}.get(kind, kind)
         needs = {"segmentation": "masks (data.name=masks, or shapes / coco with segmentations)",
                  "instance": "objects with masks (shapes, or coco with segmentations)",
                  "detection": "boxes (coco, yolo, voc, shapes, mnist_detect)",
-                 "text": "labelled texts (data.name=text, data.path=FILE.tsv or a folder per class of .txt files)"}[task]
+                 "text": "labelled texts (data.name=text, data.path=FILE.tsv or a folder per class of .txt files)",
+                 "timeseries": "labelled series (data.name=series, data.path=FILE_TRAIN.ts, .csv or .npz)",
+                 "forecast": "a series (data.name=forecast, data.path=FILE.csv with a time column and value columns, "
+                             "or statsmodels:NAME)"}[task]
         raise UserError(f"task {task} needs {needs}; dataset {bundle_name(bundle)} gives {gives}")
     if task == "classification" and kind != "classification":
         raise UserError(f"task classification needs class labels per image; dataset {bundle_name(bundle)} is for "
@@ -181,8 +186,9 @@ def load_data(cfg: DataConfig, task: str | None = None) -> DataBundle:
         pool, val = _keep_classes(pool, keep), _keep_classes(val, keep)
         test = _keep_classes(test, keep) if test is not None else None
         classes = [classes[c] for c in keep]
-    # One class of objects is a detector; a segmentation set always has its background class too.
-    if len(classes) < 2 and (bundle.extra or {}).get("task") not in ("detection", "segmentation"):
+    # One class of objects is a detector; a segmentation set always has its background class too; a
+    # forecaster's "classes" are its outputs (one for one target one step ahead).
+    if len(classes) < 2 and (bundle.extra or {}).get("task") not in ("detection", "segmentation", "forecast"):
         raise UserError(f"dataset {cfg.name!r} has {len(classes)} class ({', '.join(map(str, classes))}); a classifier "
                         f"needs at least 2 (an image folder needs a subfolder per class)")
     if len(val) == 0:

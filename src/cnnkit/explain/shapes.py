@@ -43,7 +43,7 @@ from typing import Any
 from cnnkit.errors import UserError
 from cnnkit.geometry import (ReceptiveField, adaptive_pool_window, conv_output_size, pair, same_output_size,
                              same_padding)
-from cnnkit.spec import (POOLS, POOLS1D, LayerSpec, center_crop_offsets, conv1d_geometry, conv_geometry,
+from cnnkit.spec import (POOLS, POOLS1D, RECURRENT, LayerSpec, center_crop_offsets, conv1d_geometry, conv_geometry,
                          conv_transpose_padding, infer_shapes, layer_output_shape, parse_layers)
 
 # Shapes of the built-in datasets, so `explain shapes` needs no data on disk.
@@ -74,9 +74,9 @@ def _layer_list_models() -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- small helpers
 
-def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
+def parse_input_shape(text: str | None, signal: bool = False) -> tuple[int, ...] | None:
     """``"1,28,28"`` (or ``1x28x28``) -> (1, 28, 28); for text ``"20000,400"`` -> (20000, 400) (V, L);
-    None stays None."""
+    with ``signal`` ``"1,128"`` -> (1, 128), a series (C, L); None stays None."""
     if text is None:
         return None
     parts = [p for p in str(text).replace("x", ",").replace(" ", ",").split(",") if p]
@@ -84,6 +84,11 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         shape = ()
+    if signal:
+        if len(shape) != 2 or min(shape) < 1:
+            raise UserError(f"--input {text!r} is not allowed with --signal; write C,L with two positive ints "
+                            f"(channels, time steps), e.g. 1,128")
+        return shape  # type: ignore[return-value]
     # text: a vocabulary holds at least <pad> (0) and <unk> (1)
     if len(shape) not in (2, 3) or min(shape) < 1 or (len(shape) == 2 and shape[0] < 2):
         raise UserError(f"--input {text!r} is not allowed; write C,H,W with three positive ints, e.g. 1,28,28 "
@@ -254,7 +259,9 @@ def _describe(spec) -> str:
         return f"parallel({len(spec.branches)} branches)"
     defaults = {"dilation": (1, 1), "groups": 1, "bias": True}
     if spec.type == "conv1d":
-        defaults["dilation"] = 1
+        defaults.update(dilation=1, causal=False)
+    if spec.type in RECURRENT:
+        defaults.update(layers=1, bidirectional=False, dropout=0, **{"return": "sequence"})
     if spec.type == "embedding":
         defaults.update(padding_idx=None, freeze=False)
     if spec.type == "conv_transpose":
@@ -281,13 +288,49 @@ def _text_field(spec, shape, field_in: ReceptiveField) -> ReceptiveField:
     if t == "conv1d" or t in POOLS1D:
         k, st, d = a["kernel"], a["stride"], a.get("dilation", 1)
         return field_in.step((k, k), (st, st), (d, d))
-    if t in ("globalmaxpool1d", "globalavgpool1d"):
+    if t in ("globalmaxpool1d", "globalavgpool1d") or t in RECURRENT:
         return field_in.step((shape[1], shape[1]), (1, 1))
     if t == "flatten" and len(shape) == 2:
         return field_in.flattened((shape[1], shape[1]))
     if t == "dense":
         return field_in.dense()
     return field_in
+
+
+def _recurrent_record(spec, shape, new_shape, field_in, rf, up, depth) -> dict[str, Any]:
+    """An lstm / gru: its output shape, its parameters layer by layer, and its receptive field."""
+    t, a = spec.type, spec.args
+    hid, dirs, n_layers = a["hidden"], 2 if a["bidirectional"] else 1, a["layers"]
+    gates = 4 if t == "lstm" else 3
+    names = "i, f, g, o" if t == "lstm" else "r, z, n"
+    length = shape[1]
+    if a["return"] == "sequence":
+        formulas = [f"out = hidden*directions x L = {hid}*{dirs} x {length} = {_fmt_shape(new_shape)} (the state at "
+                    f"every time step)"]
+    else:
+        which = ("the forward direction's last step and the backward direction's first, concatenated"
+                 if dirs == 2 else "the state after the last time step")
+        formulas = [f"out = hidden*directions = {hid}*{dirs} = {new_shape[0]} ({which})"]
+    if n_layers > 1:
+        formulas.append(f"{n_layers} stacked layers: layer 2 on reads layer 1's {hid * dirs} outputs"
+                        + (f", through dropout {a['dropout']} in training" if a["dropout"] else ""))
+    if field_in is not None:
+        reach = ("every step of the sequence (one direction reads it from each end)" if dirs == 2
+                 else "every step up to t (the state carries the whole past)")
+        formulas.append(f"a recurrent state at step t has read {reach}: the window is the whole sequence of "
+                        f"{length}: {_rf_step(field_in, (length, length), (1, 1), (1, 1))[1]}")
+    else:
+        formulas.append(_rf_unknown(up))
+    parts, params = [], 0
+    for layer in range(n_layers):
+        n_in = shape[0] if layer == 0 else hid * dirs
+        one = gates * (hid * n_in + hid * hid + 2 * hid)
+        params += one * dirs
+        parts.append(f"{dirs}*{gates}*({hid}*{n_in} + {hid}*{hid} + 2*{hid})" if dirs == 2
+                     else f"{gates}*({hid}*{n_in} + {hid}*{hid} + 2*{hid})")
+    pf = (" + ".join(parts) + f" = {params}  ({gates} gates {names}: W_ih, W_hh and the biases b_ih, b_hh, as "
+          f"torch)")
+    return _record(spec.name, t, _describe(spec), shape, new_shape, formulas, rf, params, pf, depth, layer_stride=1)
 
 
 def _field(calls, name: str) -> ReceptiveField | None:
@@ -356,6 +399,9 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
             n_out, text = size_formula(shape[1], k, st, *geo["pad"], d, same=a["padding"] == "same", axis="L")
             assert n_out == new_shape[1], (spec.name, n_out, new_shape)
             formulas = [f"{text}   (L)"]
+            if a.get("causal"):
+                formulas.insert(0, f"causal: (k-1)*d = ({k}-1)*{d} = {geo['pad'][0]} zeros before, none after: "
+                                   f"output i reads positions up to i*{st}, never a later one")
             if t == "conv1d" and a["out"] == "num_classes":
                 formulas.append(f"out = {new_shape[0]} channels (num_classes: one score per class and position)")
             formulas.append(_rf_step(field_in, (k, k), (st, st), (d, d))[1] if field_in is not None
@@ -366,6 +412,8 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
                 params = (k * cin + (1 if a["bias"] else 0)) * cout
                 pf = f"({k}*{cin} + 1)*{cout} = {params}" if a["bias"] else f"{k}*{cin}*{cout} = {params}"
             out.append(_record(spec.name, t, desc, shape, new_shape, formulas, rf, params, pf, depth, layer_stride=st))
+        elif t in RECURRENT:
+            out.append(_recurrent_record(spec, shape, new_shape, field_in, rf, state["up"], depth))
         elif t in ("globalmaxpool1d", "globalavgpool1d"):
             what = "max" if t == "globalmaxpool1d" else "mean"
             rf_text = (_rf_step(field_in, (shape[1],) * 2, (1, 1), (1, 1))[1] if field_in is not None
@@ -513,11 +561,13 @@ def _walk_specs(specs, shape, calls, num_classes, depth, out: list, prefix: str 
     return shape
 
 
-def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str = "layer list") -> dict[str, Any]:
+def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str = "layer list",
+                       signal: bool = False) -> dict[str, Any]:
     """The arithmetic of a declarative layer list (raw YAML-like list or parsed LayerSpecs).
 
     Shapes and parameters follow the list; receptive fields come from walking the torch network
-    it builds (:func:`cnnkit.summary.walk_model`), as ``cnnkit summary`` does.
+    it builds (:func:`cnnkit.summary.walk_model`), as ``cnnkit summary`` does. A sequence input
+    (V, L) of token ids, or with ``signal`` a series (C, L), has its fields worked out here instead.
     """
     from cnnkit.models.spec import build_torch
     from cnnkit.summary import walk_model
@@ -526,7 +576,7 @@ def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str =
     shape = tuple(int(v) for v in input_shape)
     text = len(shape) == 2
     if text:   # token ids (V, L): the fields along the sequence are worked out in _walk_specs, no torch walk
-        infer_shapes(specs, shape, num_classes)   # the text input's rules (an embedding first)
+        infer_shapes(specs, shape, num_classes, signal=signal)   # the text input's rules (an embedding first)
         calls: dict[str, Any] = {}
     else:
         net = build_torch(specs, shape, num_classes)
@@ -543,7 +593,10 @@ def explain_layer_list(layers, input_shape, num_classes: int = 10, source: str =
     total = sum(r["params"] for r in top)
     parts = [str(r["params"]) for r in top if r["params"]]
     notes = []
-    if text:
+    if signal:
+        notes.append("signal: the input is a series of L time steps with C values each (shape [C, L]); receptive "
+                     "field and stride count time steps, along the main path (a parallel block: its largest branch)")
+    elif text:
         notes.append("text: the input is V token ids of a sequence of L (shape [V, L]: vocabulary size, length); "
                      "receptive field and stride count tokens, along the main path (a parallel block: its largest "
                      "branch)")
@@ -711,8 +764,10 @@ def _layer_list_of(name: str, options: dict[str, Any]):
 
 
 def explain_shapes(target: str, input_shape: tuple[int, int, int] | None = None, num_classes: int | None = None,
-                   overrides: list[str] | None = None) -> dict[str, Any]:
-    """Shapes of a registered model name or a YAML config (its ``model.layers`` or ``model.name``)."""
+                   overrides: list[str] | None = None, signal: bool = False) -> dict[str, Any]:
+    """Shapes of a registered model name or a YAML config (its ``model.layers`` or ``model.name``).
+
+    ``signal``: a two-number input (C, L) is a real-valued series, not token ids (a config's layer list)."""
     from cnnkit.config import is_config_path, load_config
     from cnnkit.models.registry import MODELS, default_input, list_models
 
@@ -726,7 +781,8 @@ def explain_shapes(target: str, input_shape: tuple[int, int, int] | None = None,
                             f"has no known shape)")
         classes = num_classes or cfg.model.num_classes or data_classes or 10
         if cfg.model.layers is not None:
-            res = explain_layer_list(cfg.model.layers, shape, classes, source=f"{target} (model.layers)")
+            res = explain_layer_list(cfg.model.layers, shape, classes, source=f"{target} (model.layers)",
+                                     signal=signal)
         elif cfg.model.name in _layer_list_models():
             layers, how = _layer_list_of(cfg.model.name, dict(cfg.model.options))
             res = explain_layer_list(layers, shape, classes, source=f"{target} (model.name {cfg.model.name}: {how})")
@@ -773,7 +829,8 @@ def render_text(res: dict[str, Any]) -> str:
             lines.append(f"{ind}  {f}")
         if r["type"] not in ("conv", "maxpool", "avgpool", "l2pool", "globalpool", "adaptivepool",
                              "globalavgpool", "globalmaxpool", "conv_transpose", "upsample", "concat", "embedding",
-                             "conv1d", "maxpool1d", "avgpool1d", "globalmaxpool1d", "globalavgpool1d", "parallel") \
+                             "conv1d", "maxpool1d", "avgpool1d", "globalmaxpool1d", "globalavgpool1d", "parallel",
+                             "lstm", "gru") \
                 and r["receptive_field"] is not None \
                 and r["type"] != "residual":
             lines.append(f"{ind}  rf {r['receptive_field']}, jump {r['stride']} (unchanged)")

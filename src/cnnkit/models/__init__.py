@@ -8,6 +8,7 @@ from cnnkit.spec import LayerSpec, infer_shapes, parse_layers
 # Importing a family module registers its builders.
 from cnnkit.models import detection, lenet, segmentation, zoo  # noqa: E402,F401  (after the registry)
 from cnnkit.models import text  # noqa: E402,F401  (kim_cnn, char_cnn, dpcnn)
+from cnnkit.models import timeseries  # noqa: E402,F401  (fcn1d, resnet1d, inception_time, lstm_fcn, cnn_lstm, tcn)
 
 __all__ = ["MODELS", "Classifier", "create_model", "DeclarativeNet", "LayerSpec", "build_torch", "default_input",
            "get_model", "infer_shapes", "list_models", "parse_layers", "register_model"]

@@ -63,8 +63,11 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
     size = input_size if input_size is not None else h
     if size < min_h:
         if len(entry.meta["min_input"]) == 2:
-            raise UserError(f"model {name!r} needs sequences of at least {min_h} tokens, got {size}; "
-                            f"set data.max_length={min_h} or more")
+            if entry.meta.get("task") == "text":
+                raise UserError(f"model {name!r} needs sequences of at least {min_h} tokens, got {size}; "
+                                f"set data.max_length={min_h} or more")
+            raise UserError(f"model {name!r} needs series of at least {min_h} steps, got {size}; set "
+                            f"data.series_length={min_h} or more (forecast: data.lookback)")
         raise UserError(f"model {name!r} needs inputs of at least {min_h}x{min_h} pixels, got {size}x{size}; "
                         f"set data.image_size={min_h} or pick a smaller network")
     if backbone is not None:
@@ -83,6 +86,12 @@ def default_input(name: str) -> tuple[int, ...]:
 def _load_families() -> None:
     """The families register themselves when :mod:`cnnkit.models` is imported (its ``__init__``
     imports them), which Python always does before any of its submodules; nothing to do here."""
+
+
+def is_signal(specs: list, input_shape: tuple[int, ...]) -> bool:
+    """Whether a layer list on a 2-value input reads a real-valued series (C, L) rather than token ids
+    (V, L): text networks start with an ``embedding``."""
+    return len(input_shape) == 2 and not (specs and specs[0].type == "embedding")
 
 
 def create_model(cfg: "ModelConfig", input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
@@ -107,7 +116,8 @@ def create_model(cfg: "ModelConfig", input_shape: tuple[int, ...], num_classes: 
             print(f"note: the last dense layer has {last.args['out']} outputs but the data has {num_classes} "
                   f"classes; sizing it to {num_classes}", file=sys.stderr)
             specs[-1] = type(last)(last.type, {**last.args, "out": num_classes}, last.name, last.index)
-        model = build_torch(specs, input_shape, num_classes)
+        # (V, L) token ids when the list starts with an embedding; else (C, L) is a real-valued signal
+        model = build_torch(specs, input_shape, num_classes, signal=is_signal(specs, input_shape))
     else:
         if h != w:
             raise UserError(f"model {cfg.name!r} expects square inputs, got {h}x{w}; set data.image_size")

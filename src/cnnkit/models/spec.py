@@ -2,7 +2,8 @@
 
 Parsing, validation and shape inference live in :mod:`cnnkit.spec` (no torch); the same
 parsed list builds the NumPy reference network (``cnnkit.reference``). A text network (input
-shape (V, L), first layer ``embedding``) takes token ids, a LongTensor (N, L).
+shape (V, L), first layer ``embedding``) takes token ids, a LongTensor (N, L); a time-series network
+(``signal=True``, input shape (C, L)) takes floats (N, C, L): conv1d (also causal), lstm, gru.
 
 Example::
 
@@ -24,6 +25,8 @@ from cnnkit.nn.layers import (
     Conv1d,
     Conv2d,
     Embedding,
+    GRU,
+    LSTM,
     GlobalAvgPool,
     GlobalAvgPool1d,
     GlobalMaxPool,
@@ -138,7 +141,8 @@ class DeclarativeNet(SkipSequential):
             new: nn.Module = nn.Linear(old.in_features, num_classes, bias=bias)
         elif isinstance(old, nn.Conv1d):
             new = Conv1d(old.in_channels, num_classes, old.kernel_size[0], old.stride[0],
-                         "same" if old.same else old.padding[0], old.dilation[0], 1, bias)
+                         "same" if old.same else old.padding[0], old.dilation[0], 1, bias,
+                         causal=getattr(old, "causal", False))
         elif isinstance(old, nn.ConvTranspose2d):
             new = nn.ConvTranspose2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding,
                                      old.output_padding, 1, bias, old.dilation)
@@ -159,7 +163,11 @@ def _torch_layer(spec: LayerSpec, shape: Shape, out: Shape, num_classes: int | N
     if t == "embedding":
         return Embedding(shape[0], a["dim"], a["padding_idx"], a["freeze"])
     if t == "conv1d":
-        return Conv1d(shape[0], out[0], a["kernel"], a["stride"], a["padding"], a["dilation"], 1, a["bias"])
+        return Conv1d(shape[0], out[0], a["kernel"], a["stride"], a["padding"], a["dilation"], 1, a["bias"],
+                      causal=a["causal"])
+    if t in ("lstm", "gru"):
+        rnn = LSTM if t == "lstm" else GRU
+        return rnn(shape[0], a["hidden"], a["layers"], a["bidirectional"], a["dropout"], a["return"] == "sequence")
     if t == "maxpool1d":
         return nn.MaxPool1d(a["kernel"], a["stride"], a["padding"])
     if t == "avgpool1d":
@@ -261,12 +269,14 @@ def head_layer(specs: list[LayerSpec]) -> str | None:
     return None
 
 
-def build_torch(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None) -> DeclarativeNet:
+def build_torch(specs: list[LayerSpec], input_shape: Shape, num_classes: int | None = None, *,
+                signal: bool = False) -> DeclarativeNet:
     """Build the torch network of a parsed layer list (shapes are checked first).
 
     ``input_shape``: (C, H, W) for images, (V, L) for text (vocabulary size, sequence length; the
-    network then takes token ids (N, L))."""
-    infer_shapes(specs, input_shape, num_classes)
+    network then takes token ids (N, L)), or with ``signal=True`` (C, L) for a real-valued signal (a time
+    series of C channels, L steps; the network takes floats (N, C, L))."""
+    infer_shapes(specs, input_shape, num_classes, signal=signal)
     mods, _ = _torch_sequence(specs, tuple(input_shape), num_classes)
     return DeclarativeNet(mods, head_layer(specs), specs, tuple(input_shape), num_classes)
 

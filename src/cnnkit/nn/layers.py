@@ -5,7 +5,8 @@ connections (:class:`Concat` inside a :class:`SkipSequential`).
 Text (Kim, 2014): :class:`Embedding` (token ids (N, L) -> (N, D, L), channels first),
 :class:`Conv1d` with the same padding rules, max/average pooling over time
 (:class:`GlobalMaxPool1d`, :class:`GlobalAvgPool1d`) and :class:`Parallel` branches joined
-along channels.
+along channels. Time series: :class:`Conv1d` with ``causal=True`` (left padding only) and the
+recurrent :class:`LSTM` / :class:`GRU`, channels first in and out.
 
 torch's own ``padding='same'`` refuses stride > 1, so :class:`Conv2d` pads
 explicitly by the TF/Keras rule (:func:`cnnkit.geometry.same_padding`):
@@ -49,23 +50,93 @@ class Conv2d(nn.Conv2d):
 
 class Conv1d(nn.Conv1d):
     """``nn.Conv1d`` on (N, C, L) that also accepts ``padding='same'`` with stride > 1 (TF/Keras rule:
-    out = ceil(L / stride), the odd padded position at the end)."""
+    out = ceil(L / stride), the odd padded position at the end).
+
+    ``causal=True`` (WaveNet, TCN) pads (kernel-1)*dilation zeros before the sequence and none after:
+    output i reads inputs i*stride - (kernel-1)*dilation .. i*stride only, never a later one;
+    out = ceil(L / stride). It takes no other padding.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: str | int = 0, dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
+                 padding: str | int = 0, dilation: int = 1, groups: int = 1, bias: bool = True,
+                 causal: bool = False) -> None:
         self.same = padding == "same"
+        self.causal = bool(causal)
         if padding == "valid":
             padding = 0
+        if self.causal and (self.same or padding != 0):
+            raise ValueError(f"a causal Conv1d pads by itself; it takes no padding, got {padding!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, 0 if self.same else padding, dilation,
                          groups, bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.causal:
+            return super().forward(F.pad(x, ((self.kernel_size[0] - 1) * self.dilation[0], 0)))
         if self.same:
             before, after = same_padding(x.shape[-1], self.kernel_size[0], self.stride[0], self.dilation[0])
             if before == after:
                 return F.conv1d(x, self.weight, self.bias, self.stride, before, self.dilation, self.groups)
             x = F.pad(x, (before, after))
         return super().forward(x)
+
+
+def _channels_first_run(rnn: nn.RNNBase, x: torch.Tensor, return_sequence: bool) -> torch.Tensor:
+    """Run a batch-first torch RNN on channels-first x (N, C, L): (N, H*dirs, L), or the last step (N, H*dirs)."""
+    out, h_n = rnn.run_batch_first(x.transpose(1, 2))         # out (N, L, H*dirs); h_n (layers*dirs, N, H)
+    if return_sequence:
+        return out.transpose(1, 2)
+    if rnn.bidirectional:   # the forward direction's last step and the backward direction's first (it ends there)
+        return torch.cat([h_n[-2], h_n[-1]], dim=1)
+    return h_n[-1]
+
+
+class LSTM(nn.LSTM):
+    """``nn.LSTM`` (batch first) on channels-first sequences: x (N, C, L) -> (N, H*dirs, L), or with
+    ``return_sequence=False`` (N, H*dirs): the last time step (bidirectional: the forward direction's last
+    step and the backward direction's first, concatenated, as in torch's h_n). Zero initial states.
+
+    Gates (torch's order i, f, g, o): i, f, o = sigmoid(.), g = tanh(W_i x_t + b_i + W_h h_{t-1} + b_h);
+    c_t = f*c_{t-1} + i*g; h_t = o*tanh(c_t). Parameters keep torch's names (weight_ih_l0, ...).
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, return_sequence: bool = True) -> None:
+        super().__init__(input_size, hidden_size, num_layers, batch_first=True, dropout=float(dropout),
+                         bidirectional=bidirectional)
+        self.return_sequence = return_sequence
+
+    def run_batch_first(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, (h_n, _) = super().forward(x)
+        return out, h_n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _channels_first_run(self, x, self.return_sequence)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.return_sequence else ", return=last")
+
+
+class GRU(nn.GRU):
+    """``nn.GRU`` (batch first) on channels-first sequences, as :class:`LSTM`.
+
+    Gates (torch's order r, z, n): r, z = sigmoid(W_i x_t + b_i + W_h h_{t-1} + b_h);
+    n = tanh(W_in x_t + b_in + r*(W_hn h_{t-1} + b_hn)); h_t = (1-z)*n + z*h_{t-1}.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False,
+                 dropout: float = 0.0, return_sequence: bool = True) -> None:
+        super().__init__(input_size, hidden_size, num_layers, batch_first=True, dropout=float(dropout),
+                         bidirectional=bidirectional)
+        self.return_sequence = return_sequence
+
+    def run_batch_first(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return super().forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return _channels_first_run(self, x, self.return_sequence)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.return_sequence else ", return=last")
 
 
 class Embedding(nn.Embedding):

@@ -87,6 +87,7 @@ from cnnkit.reference.pool import (
     max_pool2d,
     max_pool2d_backward,
 )
+from cnnkit.reference.recurrent import gru, gru_backward, lstm, lstm_backward
 from cnnkit.reference.resize import crop_concat, crop_concat_backward, upsample2d, upsample2d_backward
 
 __all__ = [
@@ -100,6 +101,8 @@ __all__ = [
     "global_max_pool", "global_max_pool_backward",
     "max_pool1d", "max_pool1d_backward", "avg_pool1d", "avg_pool1d_backward",
     "global_max_pool1d", "global_max_pool1d_backward", "global_avg_pool1d", "global_avg_pool1d_backward",
+    # recurrent (one direction of one layer; BPTT)
+    "lstm", "lstm_backward", "gru", "gru_backward",
     # activations
     "sigmoid", "sigmoid_backward", "tanh", "tanh_backward", "relu", "relu_backward",
     "leaky_relu", "leaky_relu_backward", "elu", "elu_backward", "maxout", "maxout_backward",

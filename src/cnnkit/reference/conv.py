@@ -127,13 +127,21 @@ def conv1d(x, w, b=None, stride=1, padding=0, dilation=1):
 
     x: (N, C, L), w: (F, C, K), b: (F,) or None -> y: (N, F, L') with
     y[n, f, i] = b[f] + sum_{c, p} w[f, c, p] * xp[n, c, i*s + p*d].
-    padding: an int (both ends), "valid" or "same" (TF rule, the odd position at the end).
+    padding: an int (both ends), a pair (before, after), "valid", "same" (TF rule, the odd position at
+    the end) or "causal" ((K-1)*d zeros before, none after: y[i] reads x up to position i*s, never a
+    later one; L' = ceil(L / s)).
     Computed as :func:`conv2d` on x (N, C, 1, L) with a (1, K) kernel. Returns ``(y, cache)``.
     """
     x, w = np.asarray(x), np.asarray(w)
     if x.ndim != 3 or w.ndim != 3 or x.shape[1] != w.shape[1]:
         raise ValueError(f"conv1d expects x (N,C,L), w (F,C,K); got {x.shape}, {w.shape}")
-    pad2 = padding if isinstance(padding, str) else (0, int(padding))
+    if isinstance(padding, str) and padding == "causal":
+        pad2 = ((0, 0), ((w.shape[2] - 1) * int(dilation), 0))
+    elif isinstance(padding, (tuple, list)):
+        before, after = padding
+        pad2 = ((0, 0), (int(before), int(after)))
+    else:
+        pad2 = padding if isinstance(padding, str) else (0, int(padding))
     y, cache = conv2d(x[:, :, None, :], w[:, :, None, :], b, (1, stride), pad2, (1, dilation))
     return y[:, :, 0, :], cache
 

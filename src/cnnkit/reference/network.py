@@ -8,6 +8,10 @@ every layer written out in NumPy. Parameter and buffer names are those of the to
 into the torch network and back. A ``concat`` layer gets the output of the earlier layer it names
 (and sends that layer its share of the gradient): see :func:`forward_layers` / :func:`backward_layers`.
 
+Time series (``signal=True``, input (C, L)) take floats (N, C, L): conv1d (``causal`` pads on the left
+only), and ``lstm`` / ``gru`` (:class:`Recurrent`, the glass-box ops of :mod:`cnnkit.reference.recurrent`
+per layer and direction, trained by backpropagation through time).
+
 Text networks (input (V, L), first layer ``embedding``) take token ids, an integer array (N, L)
 (or one-hot floats (N, V, L)); 1-D layers run as the 2-D ones on a map of height 1 (conv1d is a
 (1, K) convolution, maxpool1d a (1, K) window), and a ``parallel`` block runs its branches on
@@ -40,6 +44,7 @@ from numpy.lib.stride_tricks import as_strided
 from cnnkit.errors import UserError
 from cnnkit.geometry import conv_output_size
 from cnnkit.reference.conv import conv_transpose2d, conv_transpose2d_backward
+from cnnkit.reference.recurrent import RECURRENT_OPS
 from cnnkit.reference.resize import crop_concat, crop_concat_backward, upsample2d, upsample2d_backward
 from cnnkit.spec import (
     LayerSpec,
@@ -54,7 +59,7 @@ from cnnkit.spec import (
 SUPPORTED = ("conv", "dense", "flatten", "maxpool", "avgpool", "l2pool", "globalavgpool", "globalmaxpool",
              "dropout", "batchnorm", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "residual",
              "conv_transpose", "upsample", "concat", "embedding", "conv1d", "maxpool1d", "avgpool1d",
-             "globalmaxpool1d", "globalavgpool1d", "parallel")
+             "globalmaxpool1d", "globalavgpool1d", "parallel", "lstm", "gru")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -267,6 +272,86 @@ class Embedding(Layer):
         if self.padding_idx is not None:
             w[self.padding_idx] = 0
         return np.einsum("vd,ndl->nvl", w, dy)
+
+
+class Recurrent(Layer):
+    """lstm / gru on channels-first sequences: x (N, C, L) -> (N, H*dirs, L), or (N, H*dirs) with return last.
+
+    Each layer and direction is the glass-box op of :mod:`cnnkit.reference.recurrent` (``lstm`` / ``gru``,
+    time on axis 1), with torch's parameter names (``weight_ih_l0``, ``bias_hh_l1_reverse``, ...). A
+    bidirectional layer runs a second direction from the end and concatenates the two along features;
+    layer l + 1 reads layer l's output, through inverted dropout in training. "last" is the forward
+    direction's last step (and the backward direction's first step), as torch's h_n.
+
+    backward: the gradient of the output sequence (zeros but at the last step for "last") goes through
+    each layer's directions in reverse (BPTT); their input gradients add up.
+    """
+
+    def __init__(self, net, prefix, name, kind, in_ch, hidden, layers, bidirectional, return_sequence, dropout):
+        super().__init__(net, prefix, name)
+        self.type, self.hidden, self.num_layers = kind, hidden, layers
+        self.dirs = 2 if bidirectional else 1
+        self.return_sequence, self.p = return_sequence, float(dropout)
+        self.fwd, self.bwd, gates = RECURRENT_OPS[kind]
+        for layer in range(layers):
+            n_in = in_ch if layer == 0 else hidden * self.dirs
+            for suffix in self._suffixes(layer):
+                net._add_param(f"{prefix}weight_ih{suffix}", (gates * hidden, n_in))
+                net._add_param(f"{prefix}weight_hh{suffix}", (gates * hidden, hidden))
+                net._add_param(f"{prefix}bias_ih{suffix}", (gates * hidden,))
+                net._add_param(f"{prefix}bias_hh{suffix}", (gates * hidden,))
+
+    def _suffixes(self, layer: int) -> list[str]:
+        return [f"_l{layer}", f"_l{layer}_reverse"][:self.dirs]
+
+    def forward(self, x, training):
+        p = self.net.params
+        seq = x.transpose(0, 2, 1)                                       # (N, L, C): time on axis 1
+        self.caches, self.masks = [], []
+        for layer in range(self.num_layers):
+            mask = None
+            if layer > 0 and training and self.p > 0:                    # between stacked layers, as torch
+                keep = self.net.rng.random(seq.shape, dtype=np.float32) >= self.p
+                mask = keep * seq.dtype.type(1.0 / (1.0 - self.p))
+                seq = seq * mask
+            self.masks.append(mask)
+            outs, caches = [], []
+            for d, sfx in enumerate(self._suffixes(layer)):
+                hs, cache = self.fwd(seq, p[f"{self.prefix}weight_ih{sfx}"], p[f"{self.prefix}weight_hh{sfx}"],
+                                     p[f"{self.prefix}bias_ih{sfx}"], p[f"{self.prefix}bias_hh{sfx}"], reverse=d == 1)
+                outs.append(hs)
+                caches.append(cache)
+            self.caches.append(caches)
+            seq = outs[0] if self.dirs == 1 else np.concatenate(outs, axis=2)   # (N, L, H*dirs)
+        self.seq_shape = seq.shape
+        if self.return_sequence:
+            return np.ascontiguousarray(seq.transpose(0, 2, 1))          # (N, H*dirs, L)
+        hid = self.hidden
+        last = [seq[:, -1, :hid]] + ([seq[:, 0, hid:]] if self.dirs == 2 else [])
+        return np.concatenate(last, axis=1)                              # (N, H*dirs)
+
+    def backward(self, dy, need_dx=True):
+        hid = self.hidden
+        if self.return_sequence:
+            dseq = dy.transpose(0, 2, 1)                                 # (N, L, H*dirs)
+        else:
+            dseq = np.zeros(self.seq_shape, dtype=dy.dtype)
+            dseq[:, -1, :hid] = dy[:, :hid]
+            if self.dirs == 2:
+                dseq[:, 0, hid:] = dy[:, hid:]
+        for layer in reversed(range(self.num_layers)):
+            din = None
+            for d, sfx in enumerate(self._suffixes(layer)):
+                dx, dw_ih, dw_hh, db_ih, db_hh = self.bwd(dseq[:, :, d * hid:(d + 1) * hid], self.caches[layer][d])
+                g = self.net.grads
+                g[f"{self.prefix}weight_ih{sfx}"], g[f"{self.prefix}weight_hh{sfx}"] = dw_ih, dw_hh
+                g[f"{self.prefix}bias_ih{sfx}"], g[f"{self.prefix}bias_hh{sfx}"] = db_ih, db_hh
+                din = dx if din is None else din + dx
+            if self.masks[layer] is not None:
+                din = din * self.masks[layer]
+            dseq = din
+        self.caches = self.masks = None
+        return np.ascontiguousarray(dseq.transpose(0, 2, 1)) if need_dx else None   # (N, C, L)
 
 
 class Dense(Layer):
@@ -760,9 +845,10 @@ class ReferenceNet:
     """
 
     def __init__(self, specs: list[LayerSpec], input_shape: tuple[int, ...], num_classes: int | None = None,
-                 dtype=np.float32, rng: np.random.Generator | None = None) -> None:
+                 dtype=np.float32, rng: np.random.Generator | None = None, *, signal: bool = False) -> None:
         self.specs = list(specs)
         self.input_shape = tuple(input_shape)
+        self.signal = bool(signal)
         self.num_classes = num_classes
         self.dtype = np.dtype(dtype)
         self.rng = rng if rng is not None else np.random.default_rng(0)
@@ -771,7 +857,7 @@ class ReferenceNet:
         self.grads: dict[str, np.ndarray] = {}
         self._order: list[str] = []          # state_dict order (params and buffers interleaved as torch)
         _check_supported(self.specs)
-        self.shapes = infer_shapes(self.specs, self.input_shape, num_classes)
+        self.shapes = infer_shapes(self.specs, self.input_shape, num_classes, signal=self.signal)
         self.layers = self._build(self.specs, self.input_shape, "")
 
     # ---------------------------------------------------------------- construction
@@ -822,6 +908,9 @@ class ReferenceNet:
             return Pool1d(self, prefix, name, t, a["kernel"], a["stride"], a["padding"], out[1])
         if t in ("globalmaxpool1d", "globalavgpool1d"):
             return GlobalPool1d(self, prefix, name, t)
+        if t in ("lstm", "gru"):
+            return Recurrent(self, prefix, name, t, shape[0], a["hidden"], a["layers"], a["bidirectional"],
+                             a["return"] == "sequence", a["dropout"])
         if t == "parallel":
             return Parallel(self, prefix, name, [self._build(b, shape, f"{prefix}branches.{j}.")
                                                  for j, b in enumerate(spec.sublists())])
@@ -909,8 +998,9 @@ class ReferenceNet:
     def init(self, init_cfg: Any = None, rng: np.random.Generator | None = None, seed: int | None = None) -> None:
         """Initialise the weights: ``init_cfg`` is a model.init section (scheme, distribution, scale).
 
-        random / xavier / he draw conv and dense weights with :func:`cnnkit.reference.init.init_weight`
-        (biases 0, batchnorm weight 1; an embedding keeps torch's N(0, 1), its padding row 0); ``default`` copies a torch DeclarativeNet built under
+        random / xavier / he draw conv and dense weights, and an lstm's / gru's weight matrices (fans of a
+        dense (gates*H, in) weight), with :func:`cnnkit.reference.init.init_weight` (biases 0, batchnorm
+        weight 1; an embedding keeps torch's N(0, 1), its padding row 0); ``default`` copies a torch DeclarativeNet built under
         ``torch.manual_seed(seed)`` (seed drawn from ``rng`` when None), i.e. torch's own initialisation.
         """
         from cnnkit.reference.init import init_weight
@@ -927,7 +1017,7 @@ class ReferenceNet:
             seed = int(rng.integers(2**31)) if seed is None else seed
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                net = build_torch(self.specs, self.input_shape, self.num_classes)
+                net = build_torch(self.specs, self.input_shape, self.num_classes, signal=self.signal)
             self.load_state_dict(net.state_dict())
             return
         tables = {layer.prefix + "weight": layer for layer in self.iter_layers() if isinstance(layer, Embedding)}
@@ -939,9 +1029,10 @@ class ReferenceNet:
         for k, p in self.params.items():
             if k in tables:
                 continue
-            if k.endswith(".weight") and p.ndim > 1:
+            last = k.rsplit(".", 1)[-1]          # weight, bias; weight_ih_l0, bias_hh_l1_reverse (lstm, gru)
+            if last.startswith("weight") and p.ndim > 1:
                 self.params[k] = init_weight(p.shape, scheme, dist, rng, scale, dtype=self.dtype)
-            elif k.endswith(".bias"):
+            elif last.startswith("bias"):
                 self.params[k] = np.zeros_like(p)
             else:  # batchnorm weight
                 self.params[k] = np.ones_like(p)

@@ -32,6 +32,7 @@ from cnnkit.errors import UserError
 from cnnkit.spec import LayerSpec, parse_layers
 from cnnkit.nn.runtime import seed_everything
 from cnnkit.reference.network import ReferenceNet
+from cnnkit.models.registry import is_signal
 from cnnkit.reference.optim import OPTIMIZERS, Optimizer
 from cnnkit.runs import RunFolder, rng_state, set_rng_state
 from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last, locked_fit,
@@ -81,7 +82,7 @@ def build_reference_model(model_cfg: ModelConfig, input_shape: tuple[int, int, i
     from cnnkit.models import create_model
 
     specs = reference_specs(model_cfg, num_classes)
-    net = ReferenceNet(specs, input_shape, num_classes, dtype=dtype, rng=rng)
+    net = ReferenceNet(specs, input_shape, num_classes, dtype=dtype, rng=rng, signal=is_signal(specs, input_shape))
     tmodel = create_model(model_cfg, input_shape, num_classes)
     net.load_state_dict(tmodel.state_dict())
     return net, tmodel

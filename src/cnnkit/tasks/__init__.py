@@ -16,6 +16,7 @@ from __future__ import annotations
 from cnnkit.tasks.base import TASKS, Task, create_task, list_tasks, register_task, task_class
 
 # Importing a task module registers it (cnnkit.tasks is always imported before its submodules).
-from cnnkit.tasks import classification, detection, instance, segmentation, text  # noqa: E402,F401
+from cnnkit.tasks import (classification, detection, forecast, instance, segmentation, text,  # noqa: E402,F401
+                          timeseries)
 
 __all__ = ["TASKS", "Task", "create_task", "list_tasks", "register_task", "task_class"]

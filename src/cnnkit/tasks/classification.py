@@ -36,8 +36,9 @@ class ClassificationTask(Task):
             raise UserError(f"augment.{seg_aug[0]} is a detection/segmentation augmentation; for classification "
                             f"use augment.hflip, augment.crop_padding, augment.rotation, augment.brightness or "
                             f"augment.contrast")
-        if cfg.train.loss in ("dice", "focal", "cross_entropy+dice", "focal+dice"):
-            raise UserError(f"train.loss={cfg.train.loss} is a segmentation loss; classification takes "
+        if cfg.train.loss not in ("cross_entropy", "mse", "bce"):
+            kind = "forecasting" if cfg.train.loss in ("mae", "huber") else "segmentation"
+            raise UserError(f"train.loss={cfg.train.loss} is a {kind} loss; classification takes "
                             f"cross_entropy, mse or bce")
         if cfg.augment.mosaic:
             raise UserError(f"augment.mosaic={cfg.augment.mosaic} is a detection augmentation (four images' boxes "

@@ -41,11 +41,18 @@ class TextTask(ClassificationTask):
             raise UserError(f"augment.{on[0] if on else '...'} is an image augmentation; task text takes none "
                             f"(regularise text CNNs with dropout: model.options.dropout, or a dropout layer)")
         if cfg.train.loss not in ("cross_entropy", "mse", "bce"):
-            raise UserError(f"train.loss={cfg.train.loss} is a segmentation loss; task text takes cross_entropy, mse "
+            raise UserError(f"train.loss={cfg.train.loss} is not a classification loss; task text takes cross_entropy, mse "
                             f"or bce")
         if cfg.train.eval_tta != "none":
             raise UserError(f"train.eval_tta={cfg.train.eval_tta} flips images; task text has no test-time "
                             f"augmentation (set it to none)")
+        layers = cfg.model.layers
+        if layers is not None and not (layers and isinstance(layers[0], (dict, str))
+                                       and (layers[0] == "embedding" or (isinstance(layers[0], dict)
+                                                                         and ("embedding" in layers[0]
+                                                                              or "embed" in layers[0])))):
+            raise UserError("task text feeds token ids to the network: a layer list starts with an embedding "
+                            "layer (e.g. '- embedding: 128'); see 'cnnkit explain shapes' for Kim's network in YAML")
         self.tokenizer = None
         self.variable_length = variable_length(cfg)
         length = input_shape[-1] if input_shape else None

@@ -94,6 +94,7 @@ def _quiet_export():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding", category=UserWarning)
         yield
 
 
@@ -177,7 +178,7 @@ def _check_inputs(info: dict[str, Any], n: int = CHECK_IMAGES) -> tuple["torch.T
                              device=torch.device("cpu"), augment=None, collate=getattr(task, "collate", None),
                              transform=task.transform(train=False) if task is not None else None)
         x, _ = next(iter(loader))
-        source = f"{len(x)} validation images"
+        source = f"{len(x)} validation {getattr(task, 'unit', 'images')}"
     except Exception as e:  # the data may be gone; the export check still runs
         g = torch.Generator().manual_seed(0)
         x = torch.randn(n, *info["input_shape"], generator=g)
@@ -394,6 +395,9 @@ def predict_onnx(path: str | os.PathLike, images: Sequence[str | os.PathLike], t
         raise UserError(f"ONNX file {str(p)!r} does not exist")
     sess = _ort_session(p)
     meta = parse_metadata(dict(sess.get_modelmeta().custom_metadata_map), repr(str(p)))
+    if meta["task"] in ("timeseries", "forecast"):
+        raise UserError(f"{str(p)!r} is a {meta['task']} model: its input is a prepared series (N, C, L) float32 "
+                        f"(onnxruntime takes it as is); cnnkit predict reads series files with the run folder")
     if meta["task"] == "text":
         raise UserError(f"{str(p)!r} is a text classifier: pass the texts with --text \"...\" or as .txt files "
                         f"(one text per line), e.g. cnnkit predict {p.name} --text \"a fine film\"")

@@ -38,12 +38,18 @@ def process_start_time() -> float:
 _IMPORT_TIME = time.time()
 
 
+#: ``DataBundle.extra`` entries a run keeps in meta.json and its checkpoints (each JSON-able).
+SAVED_EXTRAS = ("series_layout", "forecast_layout")
+
+
 def run_meta(cfg: Config, bundle: DataBundle, input_shape: tuple[int, ...]) -> dict[str, Any]:
     """What a run folder records besides its config: classes, normalisation, versions, seed, command."""
     import torch
 
     tok = (bundle.extra or {}).get("tokenizer")
     text = {"tokenizer": tok.to_dict(), "max_length": input_shape[-1]} if tok is not None else {}
+    # what reading new data needs, fitted on the training split (JSON): a series or forecast layout
+    text.update({k: v for k, v in (bundle.extra or {}).items() if k in SAVED_EXTRAS})
     return {**text, "classes": bundle.classes, "input_shape": list(input_shape), "mean": list(bundle.mean),
             "std": list(bundle.std), "dataset": cfg.data.name, "task": cfg.task,
             "cnnkit_version": cnnkit.__version__, "torch_version": str(torch.__version__),

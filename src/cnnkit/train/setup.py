@@ -46,7 +46,9 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None, tokenizer: Any
     if cfg.model.name is not None:
         from cnnkit.models.registry import MODELS, model_task
 
-        if cfg.model.name in MODELS and model_task(cfg.model.name) != cfg.task:
+        # a series classifier forecasts too: its head gives targets x horizon values instead of classes
+        serves = {"forecast": ("forecast", "timeseries")}.get(cfg.task, (cfg.task,))
+        if cfg.model.name in MODELS and model_task(cfg.model.name) not in serves:
             raise UserError(f"model {cfg.model.name!r} is a {model_task(cfg.model.name)} model and the config's "
                             f"task is {cfg.task!r}; set task: {model_task(cfg.model.name)} or pick a "
                             f"{cfg.task} model ('cnnkit models' lists both)")
@@ -59,6 +61,11 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None, tokenizer: Any
         from cnnkit.data.text.dataset import tokenize_bundle
 
         bundle = tokenize_bundle(bundle, cfg.data, tokenizer)
+    if cfg.task == "forecast":  # a forecaster's "classes" are its outputs: each target at each step ahead
+        from cnnkit.tasks.forecast import output_names
+
+        layout = bundle.extra["forecast_layout"]
+        bundle.classes = output_names(layout["targets"], layout["horizon"])
     input_shape = input_shape_for(cfg, bundle)
     task = create_task(cfg, bundle.classes, input_shape)
     task.attach(bundle.extra)
