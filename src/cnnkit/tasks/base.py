@@ -96,6 +96,20 @@ class Task:
         out = self.forward(model, inputs)
         return out, loss_fn(self.to_float(out), targets)
 
+    #: True for a task that updates the weights itself in :meth:`optimize_step` (a GAN: two optimisers,
+    #: two losses per batch); the trainer then neither backpropagates nor steps.
+    owns_step: ClassVar[bool] = False
+
+    def make_optimizer(self, model: nn.Module) -> Any:
+        """The task's own optimiser (an object with ``param_groups``, ``state_dict`` and
+        ``load_state_dict``, e.g. several torch optimisers in one), or None for the config's."""
+        return None
+
+    def optimize_step(self, model: nn.Module, inputs: Any, targets: Any, optimizer: Any, *, precision: str,
+                      scaler: Any, clip: float | None) -> tuple[Any, torch.Tensor]:
+        """With :attr:`owns_step`: one batch's updates; returns ``(outputs, loss)`` for the running metrics."""
+        raise NotImplementedError
+
     def batch_len(self, targets: Any) -> int:
         """How many examples a batch's targets hold (means are weighted by it)."""
         return len(targets)

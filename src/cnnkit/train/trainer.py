@@ -111,26 +111,31 @@ class Trainer:
                 factor = self.schedule(step / total_steps)
                 for g, base in zip(optimizer.param_groups, base_lrs):
                     g["lr"] = base * factor
-                with autocast(device, precision):
-                    out, loss = task.training_step(self.step_fn, x, y, loss_fn)
-                    if self.teacher is not None:
-                        with torch.no_grad():
-                            teacher_logits = self.teacher(x).float()
-                        loss = distill_loss(loss, out.float(), teacher_logits, cfg.train.distill)
-                    if l1 or l2:
-                        loss = loss + penalty(model, l1, l2)
-                optimizer.zero_grad(set_to_none=True)
-                n = task.batch_len(y)
-                grad_loss = loss
-                if world > 1:
-                    # DDP averages the ranks' gradients: weighting each rank's mean loss by its share of
-                    # the global batch makes that the gradient of the global batch's mean loss, also when
-                    # the last batch splits unevenly or leaves this rank nothing (its NaN loss then gets
-                    # weight 0 and its gradients are zeros).
-                    share = n * world / min(bs, self.n_train - i * bs)
-                    if share != 1.0:
-                        grad_loss = loss * share
-                backward_and_step(grad_loss, optimizer, model, scaler=scaler, clip=clip)
+                if task.owns_step:  # the task updates the weights itself (a GAN's two players, in turn)
+                    out, loss = task.optimize_step(self.step_fn, x, y, optimizer, precision=precision,
+                                                   scaler=scaler, clip=clip)
+                    n = task.batch_len(y)
+                else:
+                    with autocast(device, precision):
+                        out, loss = task.training_step(self.step_fn, x, y, loss_fn)
+                        if self.teacher is not None:
+                            with torch.no_grad():
+                                teacher_logits = self.teacher(x).float()
+                            loss = distill_loss(loss, out.float(), teacher_logits, cfg.train.distill)
+                        if l1 or l2:
+                            loss = loss + penalty(model, l1, l2)
+                    optimizer.zero_grad(set_to_none=True)
+                    n = task.batch_len(y)
+                    grad_loss = loss
+                    if world > 1:
+                        # DDP averages the ranks' gradients: weighting each rank's mean loss by its share of
+                        # the global batch makes that the gradient of the global batch's mean loss, also when
+                        # the last batch splits unevenly or leaves this rank nothing (its NaN loss then gets
+                        # weight 0 and its gradients are zeros).
+                        share = n * world / min(bs, self.n_train - i * bs)
+                        if share != 1.0:
+                            grad_loss = loss * share
+                    backward_and_step(grad_loss, optimizer, model, scaler=scaler, clip=clip)
                 if self._constrain is not None:  # e.g. Kim's max-norm on the classifier's weights
                     self._constrain()
                 if self.ema is not None:
@@ -212,7 +217,9 @@ class Trainer:
         self._constrain = getattr(model, "apply_constraints", None)
         self.loss_fn = self.task.make_loss()
         groups = self._param_groups(model) if self._param_groups else default_param_groups(model, cfg.optim)
-        self.optimizer = build_optimizer(cfg, groups)
+        # A task that trains several parts with optimisers of their own (a GAN) gives the trainer one
+        # object holding them all: scheduled, checkpointed and resumed as one.
+        self.optimizer = self.task.make_optimizer(model) or build_optimizer(cfg, groups)
         self.schedule = build_schedule(cfg)
         self.teacher = self._load_teacher() if cfg.train.distill else None
         train_model: nn.Module = model
