@@ -53,6 +53,18 @@ input to every branch and joins their outputs along channels; they must agree on
     - dropout: 0.5
     - dense: num_classes
 
+Attention (:mod:`cnnkit.nn.attention`): ``se: {reduction: 16}`` (shorthand ``se: 16``; Hu et al., 2018),
+``cbam: {reduction: 16, kernel: 7}`` (Woo et al., 2018), ``eca: {gamma: 2, b: 1, kernel: null}`` (Wang et al.,
+2020; kernel null = the adaptive size from the channel count), ``nonlocal: {reduction: 2}`` (Wang et al., 2018,
+embedded Gaussian) keep the shape; ``attention_pool`` gives (C, H, W) -> (C,), a softmax-weighted mean of the
+positions. se and eca also gate a sequence (C, L); cbam, nonlocal and attention_pool need a feature map.
+A reduction r gives a bottleneck of C // r channels (at least 1). An SE-ResNet block::
+
+    - residual:
+        layers: [{conv: {out: 64, padding: same, bias: false}}, batchnorm, relu,
+                 {conv: {out: 64, padding: same, bias: false}}, batchnorm, {se: 16}]
+        activation: relu
+
 No torch here:
 :func:`cnnkit.models.spec.build_torch` turns a parsed list into a torch network and
 :class:`cnnkit.reference.network.ReferenceNet` into a NumPy one.
@@ -68,6 +80,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -115,22 +128,34 @@ LAYER_ARGS: dict[str, dict[str, Any]] = {
     # recurrent layers on sequences (C, L) -> (H*dirs, L) or, with return: last, (H*dirs,)
     "lstm": {"hidden": _REQUIRED, "layers": 1, "bidirectional": False, "return": "sequence", "dropout": 0},
     "gru": {"hidden": _REQUIRED, "layers": 1, "bidirectional": False, "return": "sequence", "dropout": 0},
+    # attention (cnnkit.nn.attention): the first four keep the shape; attention_pool: (C, H, W) -> (C,)
+    "se": {"reduction": 16},
+    "cbam": {"reduction": 16, "kernel": 7},
+    "eca": {"gamma": 2, "b": 1, "kernel": None},
+    "nonlocal": {"reduction": 2},
+    "attention_pool": {},
 }
 SHORTHAND = {"conv": "out", "dense": "out", "maxpool": "kernel", "avgpool": "kernel", "l2pool": "kernel",
              "dropout": "p", "leaky_relu": "slope", "elu": "alpha", "maxout": "pieces", "residual": "layers",
              "conv_transpose": "out", "upsample": "scale", "concat": "from", "embedding": "dim", "conv1d": "out",
              "maxpool1d": "kernel", "avgpool1d": "kernel", "parallel": "branches", "lstm": "hidden",
-             "gru": "hidden"}
+             "gru": "hidden", "se": "reduction", "cbam": "reduction", "nonlocal": "reduction"}
 ALIASES = {"conv2d": "conv", "linear": "dense", "fc": "dense", "max_pool": "maxpool", "avg_pool": "avgpool",
            "l2_pool": "l2pool", "global_avg_pool": "globalavgpool", "global_max_pool": "globalmaxpool",
            "gap": "globalavgpool", "bn": "batchnorm", "batch_norm": "batchnorm", "leakyrelu": "leaky_relu",
            "upconv": "conv_transpose", "conv_transpose2d": "conv_transpose", "upsampling": "upsample",
            "concatenate": "concat", "embed": "embedding", "max_pool1d": "maxpool1d", "avg_pool1d": "avgpool1d",
            "global_max_pool1d": "globalmaxpool1d", "global_avg_pool1d": "globalavgpool1d",
-           "max_over_time": "globalmaxpool1d"}
+           "max_over_time": "globalmaxpool1d", "squeeze_excite": "se", "squeeze_excitation": "se",
+           "non_local": "nonlocal", "attention_pooling": "attention_pool", "attnpool": "attention_pool"}
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout")
 POOLS = ("maxpool", "avgpool", "l2pool")
-SPATIAL_ONLY = ("conv", "conv_transpose", "upsample", "concat") + POOLS + ("globalavgpool", "globalmaxpool")
+# attention blocks: se and eca gate channels (feature maps or sequences); the others need a feature map
+CHANNEL_ATTENTION = ("se", "eca")
+SPATIAL_ATTENTION = ("cbam", "nonlocal", "attention_pool")
+ATTENTION = CHANNEL_ATTENTION + SPATIAL_ATTENTION
+SPATIAL_ONLY = ("conv", "conv_transpose", "upsample", "concat") + POOLS + ("globalavgpool", "globalmaxpool") \
+    + SPATIAL_ATTENTION
 POOLS1D = ("maxpool1d", "avgpool1d")
 SEQUENCE_ONLY = ("conv1d",) + POOLS1D + ("globalmaxpool1d", "globalavgpool1d")
 RECURRENT = ("lstm", "gru")
@@ -434,6 +459,26 @@ def _check_args(kind: str, args: dict[str, Any], index: str) -> dict[str, Any]:
             if not isinstance(branch, list) or not branch:
                 raise SpecError(f"layer {index} (parallel): branch {j} must be a non-empty list of layers, got "
                                 f"{branch!r}; write parallel: [[layers of branch 0], [layers of branch 1], ...]")
+    if kind in ("se", "cbam", "nonlocal"):
+        a["reduction"] = _int_arg(kind, index, "reduction", a["reduction"])
+    if kind == "cbam":
+        a["kernel"] = _int_arg(kind, index, "kernel", a["kernel"])
+        if a["kernel"] % 2 == 0:
+            raise SpecError(f"layer {index} (cbam): kernel must be odd (the spatial map keeps its size with "
+                            f"padding kernel // 2), got {a['kernel']}; the paper uses 7")
+    if kind == "eca":
+        for key in ("gamma", "b"):
+            v = a[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise SpecError(f"layer {index} (eca): {key} must be a number, got {v!r}")
+        if a["gamma"] <= 0:
+            raise SpecError(f"layer {index} (eca): gamma must be positive, got {a['gamma']!r}")
+        if a["kernel"] is not None:
+            a["kernel"] = _int_arg(kind, index, "kernel", a["kernel"])
+            if a["kernel"] % 2 == 0:
+                raise SpecError(f"layer {index} (eca): kernel must be odd (each channel's weight reads the same "
+                                f"number of neighbours on both sides), got {a['kernel']}; or null for the "
+                                f"adaptive size")
     if kind == "concat" and not (isinstance(a["from"], str) and a["from"]):
         raise SpecError(f"layer {index} (concat): from must be the name of an earlier layer, got {a['from']!r}")
     if kind == "dropout" and not (isinstance(a["p"], (int, float)) and 0 <= a["p"] < 1):
@@ -553,9 +598,13 @@ def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = 
     if t in SPATIAL_ONLY and not spatial:
         if sequence:
             alt = AS_1D.get(t)
-            hint = (f"use {alt} on sequences" if alt else
-                    "it has no 1-D form; use conv1d, maxpool1d, avgpool1d, globalmaxpool1d, globalavgpool1d or "
-                    "parallel on sequences")
+            if alt:
+                hint = f"use {alt} on sequences"
+            elif t in SPATIAL_ATTENTION:
+                hint = "it has no 1-D form; se and eca (channel attention) work on sequences"
+            else:
+                hint = ("it has no 1-D form; use conv1d, maxpool1d, avgpool1d, globalmaxpool1d, globalavgpool1d or "
+                        "parallel on sequences")
             raise SpecError(f"{where}: is a 2-D layer for feature maps [C, H, W], but gets a sequence [C, L] "
                             f"({_fmt(shape)}); {hint}")
         raise SpecError(f"{where}: needs a feature map [C, H, W] but gets a vector [{_fmt(shape)}]; "
@@ -596,6 +645,11 @@ def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = 
             raise SpecError(f"{where}: window {a['kernel']} does not fit the sequence {_fmt(shape)}")
         return (shape[0], g["out"])
     if t in ("globalmaxpool1d", "globalavgpool1d"):
+        return (shape[0],)
+    if t in CHANNEL_ATTENTION and not (spatial or sequence):
+        raise SpecError(f"{where}: gates the channels of a feature map [C, H, W] or a sequence [C, L], but gets a "
+                        f"vector [{_fmt(shape)}]; move it before flatten or the global pooling")
+    if t == "attention_pool":
         return (shape[0],)
     if t == "parallel":
         outs = [_list_shapes(b, shape, num_classes)[-1] for b in spec.sublists()]
@@ -667,7 +721,50 @@ def layer_output_shape(spec: LayerSpec, shape: Shape, num_classes: int | None = 
         body_out = inner[-1] if inner else shape
         residual_shortcut(spec, shape, body_out)
         return body_out
-    return shape  # elementwise layers: activations, dropout, batchnorm (any shape)
+    return shape  # elementwise layers (activations, dropout, batchnorm) and se, eca, cbam, nonlocal
+
+
+def reduced_channels(channels: int, reduction: int) -> int:
+    """The bottleneck width C // r of an se / cbam gate or a nonlocal block, at least 1."""
+    return max(1, int(channels) // int(reduction))
+
+
+def eca_kernel_size(channels: int, gamma: float = 2, b: float = 1) -> int:
+    """ECA's adaptive kernel size (Wang et al., 2020, eq. 12): k = |log2(C) / gamma + b / gamma|, made odd.
+
+    The integer part t of |(log2(C) + b) / gamma|, plus one when it is even: C = 16 -> 3, 64 -> 3, 256 -> 5.
+    """
+    t = int(abs((math.log2(channels) + b) / gamma))
+    return t if t % 2 else t + 1
+
+
+def attention_parameters(spec: LayerSpec, channels: int) -> tuple[int, str]:
+    """The parameter count of an attention layer (se, cbam, eca, nonlocal, attention_pool) on ``channels``
+    channels, and its arithmetic as text (as :mod:`cnnkit.nn.attention` builds the blocks)."""
+    t, a, c = spec.type, spec.args, int(channels)
+    if t in ("se", "cbam"):
+        h = reduced_channels(c, a["reduction"])
+        mlp = 2 * c * h + h + c
+        text = f"2*{c}*{h} + {h} + {c} = {mlp} (fc1 {c}->{h} and fc2 {h}->{c} with biases; {h} = {c} // {a['reduction']})"
+        if t == "se":
+            return mlp, text
+        k = a["kernel"]
+        total = mlp + 2 * k * k + 1
+        return total, f"{text} + 2*{k}*{k} + 1 (the {k}x{k} spatial conv on [mean, max]) = {total}"
+    if t == "eca":
+        if a["kernel"] is not None:
+            return a["kernel"], f"{a['kernel']} (a 1-D kernel over the channels, no bias)"
+        k = eca_kernel_size(c, a["gamma"], a["b"])
+        return k, (f"{k} (a 1-D kernel over the channels, no bias; k = int(|(log2 {c} + {a['b']}) / {a['gamma']}|), "
+                   f"made odd)")
+    if t == "nonlocal":
+        i = reduced_channels(c, a["reduction"])
+        total = c * i + i + 2 * c * i + i * c + 2 * c
+        return total, (f"{c}*{i} + {i} (theta) + 2*{c}*{i} (phi, g) + {i}*{c} (out) + 2*{c} (bn) = {total}; "
+                       f"{i} = {c} // {a['reduction']}")
+    if t == "attention_pool":
+        return c, f"{c} (the 1x1 score conv {c}->1, no bias)"
+    raise ValueError(f"{spec.where}: not an attention layer")
 
 
 def residual_shortcut(spec: LayerSpec, shape: Shape, body_out: Shape) -> int | None:
@@ -730,8 +827,10 @@ def _list_shapes(specs: list[LayerSpec], input_shape: Shape, num_classes: int | 
     return shapes
 
 
-__all__ = ["ACTIVATIONS", "ALIASES", "AS_1D", "AS_2D", "LAYER_ARGS", "POOLS", "POOLS1D", "SEQUENCE_ONLY", "SHORTHAND",
-           "SPATIAL_ONLY", "UPSAMPLE_MODES", "RECURRENT", "RECURRENT_RETURNS", "LayerSpec", "Shape", "center_crop_offsets",
+__all__ = ["ACTIVATIONS", "ALIASES", "AS_1D", "AS_2D", "ATTENTION", "CHANNEL_ATTENTION", "SPATIAL_ATTENTION",
+           "LAYER_ARGS", "POOLS", "POOLS1D", "SEQUENCE_ONLY", "SHORTHAND",
+           "SPATIAL_ONLY", "UPSAMPLE_MODES", "RECURRENT", "RECURRENT_RETURNS", "LayerSpec", "Shape", "attention_parameters",
+           "center_crop_offsets",
            "check_input_kind", "conv1d_geometry",
-           "conv_geometry", "conv_transpose_output_size", "conv_transpose_padding",
-           "infer_shapes", "layer_output_shape", "out_channels", "parse_layers", "residual_shortcut"]
+           "conv_geometry", "conv_transpose_output_size", "conv_transpose_padding", "eca_kernel_size",
+           "infer_shapes", "layer_output_shape", "out_channels", "parse_layers", "reduced_channels", "residual_shortcut"]

@@ -19,6 +19,14 @@ gradient from one output unit (tested). Upsampling (a transposed convolution, an
 does not follow: from there on (and wherever such a branch joins, as in U-Net's
 concatenations) the field and stride are unknown and show as ``-``.
 
+Channel gates. Squeeze-and-excitation (EfficientNet, MobileNetV3, RegNetY) multiplies a
+feature map by a per-channel vector computed from a global pool of it. Through the gate
+every output unit depends on the whole image, but that is global context, not a wider
+window: an operand broadcast over every spatial position of the result (its H and W
+are 1 where the result's are not) leaves the field and stride of the map it scales or
+shifts. The table therefore shows the field of the convolution path, and this is the one
+place where it is smaller than the gradient footprint (which, past a gate, is the image).
+
 Example::
 
     s = summarize(get_model("lenet5"), (1, 28, 28))
@@ -166,12 +174,12 @@ def _fields_graph(model: nn.Module, input_shape) -> dict[str, list[tuple]] | Non
             def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
                 return not list(m.children()) or super().is_leaf_module(m, qualname)
 
-        graph = _Tracer().trace(model)
-        gm = torch.fx.GraphModule(model, graph)
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         was = model.training
-        gm.eval()
+        model.eval()  # the graph of the walk's own (eval) forward: no stochastic depth or dropout in it
         try:
+            graph = _Tracer().trace(model)
+            gm = torch.fx.GraphModule(model, graph)
             with torch.no_grad():
                 ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device=device))
         finally:
@@ -192,9 +200,13 @@ def _fields_graph(model: nn.Module, input_shape) -> dict[str, list[tuple]] | Non
             continue
         if node.op in ("get_attr", "output"):
             continue
-        ins = [state[a] for a in node.all_input_nodes if a in state]
-        if not ins:  # built from constants only
+        inputs = [a for a in node.all_input_nodes if a in state]
+        if not inputs:  # built from constants only
             continue
+        if len(inputs) > 1:  # a channel gate's vector leaves the field of the map it scales
+            local = [a for a in inputs if not _broadcast_over_space(shape_of(a), shape_of(node))]
+            inputs = local or inputs
+        ins = [state[a] for a in inputs]
         field_in = None
         if all(f is not None for f in ins):   # a branch of unknown field makes the join unknown too
             for f in ins:
@@ -208,6 +220,14 @@ def _fields_graph(model: nn.Module, input_shape) -> dict[str, list[tuple]] | Non
         if node.op == "call_module":
             result.setdefault(node.target, []).append((field_in, state[node]))
     return result
+
+
+def _broadcast_over_space(shape: list[int], out_shape: list[int]) -> bool:
+    """Whether an operand of ``shape`` is spread over every position of a map of ``out_shape`` (both without
+    the batch axis): a per-channel (C, 1, 1) vector such as a squeeze-and-excitation gate."""
+    if len(out_shape) < 2 or len(shape) != len(out_shape):
+        return False
+    return all(v == 1 for v in shape[1:]) and any(v > 1 for v in out_shape[1:])
 
 
 def _fields_in_order(calls: list[LayerCall], input_shape) -> None:

@@ -68,9 +68,16 @@ RECURRENT = [
     {"embedding": 6}, {"conv1d": {"out": 5, "kernel": 3, "dilation": 2, "causal": True}},
     {"lstm": {"hidden": 4, "bidirectional": True}}, {"gru": {"hidden": 6, "return": "last"}}, {"dense": 10},
 ]
+# Attention blocks: squeeze-and-excitation, CBAM (3x3 spatial kernel), ECA, a non-local block (its BN scale at 0,
+# as initialised: the identity; test_attention_blocks_match_torch_in_float64 gives it a scale) and attention
+# pooling. No ReLU and no biases before them: gates on zero-mean maps keep float32 within the tolerance.
+ATTENTION = [
+    {"conv": {"out": 12, "kernel": 3, "padding": "same", "bias": False}}, {"se": 4},
+    {"cbam": {"reduction": 3, "kernel": 3}}, {"eca": {"kernel": 3}}, {"nonlocal": 2}, "attention_pool", {"dense": 10},
+]
 NETS = {"recurrent": (RECURRENT, (30, 9)), "lenet": (lenet5_layers(), (1, 28, 28)), "spatial": (SPATIAL, (3, 15, 14)),
         "vector": (VECTOR, (3, 12, 12)),
-        "unet": (UNET, (3, 12, 12)), "text": (TEXT, (40, 14))}
+        "unet": (UNET, (3, 12, 12)), "text": (TEXT, (40, 14)), "attention": (ATTENTION, (3, 7, 6))}
 
 
 def twins(layers, shape, seed=0, dtype=np.float32):
@@ -164,6 +171,57 @@ def test_eval_mode_and_float64_match_torch():
     with torch.no_grad():
         want = tnet(x).numpy()
     assert nerr(net.forward(x.numpy(), training=False), want) < 1e-12
+
+
+def test_attention_blocks_match_torch_in_float64():
+    """Every attention block, the non-local one switched on (BN scale != 0), after a ReLU (CBAM's max ties
+    between dead channels), on a sequence (se, eca): loss, every gradient, the input's, train and eval."""
+    layers = [{"conv": {"out": 8, "kernel": 3, "padding": 1}}, "relu", {"se": 2},
+              {"cbam": {"reduction": 2, "kernel": 5}}, {"eca": {"gamma": 1, "b": 1}}, {"nonlocal": 2},
+              {"conv": {"out": 6, "kernel": 1}}, "attention_pool", {"dense": 10}]
+    tnet, net = twins(layers, (2, 6, 5), seed=3, dtype=np.float64)
+    tnet = tnet.double()
+    with torch.no_grad():
+        tnet.nonlocal1.bn.weight.uniform_(0.5, 1.5)
+    net.load_state_dict(tnet.state_dict())
+    x = torch.randn(6, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 10, (6,))
+    tnet.train()
+    loss = make_loss("cross_entropy")(tnet(x), y)
+    loss.backward()
+    value, dlogits = make_reference_loss("cross_entropy")(net.forward(x.detach().numpy(), True), y.numpy())
+    grads = net.backward(dlogits, need_input_grad=True)
+    assert abs(value - loss.item()) < 1e-12
+    for name, p in tnet.named_parameters():
+        assert p.grad.abs().max() > 0, f"{name}: premise, a gradient that is not zero"
+        assert nerr(grads[name], p.grad.numpy()) < 1e-10, name
+    assert nerr(net.input_grad, x.grad.numpy()) < 1e-10
+    tnet.eval()
+    with torch.no_grad():
+        assert nerr(net.forward(x.detach().numpy(), training=False), tnet(x).numpy()) < 1e-12
+
+    seq = [{"conv1d": {"out": 6, "kernel": 3}}, {"se": 3}, {"eca": {"kernel": 3}}, "globalavgpool1d", {"dense": 10}]
+    torch.manual_seed(1)
+    tnet = build_torch(parse_layers(seq), (4, 9), 10, signal=True).double()
+    net = ReferenceNet(parse_layers(seq), (4, 9), 10, dtype=np.float64, signal=True)
+    net.load_state_dict(tnet.state_dict())
+    xs = torch.randn(5, 4, 9, dtype=torch.float64)
+    make_loss("cross_entropy")(tnet(xs), y[:5]).backward()
+    grads = net.backward(make_reference_loss("cross_entropy")(net.forward(xs.numpy(), True), y[:5].numpy())[1])
+    for name, p in tnet.named_parameters():
+        assert nerr(grads[name], p.grad.numpy()) < 1e-10, name
+
+
+def test_nonlocal_starts_as_the_identity_in_every_init_scheme():
+    layers = [{"conv": {"out": 4, "kernel": 1}}, {"nonlocal": 2}, "flatten", {"dense": 10}]
+    specs = parse_layers(layers)
+    for scheme in ("default", "he", "xavier"):
+        net = ReferenceNet(specs, (3, 4, 4), 10, dtype=np.float64)
+        net.init(scheme, np.random.default_rng(0), seed=0)
+        assert not net.params["nonlocal1.bn.weight"].any(), scheme
+        x = np.random.default_rng(1).standard_normal((3, 3, 4, 4))
+        conv = net.layers[0].forward(x, training=True)
+        assert np.allclose(net.layers[1].forward(conv, training=True), conv, atol=1e-12)
 
 
 @pytest.mark.parametrize("name,hyper", [

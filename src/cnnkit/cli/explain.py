@@ -1,7 +1,7 @@
 """``cnnkit explain``: the course's arithmetic written out, step by step.
 
 The sub-commands (``conv``, ``conv1d``, ``maxpool``, ``avgpool``, ``l2pool``, ``activation``,
-``shapes``, ``optimizers``, ``backprop``, ``iou``, ``nms``, ``text``) call :mod:`cnnkit.explain` (and the NumPy
+``shapes``, ``optimizers``, ``backprop``, ``iou``, ``nms``, ``text``, ``attention``) call :mod:`cnnkit.explain` (and the NumPy
 reference engine's backprop explainer); this module parses, prints and checks
 the options. Every handler prints to stdout and returns the exit code; user
 mistakes raise :class:`cnnkit.errors.UserError` (the main CLI prints it and exits 2)::
@@ -152,6 +152,22 @@ examples:
   cnnkit explain text runs/sentiment "not good, not bad" --top 3 --format json
   cnnkit explain text runs/sentiment "an utterly charming film" --save why.html
   cnnkit explain text runs/sentiment "an utterly charming film" --method occlusion --save why.png
+"""
+
+_ATTENTION_EPILOG = """\
+RUN is an image run (its folder or a checkpoint) whose network has attention blocks: a layer list with
+se, cbam, eca, nonlocal or attention_pool layers, or an se_resnet* model. IMAGE is read as cnnkit
+predict reads it (resized to the run's input, normalised with its mean and std). One forward pass in
+eval mode records, for each block:
+  channel weights (se, eca, cbam): the gate in (0, 1) each channel is multiplied by;
+  spatial map (cbam: the sigmoid weight of each position; attention_pool: the softmax weight of each
+  position, summing to 1; nonlocal: the attention each position receives, averaged over the queries).
+--save FILE.png: the image, each spatial map over it, each block's channel weights as bars.
+
+examples:
+  cnnkit explain attention runs/se_digits digit.png
+  cnnkit explain attention runs/se_digits digit.png --top 10 --format json
+  cnnkit explain attention runs/se_digits digit.png --save attention.png
 """
 
 # --------------------------------------------------------------------------- output helpers
@@ -431,6 +447,32 @@ def _run_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_attention(args: argparse.Namespace) -> int:
+    if args.top < 0:
+        raise UserError(f"--top {args.top} is not allowed; use an int >= 0 (0: every channel)")
+    from cnnkit.explain import attention as att
+
+    if args.save:
+        att.check_save_path(args.save)
+    model, info = att.load_attention_run(args.run)
+    res = att.explain_attention(model, info, args.image, top=args.top)
+    res["run"] = str(args.run)
+    saved = att.save_png(res, args.save) if args.save else None
+    if args.format == "json":
+        out = att.to_json(res)
+        if saved:
+            out["saved"] = saved
+        print_json(out)
+    else:
+        print(att.render_text(res))
+        if saved:
+            cut = (f" (the first {saved['panels']} of {saved['total_panels']})"
+                   if saved["panels"] < saved["total_panels"] else "")
+            print(f"\nsaved the image, the spatial maps over it and the channel weights ({saved['panels']} "
+                  f"panels{cut}) to {saved['path']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -438,7 +480,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     fmt = Formatter
     p = subparsers.add_parser(
         "explain", help="the course's arithmetic step by step: conv, conv1d, pooling, activations, shapes, optimisers, "
-                        "IoU, NMS, why a text CNN classified a sentence",
+                        "IoU, NMS, why a text CNN classified a sentence, what attention blocks did to an image",
         description="Write out the arithmetic behind the course's examples, computed with the NumPy "
                     "reference engine.", formatter_class=fmt,
         epilog="examples:\n  cnnkit explain avgpool --example course\n  cnnkit explain conv --example course\n"
@@ -447,6 +489,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                "  cnnkit explain optimizers --plot optimizers.png\n  cnnkit explain backprop configs/lenet5_mnist5k.yaml\n"
                "  cnnkit explain iou --all\n  cnnkit explain nms --per-class\n"
                "  cnnkit explain text runs/sentiment \"an utterly charming film\"\n"
+               "  cnnkit explain attention runs/se_digits digit.png --save attention.png\n"
                "\nrun 'cnnkit explain WHAT --help' for each one's options")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="explain_command", metavar="WHAT")
@@ -572,6 +615,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     q.add_argument("--save", metavar="FILE", help="FILE.html (a page with the words highlighted) or FILE.png")
     _add_format(q)
     q.set_defaults(explain_handler=_run_text)
+
+    q = sub.add_parser("attention", help="the channel weights and spatial maps each attention block (se, cbam, eca, "
+                                         "nonlocal, attention_pool) applied to an image",
+                       description="Run one image through a trained run's network with its attention blocks "
+                                   "recording, and show each block's channel weights and spatial attention map.",
+                       formatter_class=fmt, epilog=_ATTENTION_EPILOG)
+    q.add_argument("run", metavar="RUN", help="an image run folder or a cnnkit checkpoint of one")
+    q.add_argument("image", metavar="IMAGE", help="an image file (PNG, JPEG, ...)")
+    q.add_argument("--top", type=int, default=5, help="channels listed per block, highest weights first (default 5; "
+                                                      "0: all)")
+    q.add_argument("--save", metavar="FILE.png", help="draw the spatial maps over the image and the channel weights")
+    _add_format(q)
+    q.set_defaults(explain_handler=_run_attention)
     return p
 
 

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cnnkit.errors import SpecError
+from cnnkit.nn.attention import CBAM, ECA, AttentionPool2d, NonLocal, SqueezeExcite
 from cnnkit.nn.layers import (
     Concat,
     Conv1d,
@@ -221,6 +222,16 @@ def _torch_layer(spec: LayerSpec, shape: Shape, out: Shape, num_classes: int | N
         return nn.ELU(a["alpha"])
     if t == "maxout":
         return Maxout(a["pieces"])
+    if t == "se":
+        return SqueezeExcite(shape[0], a["reduction"])
+    if t == "cbam":
+        return CBAM(shape[0], a["reduction"], a["kernel"])
+    if t == "eca":
+        return ECA(shape[0], a["gamma"], a["b"], a["kernel"])
+    if t == "nonlocal":
+        return NonLocal(shape[0], a["reduction"])
+    if t == "attention_pool":
+        return AttentionPool2d(shape[0])
     if t == "residual":
         body, s = _torch_sequence(list(spec.children), shape, num_classes)
         stride = residual_shortcut(spec, shape, out)

@@ -33,6 +33,20 @@ from cnnkit.reference.activations import (
     tanh_backward,
     tanh_derivative,
 )
+from cnnkit.reference.attention import (
+    attention_pool2d,
+    attention_pool2d_backward,
+    cbam_channel,
+    cbam_channel_backward,
+    cbam_spatial,
+    cbam_spatial_backward,
+    eca,
+    eca_backward,
+    embedded_gaussian,
+    embedded_gaussian_backward,
+    squeeze_excite,
+    squeeze_excite_backward,
+)
 from cnnkit.reference.conv import (
     conv1d,
     conv1d_backward,
@@ -109,6 +123,10 @@ __all__ = [
     "softmax", "softmax_backward",
     "sigmoid_derivative", "tanh_derivative", "relu_derivative", "leaky_relu_derivative",
     "elu_derivative",
+    # attention
+    "squeeze_excite", "squeeze_excite_backward", "eca", "eca_backward", "cbam_channel", "cbam_channel_backward",
+    "cbam_spatial", "cbam_spatial_backward", "embedded_gaussian", "embedded_gaussian_backward",
+    "attention_pool2d", "attention_pool2d_backward",
     # layers
     "dense", "dense_backward", "flatten", "flatten_backward", "dropout", "dropout_backward",
     "batchnorm", "batchnorm_backward", "embedding", "embedding_backward",

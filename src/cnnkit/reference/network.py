@@ -18,6 +18,10 @@ Text networks (input (V, L), first layer ``embedding``) take token ids, an integ
 the same input and concatenates them along channels (its backward splits the gradient by
 channels and adds the branches' input gradients).
 
+Attention blocks (``se``, ``cbam``, ``eca``, ``nonlocal``, ``attention_pool``) run the glass-box ops of
+:mod:`cnnkit.reference.attention` (forward and backward); a ``nonlocal`` block's output convolution and
+batch norm are :class:`Conv` and :class:`BatchNorm` layers of its own.
+
 The layers follow the glass-box ops of :mod:`cnnkit.reference` (same formulas, same
 tie rules: a max goes to the first maximum in row-major window order, as torch) but are
 arranged for speed on a whole batch: convolution is one im2col copy (a strided view made
@@ -43,6 +47,20 @@ from numpy.lib.stride_tricks import as_strided
 
 from cnnkit.errors import UserError
 from cnnkit.geometry import conv_output_size
+from cnnkit.reference.attention import (
+    attention_pool2d,
+    attention_pool2d_backward,
+    cbam_channel,
+    cbam_channel_backward,
+    cbam_spatial,
+    cbam_spatial_backward,
+    eca,
+    eca_backward,
+    embedded_gaussian,
+    embedded_gaussian_backward,
+    squeeze_excite,
+    squeeze_excite_backward,
+)
 from cnnkit.reference.conv import conv_transpose2d, conv_transpose2d_backward
 from cnnkit.reference.recurrent import RECURRENT_OPS
 from cnnkit.reference.resize import crop_concat, crop_concat_backward, upsample2d, upsample2d_backward
@@ -51,15 +69,18 @@ from cnnkit.spec import (
     conv1d_geometry,
     conv_geometry,
     conv_transpose_padding,
+    eca_kernel_size,
     infer_shapes,
     layer_output_shape,
+    reduced_channels,
     residual_shortcut,
 )
 
 SUPPORTED = ("conv", "dense", "flatten", "maxpool", "avgpool", "l2pool", "globalavgpool", "globalmaxpool",
              "dropout", "batchnorm", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout", "residual",
              "conv_transpose", "upsample", "concat", "embedding", "conv1d", "maxpool1d", "avgpool1d",
-             "globalmaxpool1d", "globalavgpool1d", "parallel", "lstm", "gru")
+             "globalmaxpool1d", "globalavgpool1d", "parallel", "lstm", "gru",
+             "se", "cbam", "eca", "nonlocal", "attention_pool")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -835,6 +856,104 @@ class Parallel(Layer):
         return dx
 
 
+# --------------------------------------------------------------------------- attention
+
+_GATE = ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias")   # an se / cbam gate's MLP, as torch names it
+
+
+class AttentionOp(Layer):
+    """se, eca, attention_pool: one glass-box op of :mod:`cnnkit.reference.attention` and its parameters.
+
+    ``op(x, *params) -> (y, cache)`` and ``op_backward(dy, cache) -> (dx, *param grads)``, the parameters
+    in the order of ``shapes`` (torch's names and order).
+    """
+
+    def __init__(self, net, prefix, name, kind, shapes: dict[str, tuple[int, ...]], op, op_backward):
+        super().__init__(net, prefix, name)
+        self.type, self.keys, self.op, self.op_backward = kind, list(shapes), op, op_backward
+        for key, shape in shapes.items():
+            net._add_param(prefix + key, shape)
+
+    def forward(self, x, training):
+        y, self.cache = self.op(x, *(self.net.params[self.prefix + k] for k in self.keys))
+        return y
+
+    def backward(self, dy, need_dx=True):
+        dx, *grads = self.op_backward(dy, self.cache)
+        self.cache = None
+        for key, g in zip(self.keys, grads):
+            self.net.grads[self.prefix + key] = g
+        return dx if need_dx else None
+
+
+class CBAM(Layer):
+    """cbam: x' = x * Mc (channel attention), y = x' * Ms (spatial attention); backward in reverse order.
+
+    Parameters fc1 (C/r, C), fc2 (C, C/r) (the shared MLP) and spatial (1, 2, k, k) with its bias (1,).
+    """
+
+    type = "cbam"
+
+    def __init__(self, net, prefix, name, channels, hidden, kernel):
+        super().__init__(net, prefix, name)
+        shapes = {"fc1.weight": (hidden, channels), "fc1.bias": (hidden,), "fc2.weight": (channels, hidden),
+                  "fc2.bias": (channels,), "spatial.weight": (1, 2, kernel, kernel), "spatial.bias": (1,)}
+        for key, shape in shapes.items():
+            net._add_param(prefix + key, shape)
+
+    def forward(self, x, training):
+        p = self.net.params
+        x1, self.c_channel = cbam_channel(x, *(p[self.prefix + k] for k in _GATE))
+        y, self.c_spatial = cbam_spatial(x1, p[self.prefix + "spatial.weight"], p[self.prefix + "spatial.bias"])
+        return y
+
+    def backward(self, dy, need_dx=True):
+        g = self.net.grads
+        dx1, g[self.prefix + "spatial.weight"], g[self.prefix + "spatial.bias"] = cbam_spatial_backward(
+            dy, self.c_spatial)
+        dx, *gate = cbam_channel_backward(dx1, self.c_channel)
+        for key, grad in zip(_GATE, gate):
+            g[self.prefix + key] = grad
+        self.c_channel = self.c_spatial = None
+        return dx if need_dx else None
+
+
+class NonLocal(Layer):
+    """nonlocal: z = bn(out(y)) + x, y the embedded-Gaussian attention of
+    :func:`~cnnkit.reference.attention.embedded_gaussian` (theta, phi, g: 1x1 convolutions C -> I; theta's
+    bias only).
+
+    ``out`` (a 1x1 :class:`Conv`, no bias) and ``bn`` (a :class:`BatchNorm`, its scale starting at 0, so
+    that the block starts as the identity) are layers of their own. backward: dx = dz + the attention's dx.
+    """
+
+    type = "nonlocal"
+    _KEYS = ("theta.weight", "theta.bias", "phi.weight", "g.weight")
+
+    def __init__(self, net, prefix, name, channels, inter, hw):
+        super().__init__(net, prefix, name)
+        shapes = {"theta.weight": (inter, channels, 1, 1), "theta.bias": (inter,),
+                  "phi.weight": (inter, channels, 1, 1), "g.weight": (inter, channels, 1, 1)}
+        for key in self._KEYS:
+            net._add_param(prefix + key, shapes[key])
+        self.out = Conv(net, prefix + "out.", name + ".out", inter, channels, (1, 1), (1, 1), (0, 0, 0, 0), (1, 1),
+                        1, False, hw)
+        self.bn = BatchNorm(net, prefix + "bn.", name + ".bn", channels, 0.1, 1e-5, True)
+        net.params[prefix + "bn.weight"][...] = 0
+
+    def forward(self, x, training):
+        y, self.cache = embedded_gaussian(x, *(self.net.params[self.prefix + k] for k in self._KEYS))
+        return self.bn.forward(self.out.forward(y, training), training) + x
+
+    def backward(self, dy, need_dx=True):
+        dyy = self.out.backward(self.bn.backward(dy), need_dx=True)
+        dx, *grads = embedded_gaussian_backward(dyy, self.cache)
+        self.cache = None
+        for key, g in zip(self._KEYS, grads):
+            self.net.grads[self.prefix + key] = g
+        return dy + dx if need_dx else None
+
+
 # --------------------------------------------------------------------------- the network
 
 class ReferenceNet:
@@ -924,6 +1043,21 @@ class ReferenceNet:
             return BatchNorm(self, prefix, name, shape[0], a["momentum"], a["eps"], a["affine"])
         if t in ("sigmoid", "tanh", "relu", "leaky_relu", "elu", "maxout"):
             return Activation(self, prefix, name, t, a)
+        if t == "se":
+            c, hidden = shape[0], reduced_channels(shape[0], a["reduction"])
+            return AttentionOp(self, prefix, name, t, {"fc1.weight": (hidden, c), "fc1.bias": (hidden,),
+                                                       "fc2.weight": (c, hidden), "fc2.bias": (c,)},
+                               squeeze_excite, squeeze_excite_backward)
+        if t == "eca":
+            k = eca_kernel_size(shape[0], a["gamma"], a["b"]) if a["kernel"] is None else a["kernel"]
+            return AttentionOp(self, prefix, name, t, {"conv.weight": (1, 1, k)}, eca, eca_backward)
+        if t == "attention_pool":
+            return AttentionOp(self, prefix, name, t, {"score.weight": (1, shape[0], 1, 1)},
+                               attention_pool2d, attention_pool2d_backward)
+        if t == "cbam":
+            return CBAM(self, prefix, name, shape[0], reduced_channels(shape[0], a["reduction"]), a["kernel"])
+        if t == "nonlocal":
+            return NonLocal(self, prefix, name, shape[0], reduced_channels(shape[0], a["reduction"]), shape[1:])
         if t == "residual":
             body = self._build(list(spec.children), shape, prefix + "body.")
             stride = residual_shortcut(spec, shape, out)
@@ -1000,7 +1134,7 @@ class ReferenceNet:
 
         random / xavier / he draw conv and dense weights, and an lstm's / gru's weight matrices (fans of a
         dense (gates*H, in) weight), with :func:`cnnkit.reference.init.init_weight` (biases 0, batchnorm
-        weight 1; an embedding keeps torch's N(0, 1), its padding row 0); ``default`` copies a torch DeclarativeNet built under
+        weight 1 but a nonlocal block's 0; an embedding keeps torch's N(0, 1), its padding row 0); ``default`` copies a torch DeclarativeNet built under
         ``torch.manual_seed(seed)`` (seed drawn from ``rng`` when None), i.e. torch's own initialisation.
         """
         from cnnkit.reference.init import init_weight
@@ -1036,6 +1170,9 @@ class ReferenceNet:
                 self.params[k] = np.zeros_like(p)
             else:  # batchnorm weight
                 self.params[k] = np.ones_like(p)
+        for layer in self.iter_layers():
+            if isinstance(layer, NonLocal):   # the paper's initialisation: the block starts as the identity
+                self.params[layer.prefix + "bn.weight"] = np.zeros_like(self.params[layer.prefix + "bn.weight"])
 
     def set_dropout(self, *, freeze: bool | None = None, mask_override: Any = "keep") -> None:
         """Freeze dropout masks (reuse the last one) or set shared masks on every dropout layer."""
@@ -1058,6 +1195,8 @@ class ReferenceNet:
                     yield from walk(layer.body)
                     if layer.shortcut is not None:
                         yield layer.shortcut
+                if isinstance(layer, NonLocal):
+                    yield from (layer.out, layer.bn)
         yield from walk(self.layers)
 
 

@@ -8,4 +8,4 @@ maps an image to a pooled, flattened feature vector and ``head`` is the final
 ``nn.Linear``.
 """
 
-from cnnkit.models.zoo import densenet, fastnet, inception, resnet, vgg  # noqa: F401
+from cnnkit.models.zoo import densenet, fastnet, inception, modern, resnet, se_resnet, vgg  # noqa: F401

@@ -25,6 +25,14 @@ CIFAR networks, written here (torchvision has none):
   final BN-ReLU, global average pooling and a linear layer; a shortcut that
   changes the shape is a bias-free 1x1 convolution of the pre-activated input.
   36,479,194 parameters with 10 classes, as in the authors' code.
+
+Stochastic depth (Huang et al., 2016): ``drop_path`` of the CIFAR ResNets and of
+WRN-28-10 (default 0, off). In training the residual branch of block l of L is
+dropped, per sample, with probability ``drop_path * l / L`` (the paper's linear decay
+rule: the last block gets ``drop_path``) and scaled by 1 / (1 - p) when kept
+(:func:`torchvision.ops.stochastic_depth`), so evaluation, which keeps every branch,
+needs no rescaling. Each block's rate is its ``drop_path`` attribute. The torchvision
+ResNets above have no such option.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from typing import Callable
 
 import torchvision
 from torch import Tensor, nn
+from torchvision.ops import stochastic_depth
 
 from cnnkit.errors import UserError
 from cnnkit.models.base import Classifier
@@ -65,8 +74,9 @@ def _init_weights(module: nn.Module) -> None:
 class BasicBlock(nn.Module):
     """He et al.'s post-activation basic block, with an option-B projection shortcut."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, drop_path: float = 0.0) -> None:
         super().__init__()
+        self.drop_path = drop_path  # stochastic depth: the probability of dropping the branch in training
         self.conv1 = _conv3x3(in_ch, out_ch, stride)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.relu = nn.ReLU(inplace=True)
@@ -80,15 +90,17 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = stochastic_depth(self.bn2(self.conv2(out)), self.drop_path, "row", self.training)
         return self.relu(out + self.shortcut(x))
 
 
 class WideBasicBlock(nn.Module):
     """Zagoruyko & Komodakis' pre-activation block: BN-ReLU-conv-BN-ReLU-dropout-conv."""
 
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dropout: float = 0.0) -> None:
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, dropout: float = 0.0,
+                 drop_path: float = 0.0) -> None:
         super().__init__()
+        self.drop_path = drop_path  # stochastic depth: the probability of dropping the branch in training
         self.bn1 = nn.BatchNorm2d(in_ch)
         self.relu1 = nn.ReLU(inplace=True)
         self.conv1 = _conv3x3(in_ch, out_ch, stride)
@@ -105,7 +117,7 @@ class WideBasicBlock(nn.Module):
         shortcut = x if self.shortcut is None else self.shortcut(pre)
         out = self.conv1(pre)
         out = self.conv2(self.dropout(self.relu2(self.bn2(out))))
-        return out + shortcut
+        return stochastic_depth(out, self.drop_path, "row", self.training) + shortcut
 
 
 def _stage(block: Callable[..., nn.Module], in_ch: int, out_ch: int, blocks: int, stride: int,
@@ -113,6 +125,16 @@ def _stage(block: Callable[..., nn.Module], in_ch: int, out_ch: int, blocks: int
     layers = [block(in_ch, out_ch, stride, **block_args)]
     layers += [block(out_ch, out_ch, 1, **block_args) for _ in range(blocks - 1)]
     return nn.Sequential(*layers)
+
+
+def _set_drop_path(body: nn.Module, drop_path: float) -> None:
+    """Stochastic depth's linear decay rule (Huang et al., 2016): block l of L (in order) drops its
+    residual branch with probability ``drop_path * l / L``."""
+    if not 0.0 <= drop_path < 1.0:
+        raise UserError(f"drop_path must be in [0, 1), got {drop_path}")
+    blocks = [m for m in body.modules() if isinstance(m, (BasicBlock, WideBasicBlock))]
+    for l, block in enumerate(blocks, 1):
+        block.drop_path = drop_path * l / len(blocks)
 
 
 # --------------------------------------------------------------------------- model creation
@@ -136,7 +158,7 @@ def _create_resnet(builder: Callable[..., nn.Module], *, num_classes: int, in_ch
 
 
 def _create_cifar_resnet(depth: int, *, num_classes: int, in_chans: int,
-                         widths: tuple[int, int, int] = (16, 32, 64)) -> Classifier:
+                         widths: tuple[int, int, int] = (16, 32, 64), drop_path: float = 0.0) -> Classifier:
     if depth < 8 or (depth - 2) % 6:
         raise UserError(f"a CIFAR ResNet needs depth = 6n + 2 (20, 32, 44, 56, 110, ...), got {depth}")
     n = (depth - 2) // 6
@@ -150,13 +172,14 @@ def _create_cifar_resnet(depth: int, *, num_classes: int, in_chans: int,
         flatten=nn.Flatten(),
     ))
     head = nn.Linear(w3, num_classes)
+    _set_drop_path(body, drop_path)
     _init_weights(body)
     _init_weights(head)
     return Classifier(body, head)
 
 
 def _create_wide_resnet(depth: int, widen_factor: int, *, num_classes: int, in_chans: int,
-                        dropout: float) -> Classifier:
+                        dropout: float, drop_path: float = 0.0) -> Classifier:
     if depth < 10 or (depth - 4) % 6:
         raise UserError(f"a Wide ResNet needs depth = 6n + 4 (16, 22, 28, 40, ...), got {depth}")
     n = (depth - 4) // 6
@@ -172,6 +195,7 @@ def _create_wide_resnet(depth: int, widen_factor: int, *, num_classes: int, in_c
         flatten=nn.Flatten(),
     ))
     head = nn.Linear(w3, num_classes)
+    _set_drop_path(body, drop_path)
     _init_weights(body)
     _init_weights(head)
     return Classifier(body, head)
@@ -250,42 +274,54 @@ def wide_resnet50_2(num_classes: int = 1000, in_chans: int = 3, input_size: int 
 
 @register_model("resnet20", "CIFAR ResNet-20 (He et al., 2016), 16/32/64 channels, option-B shortcuts",
                 default_input=_CIFAR, min_input=_CIFAR)
-def resnet20(num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> Classifier:
-    """CIFAR ResNet-20: 3 stages of 3 basic blocks; projection (option B) shortcuts."""
-    return _create_cifar_resnet(20, num_classes=num_classes, in_chans=in_chans)
+def resnet20(num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+             drop_path: float = 0.0) -> Classifier:
+    """CIFAR ResNet-20: 3 stages of 3 basic blocks; projection (option B) shortcuts;
+    ``drop_path``: stochastic depth, the last block's drop rate."""
+    return _create_cifar_resnet(20, num_classes=num_classes, in_chans=in_chans, drop_path=drop_path)
 
 
 @register_model("resnet32", "CIFAR ResNet-32 (He et al., 2016), 16/32/64 channels, option-B shortcuts",
                 default_input=_CIFAR, min_input=_CIFAR)
-def resnet32(num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> Classifier:
-    """CIFAR ResNet-32: 3 stages of 5 basic blocks; projection (option B) shortcuts."""
-    return _create_cifar_resnet(32, num_classes=num_classes, in_chans=in_chans)
+def resnet32(num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+             drop_path: float = 0.0) -> Classifier:
+    """CIFAR ResNet-32: 3 stages of 5 basic blocks; projection (option B) shortcuts;
+    ``drop_path``: stochastic depth, the last block's drop rate."""
+    return _create_cifar_resnet(32, num_classes=num_classes, in_chans=in_chans, drop_path=drop_path)
 
 
 @register_model("resnet44", "CIFAR ResNet-44 (He et al., 2016), 16/32/64 channels, option-B shortcuts",
                 default_input=_CIFAR, min_input=_CIFAR)
-def resnet44(num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> Classifier:
-    """CIFAR ResNet-44: 3 stages of 7 basic blocks; projection (option B) shortcuts."""
-    return _create_cifar_resnet(44, num_classes=num_classes, in_chans=in_chans)
+def resnet44(num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+             drop_path: float = 0.0) -> Classifier:
+    """CIFAR ResNet-44: 3 stages of 7 basic blocks; projection (option B) shortcuts;
+    ``drop_path``: stochastic depth, the last block's drop rate."""
+    return _create_cifar_resnet(44, num_classes=num_classes, in_chans=in_chans, drop_path=drop_path)
 
 
 @register_model("resnet56", "CIFAR ResNet-56 (He et al., 2016), 16/32/64 channels, option-B shortcuts",
                 default_input=_CIFAR, min_input=_CIFAR)
-def resnet56(num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> Classifier:
-    """CIFAR ResNet-56: 3 stages of 9 basic blocks; projection (option B) shortcuts."""
-    return _create_cifar_resnet(56, num_classes=num_classes, in_chans=in_chans)
+def resnet56(num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+             drop_path: float = 0.0) -> Classifier:
+    """CIFAR ResNet-56: 3 stages of 9 basic blocks; projection (option B) shortcuts;
+    ``drop_path``: stochastic depth, the last block's drop rate."""
+    return _create_cifar_resnet(56, num_classes=num_classes, in_chans=in_chans, drop_path=drop_path)
 
 
 @register_model("resnet110", "CIFAR ResNet-110 (He et al., 2016), 16/32/64 channels, option-B shortcuts",
                 default_input=_CIFAR, min_input=_CIFAR)
-def resnet110(num_classes: int = 10, in_chans: int = 3, input_size: int = 32) -> Classifier:
-    """CIFAR ResNet-110: 3 stages of 18 basic blocks; projection (option B) shortcuts."""
-    return _create_cifar_resnet(110, num_classes=num_classes, in_chans=in_chans)
+def resnet110(num_classes: int = 10, in_chans: int = 3, input_size: int = 32,
+              drop_path: float = 0.0) -> Classifier:
+    """CIFAR ResNet-110: 3 stages of 18 basic blocks; projection (option B) shortcuts;
+    ``drop_path``: stochastic depth, the last block's drop rate."""
+    return _create_cifar_resnet(110, num_classes=num_classes, in_chans=in_chans, drop_path=drop_path)
 
 
 @register_model("wrn28_10", "Wide ResNet 28-10 (Zagoruyko & Komodakis, 2016) for CIFAR, pre-activation blocks",
                 default_input=_CIFAR, min_input=_CIFAR)
-def wrn28_10(num_classes: int = 10, in_chans: int = 3, input_size: int = 32, dropout: float = 0.0) -> Classifier:
+def wrn28_10(num_classes: int = 10, in_chans: int = 3, input_size: int = 32, dropout: float = 0.0,
+             drop_path: float = 0.0) -> Classifier:
     """WRN-28-10: 3 stages of 4 pre-activation blocks, 160/320/640 channels; ``dropout`` between the convs
-    of each block (the paper uses 0.3 in some runs)."""
-    return _create_wide_resnet(28, 10, num_classes=num_classes, in_chans=in_chans, dropout=dropout)
+    of each block (the paper uses 0.3 in some runs); ``drop_path``: stochastic depth, the last block's rate."""
+    return _create_wide_resnet(28, 10, num_classes=num_classes, in_chans=in_chans, dropout=dropout,
+                               drop_path=drop_path)
