@@ -86,6 +86,12 @@ class DataConfig(Section):
     max_length: int | None = Field(None, gt=0, description="text: longer texts are cut to this many tokens "
                                    "(default: the longest training text)")
     lowercase: bool = Field(True, description="text: lower-case before tokenising")
+    # clips (Moving MNIST: task video classifies clips, task frames predicts the next frames)
+    clips: int | None = Field(None, gt=0, description="moving_mnist: clips generated, training and validation "
+                              "together (default 2000)")
+    frames: int | None = Field(None, gt=0, description="moving_mnist: frames per clip a model sees (default 10)")
+    future: int | None = Field(None, gt=0, description="moving_mnist (task frames): frames to predict (default 10)")
+    digits: int | None = Field(None, gt=0, description="moving_mnist: digits per clip (default 2)")
     # time series (task timeseries: classify whole series; task forecast: predict the next values)
     znorm: bool = Field(True, description="timeseries: z-normalise each series (each channel) on its own")
     unequal_length: Literal["pad", "resample"] = Field(
@@ -174,10 +180,10 @@ class ModelConfig(Section):
         # [C, H, W] for images; [V, L] (vocabulary size, sequence length) for text
         # [C, L] for a series; for text [V, L] (a vocabulary holds padding, unknown and a word: V >= 3,
         # which the text task checks)
-        if v is not None and (len(v) not in (2, 3) or min(v) < 1):
+        if v is not None and (len(v) not in (2, 3, 4) or min(v) < 1):
             raise ValueError(f"model.input must be [C, H, W] with positive sizes or, for text, [V, L] (a vocabulary "
-                             f"of V >= 3 tokens, padding and unknown included, and L tokens), or [C, L] for a "
-                             f"series, got {v}")
+                             f"of V >= 3 tokens, padding and unknown included, and L tokens), [C, L] for a "
+                             f"series, or [T, C, H, W] for clips, got {v}")
         return v
 
     @model_validator(mode="after")

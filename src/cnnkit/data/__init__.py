@@ -28,6 +28,7 @@ def _load_families() -> None:
     from cnnkit.data import segmentation  # noqa: F401
     from cnnkit.data.text import dataset as _text  # noqa: F401
     from cnnkit.data.timeseries import dataset as _series, forecast as _forecast  # noqa: F401
+    from cnnkit.data.video import dataset as _video  # noqa: F401
 
 
 def list_datasets(pattern: str | None = None) -> list[str]:
@@ -188,7 +189,8 @@ def load_data(cfg: DataConfig, task: str | None = None) -> DataBundle:
         classes = [classes[c] for c in keep]
     # One class of objects is a detector; a segmentation set always has its background class too; a
     # forecaster's "classes" are its outputs (one for one target one step ahead).
-    if len(classes) < 2 and (bundle.extra or {}).get("task") not in ("detection", "segmentation", "forecast"):
+    if len(classes) < 2 and (bundle.extra or {}).get("task") not in ("detection", "segmentation", "forecast",
+                                                                         "frames"):
         raise UserError(f"dataset {cfg.name!r} has {len(classes)} class ({', '.join(map(str, classes))}); a classifier "
                         f"needs at least 2 (an image folder needs a subfolder per class)")
     if len(val) == 0:

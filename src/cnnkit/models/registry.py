@@ -27,7 +27,8 @@ def register_model(name: str, description: str, *, default_input: tuple[int, ...
     """Register a builder with its default and smallest valid input and the task it serves (a classifier's
     ``model(x)`` gives logits; a detector's gives boxes). Inputs are (C, H, W) images or, for text,
     (V, L): a vocabulary of V tokens (the one-hot channels of a token sequence) and L tokens.
-    ``variable_length``: a text model that masks its padding, so its batches need not all be L long."""
+    ``variable_length``: a text model that masks its padding, so its batches need not all be L long.
+    Clips are (T, C, H, W): T frames of (C, H, W); their builders are sized by a frame and take any T."""
     return MODELS.register(name, description, default_input=tuple(default_input),
                            min_input=tuple(min_input or default_input), task=task, variable_length=variable_length)
 
@@ -50,7 +51,7 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
     a detector or segmentation model is built on (see :func:`create_backbone`)."""
     _load_families()
     entry = MODELS.entry(name)
-    c, h = entry.meta["default_input"][:2]
+    c, h = frame_shape(entry.meta["default_input"])
     builder = entry.obj
     params = inspect.signature(builder).parameters
     reserved = ("num_classes", "in_chans", "input_size", "backbone")
@@ -59,9 +60,12 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
             allowed = [p for p in params if p not in reserved]
             raise UserError(f"model {name!r} has no option {key!r}{did_you_mean(key, allowed)}; "
                             f"allowed options: {', '.join(allowed) or 'none'}")
-    min_h = entry.meta["min_input"][1]
+    min_h = frame_shape(entry.meta["min_input"])[1]
     size = input_size if input_size is not None else h
     if size < min_h:
+        if len(entry.meta["min_input"]) == 4:
+            raise UserError(f"model {name!r} needs frames of at least {min_h}x{min_h} pixels, got {size}x{size}; "
+                            f"set data.image_size={min_h} or more")
         if len(entry.meta["min_input"]) == 2:
             if entry.meta.get("task") == "text":
                 raise UserError(f"model {name!r} needs sequences of at least {min_h} tokens, got {size}; "
@@ -76,6 +80,12 @@ def get_model(name: str, num_classes: int = 10, in_chans: int | None = None, inp
         options["backbone"] = backbone
     return builder(num_classes=num_classes, in_chans=in_chans if in_chans is not None else c,
                    input_size=size, **options)
+
+
+def frame_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """``(channels, side)`` a builder is sized by: (C, H, W) images and (V, L) sequences by their first two
+    values, (T, C, H, W) clips by one frame's (C, H)."""
+    return (shape[1], shape[2]) if len(shape) == 4 else (shape[0], shape[1])
 
 
 def default_input(name: str) -> tuple[int, ...]:
@@ -108,7 +118,12 @@ def create_model(cfg: "ModelConfig", input_shape: tuple[int, ...], num_classes: 
     from cnnkit.spec import parse_layers
     from cnnkit.nn.init import init_weights
 
-    c, h, w = input_shape if len(input_shape) == 3 else (*input_shape, input_shape[-1])  # (V, L) text: square
+    if len(input_shape) == 4 and cfg.layers is not None:
+        raise UserError(f"a layer list reads images (C, H, W) or sequences; clips {list(input_shape)} (T, C, H, W) "
+                        f"need a named clip model ('cnnkit models' lists those of tasks video and frames)")
+    # (T, C, H, W) clips: a frame sizes the builder, which takes any T; (V, L) text: square
+    c, h, w = input_shape[1:] if len(input_shape) == 4 else \
+        input_shape if len(input_shape) == 3 else (*input_shape, input_shape[-1])
     if cfg.layers is not None:
         specs = parse_layers(cfg.layers)
         last = specs[-1]
