@@ -376,7 +376,7 @@ def test_config_input_takes_v_l_and_create_model_builds_kim():
     assert model.head_name == "dense1" and model.dense1.out_features == 3
     assert model(token_ids(3, 9, 60)).shape == (3, 3)
     assert sum(p.numel() for p in model.parameters()) == 60 * 8 + (2 * 8 + 1) * 4 + (3 * 8 + 1) * 4 + (8 + 1) * 3
-    for bad in ([1, 2, 3, 4], [5], [0, 9]):
+    for bad in ([1, 2, 3, 4, 5], [5], [0, 9]):
         with pytest.raises(ConfigError, match=r"model.input must be \[C, H, W\] .* or, for text, \[V, L\]"):
             validate({"model": {"input": bad, "layers": ["flatten", {"dense": 2}]}})
 
