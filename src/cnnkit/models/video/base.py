@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from cnnkit.errors import UserError
-from cnnkit.models.timeseries.base import check_bool, check_dropout, check_positive, int_list
+from cnnkit.models.timeseries.base import SeriesClassifier, check_bool, check_dropout, check_positive, int_list
 
 __all__ = ["ClipClassifier", "check_bool", "check_choice", "check_clip", "check_dropout", "check_frame_size",
            "check_positive", "int_list"]
@@ -42,31 +42,7 @@ def check_clip(x: Tensor, model: str) -> None:
         raise ValueError(f"{model} reads clips (N, T, C, H, W), got a tensor of shape {tuple(x.shape)}")
 
 
-class ClipClassifier(nn.Module):
+class ClipClassifier(SeriesClassifier):
     """Base of the clip classifiers: ``forward_features(x (N, T, C, H, W))`` gives a feature vector
-    ``(N, F)`` per clip and ``forward_head`` applies ``dropout`` and the dense head ``fc``."""
-
-    fc: nn.Linear
-    dropout: nn.Module
-
-    @property
-    def num_classes(self) -> int:
-        return self.fc.out_features
-
-    def forward_features(self, x: Tensor) -> Tensor:  # pragma: no cover - every model overrides it
-        raise NotImplementedError
-
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.dropout(x)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a freshly initialised one with ``num_classes`` outputs."""
-        w = self.fc.weight
-        self.fc = nn.Linear(self.fc.in_features, num_classes, bias=self.fc.bias is not None).to(w.device, w.dtype)
+    ``(N, F)`` per clip and ``forward_head`` applies ``dropout`` and the dense head ``fc`` (the head
+    and its timm-style methods are the series classifiers')."""
