@@ -50,8 +50,14 @@ every file this process opens whose name holds ``_TEST`` (the report must say "n
   later)`` epochs (``peer_harness.fill_epochs``). ``--epochs`` wins over ``--budget-s``.
 * Times: ``fit (s)`` is the wall-clock of the fit call (cnnkit: data preparation, model build, training,
   per-epoch checkpoint writes and the one final validation; rockets: transform + ridge), ``s/ep`` the
-  median of cnnkit's ``epoch_time_s``. Every contender runs in this one process with ``--threads`` torch
-  threads (and the same ``n_jobs`` for aeon's numba kernels), one after the other.
+  median of cnnkit's ``epoch_time_s``; ``CPU`` is this process's CPU time over the same call (on a
+  shared machine the wall-clock depends on the others' load, the CPU time much less). Every contender runs
+  in this one process with ``--threads`` torch threads (and the same ``n_jobs`` for aeon's numba
+  kernels), one after the other. The default is 1 thread: on the 2-core machine these numbers come from,
+  shared with other jobs, 2 torch threads made the small convolutions of these networks 2-7x *slower*
+  whenever the other core was busy (a thread waits for its descheduled partner at every op); with 1
+  thread the CPU time is close to the wall-clock on an idle core. A first training of each model (1
+  epoch, on the first set) runs before any timing, like the rockets' numba warm-up.
 * Published accuracies (``IT pub``): InceptionTime (the ensemble of 5), Ismail Fawaz et al. 2020, as the
   authors' repository github.com/hfawaz/InceptionTime reports them on the *official TEST sets* with the
   *whole* TRAIN set: results-InceptionTime-128.csv (UCR 2018 archive) for the six univariate sets and
