@@ -72,7 +72,6 @@ import argparse
 import contextlib
 import io
 import json
-import os
 import statistics
 import sys
 import tempfile

@@ -20,10 +20,12 @@ every file this process opens whose name holds ``_TEST`` (the report must say "n
   alpha), ``n_jobs=--threads`` and ``random_state=seed``, fitted on the training part, scored on the
   held-out part. One-length sets: the series as read (float64, no preparation: ROCKET normalises each
   series itself, MiniRocket does not, as the papers do). Variable-length sets (aeon's classifiers refuse
-  them): the arrays cnnkit's networks get, so every contender sees the same padding: each series
-  z-normalised per channel, zero-padded after its end to the longest series of the training part
-  (longer held-out series cut), with cnnkit's padding-mask channel (1 on values, 0 on padding) appended
-  (``SeriesLayout.fit`` on the training part + ``prepare_series``). ``--rocket-input cnnkit`` gives them
+  them): the arrays cnnkit's networks get, so every contender sees the same padding: the series
+  prepared as the FCN recipe's data section says (configs/ucr_fcn.yaml: ``data.znorm: false``, so as
+  read; zero-padded after its end to the longest series of the training part, longer held-out series
+  cut; cnnkit's padding-mask channel, 1 on values and 0 on padding, appended), with a layout fitted on
+  the training part (``SeriesLayout.fit`` + ``prepare_series``; ``--set data.KEY=VALUE`` changes it for
+  the rockets too). ``--rocket-input cnnkit`` gives them
   those prepared arrays on every set. Numba compiles (and caches) their kernels on first use; a warm-up
   fit on a tiny random set, before any timing, keeps the compile out of the fit times (it is printed).
 * cnnkit: each model from its recipe (``fcn1d``: configs/ucr_fcn.yaml, ``inception_time``:
