@@ -449,7 +449,7 @@ def test_forecast_windows_by_hand(tmp_path):
     assert b.extra["train_values"] == [bb[:train_steps].tolist()]
     assert b.extra["forecast_layout"]["mase_scale"] == pytest.approx([2.0])  # |b[t+1] - b[t]| = 2
     assert b.extra["times"][0] == "d0" and b.extra["lookback"] == 3 and b.extra["horizon"] == 2
-    seasonal = _build("forecast", path=str(path), lookback=3, horizon=1, season=4, target_columns=["a"])
+    seasonal = _build("forecast", path=str(path), lookback=4, horizon=1, season=4, target_columns=["a"])
     assert seasonal.extra["forecast_layout"]["mase_scale"] == pytest.approx([4.0])
 
 

@@ -210,6 +210,11 @@ def test_forecast_bad_inputs(tmp_path, capsys):
     nolook = {**base, "data": {**base["data"], "horizon": 2, "lookback": None}}
     assert main(["train", str(write_config(tmp_path, nolook)), "--quiet"]) == 2
     assert "lookback" in capsys.readouterr().err
+    short = {**base, "data": {**base["data"], "horizon": 2, "season": 12}}
+    assert main(["train", str(write_config(tmp_path, short)), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "data.lookback=8" in err and "data.season=12" in err
+    assert not list(tmp_path.glob("*/final.json")) and not list(tmp_path.glob("2*"))  # refused before any run folder
     ce = {**base, "data": {**base["data"], "horizon": 2}, "train": {**base["train"], "loss": "cross_entropy"}}
     assert main(["train", str(write_config(tmp_path, ce)), "--quiet"]) == 2
     assert "mse" in capsys.readouterr().err

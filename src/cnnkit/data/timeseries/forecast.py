@@ -380,6 +380,11 @@ def forecast(cfg: DataConfig) -> DataBundle:
         raise UserError("data.name=forecast needs data.lookback: the steps of history each window shows the model "
                         "(e.g. 24 for two years of monthly data)")
     lookback, horizon = int(cfg.lookback), int(cfg.horizon)
+    if cfg.season is not None and lookback < cfg.season:
+        # the seasonal-naive baseline every validation scores against reads one season of each window
+        raise UserError(f"data.lookback={lookback} is shorter than data.season={cfg.season}: the seasonal-naive "
+                        f"baseline needs a window of at least one season; raise data.lookback to {cfg.season} or "
+                        f"more, or unset data.season")
     frame = read_forecast(cfg.path, cfg.time_column, cfg.value_columns)
     targets = list(cfg.target_columns) if cfg.target_columns is not None else list(frame.columns)
     if not targets:
