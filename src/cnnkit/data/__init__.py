@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, Subset
 from cnnkit.config import DataConfig
 from cnnkit.data.base import DataBundle, TensorData, TensorLoader, channel_stats
 from cnnkit.data.registry import DATASETS, register_dataset
+from cnnkit.data.splits import stratified_split
 from cnnkit.errors import UserError
 
 __all__ = ["DATASETS", "DataBundle", "TensorData", "TensorLoader", "list_datasets", "load_data", "register_dataset"]
@@ -67,20 +68,6 @@ class RemappedLabels(Dataset):
     def __getitem__(self, i: int):
         x, y = self.ds[i]
         return x, self.mapping[int(y)]
-
-
-def stratified_split(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, val): ``fraction`` of every class goes to val, chosen by ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        k = int(round(fraction * len(idx)))
-        val.append(idx[:k])
-        train.append(idx[k:])
-    tr, va = torch.cat(train), torch.cat(val)
-    return tr.sort().values, va.sort().values
 
 
 def _keep_classes(ds: Any, keep: Sequence[int]) -> Any:

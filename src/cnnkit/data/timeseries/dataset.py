@@ -26,6 +26,7 @@ import torch
 from cnnkit.config import DataConfig
 from cnnkit.data.base import DataBundle
 from cnnkit.data.registry import register_dataset
+from cnnkit.data.splits import stratified_split
 from cnnkit.data.timeseries.formats import SUFFIXES, SeriesData, read_series
 from cnnkit.data.timeseries.prepare import SeriesLayout, prepare_series
 from cnnkit.errors import UserError
@@ -58,20 +59,11 @@ class SeriesTensors:
 
 def stratified_indices(targets: Sequence[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Indices (train, val), each sorted: ``round(fraction * n_c)`` series of every class ``c`` go to val,
-    chosen by ``seed``. The same draw as the data layer's ``stratified_split`` (so a series set and an
-    image set split alike)."""
-    labels = torch.as_tensor(list(targets), dtype=torch.long)
-    g = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        k = int(round(fraction * len(idx)))
-        val.append(idx[:k])
-        train.append(idx[k:])
-    tr = torch.cat(train).sort().values.tolist() if train else []
-    va = torch.cat(val).sort().values.tolist() if val else []
-    return tr, va
+    chosen by ``seed``: the data layer's :func:`~cnnkit.data.splits.stratified_split`, as lists."""
+    if not len(targets):
+        return [], []
+    tr, va = stratified_split(torch.as_tensor(list(targets), dtype=torch.long), fraction, seed)
+    return tr.tolist(), va.tolist()
 
 
 def _reject_other_options(cfg: DataConfig) -> None:
