@@ -129,18 +129,24 @@ def for_task(bundle: DataBundle, task: str | None) -> DataBundle:
                        val=None if bundle.val is None else with_instance_masks(bundle.val),
                        test=None if bundle.test is None else with_instance_masks(bundle.test))
     wants = {"segmentation": ("segmentation",), "instance": ("detection",), "detection": ("detection",),
-             "text": ("text",), "timeseries": ("timeseries",), "forecast": ("forecast",)}
+             "text": ("text",), "timeseries": ("timeseries",), "forecast": ("forecast",), "video": ("video",),
+             "frames": ("frames",), "reconstruction": ("classification",), "gan": ("classification",)}
     if task in wants and kind not in wants[task]:
         gives = {"classification": "class labels per image", "detection": "boxes",
                  "segmentation": "masks per pixel", "text": "labelled texts", "timeseries": "labelled series",
-                 "forecast": "a series to forecast"}.get(kind, kind)
+                 "forecast": "a series to forecast", "video": "labelled clips", "frames": "clips to continue"
+                 }.get(kind, kind)
         needs = {"segmentation": "masks (data.name=masks, or shapes / coco with segmentations)",
                  "instance": "objects with masks (shapes, or coco with segmentations)",
                  "detection": "boxes (coco, yolo, voc, shapes, mnist_detect)",
                  "text": "labelled texts (data.name=text, data.path=FILE.tsv or a folder per class of .txt files)",
                  "timeseries": "labelled series (data.name=series, data.path=FILE_TRAIN.ts, .csv or .npz)",
                  "forecast": "a series (data.name=forecast, data.path=FILE.csv with a time column and value columns, "
-                             "or statsmodels:NAME)"}[task]
+                             "or statsmodels:NAME)",
+                 "video": "labelled clips (data.name=moving_mnist_clips)",
+                 "frames": "clips whose next frames to predict (data.name=moving_mnist)",
+                 "reconstruction": "images (mnist5k, digits, cifar10, imagefolder, ...)",
+                 "gan": "images (mnist5k, digits, cifar10, imagefolder, ...)"}[task]
         raise UserError(f"task {task} needs {needs}; dataset {bundle_name(bundle)} gives {gives}")
     if task == "classification" and kind != "classification":
         raise UserError(f"task classification needs class labels per image; dataset {bundle_name(bundle)} is for "

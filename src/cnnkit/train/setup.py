@@ -30,6 +30,10 @@ from cnnkit.train.schedules import make_schedule
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
+#: Tasks whose models read (and write) pixel values in [0, 1]: their images are not standardised.
+UNIT_PIXEL_TASKS = ("reconstruction", "gan")
+
+
 def load_task_data(cfg: Config, bundle: DataBundle | None = None, tokenizer: Any = None
                    ) -> tuple[Task, DataBundle, tuple[int, ...]]:
     """The config's task (checked first: an unknown one fails before any data is read), its data with
@@ -57,6 +61,9 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None, tokenizer: Any
         norm = normalisation_for(cfg.model, bundle.input_shape[0])
         if norm is not None:  # pretrained weights expect the normalisation they were trained with
             bundle.mean, bundle.std = norm
+        if cfg.task in UNIT_PIXEL_TASKS:  # generative models read and write pixels in [0, 1]
+            channels = len(bundle.mean)
+            bundle.mean, bundle.std = (0.0,) * channels, (1.0,) * channels
     if cfg.task == "text" and "tokenizer" not in (bundle.extra or {}):
         from cnnkit.data.text.dataset import tokenize_bundle
 
