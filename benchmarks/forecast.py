@@ -34,6 +34,8 @@ all scored on the same validation windows with the same code.
   and the naive and seasonal-naive ones are read from the run's final.json (``val_*``,
   ``val_naive_*``, ``val_snaive_*``). ``cnnkit eval RUN --checkpoint last --format json`` is run as a
   cross-check (it must agree).
+* Per-window normalisation (``data.window_norm``: none, last, mean) is a recipe setting like any other:
+  ``--set data.window_norm=none`` measures the recipe without it.
 * naive / seasonal naive: cnnkit's own (final.json). The benchmark recomputes both itself on the windows
   it cuts (``cnnkit.tasks.forecast.naive_forecast`` / ``seasonal_naive_forecast``) as a check that its
   windows are cnnkit's: the report prints the largest relative difference.
@@ -423,6 +425,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="forecast_bench_")
     work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
     results = {name: run_set(args, name, work) for name in args.sets}
     total = time.perf_counter() - t0
     report(args, results, total, tried)

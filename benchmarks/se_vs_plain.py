@@ -19,6 +19,11 @@ Usage::
     python benchmarks/se_vs_plain.py --epochs 60 --device cuda --json se_vs_plain.json
     python benchmarks/se_vs_plain.py --models resnet56,se_resnet56 --reduction 4
     python benchmarks/se_vs_plain.py --quick                       # a smoke run: tiny data, 1 epoch (< 1 min)
+    python benchmarks/se_vs_plain.py --models "rcnn[recurrent=false;width=32],rcnn[width=32]"   # RCNN vs its twin
+
+A model entry is a registered name, optionally with options in brackets (``name[key=value;key=value]``,
+values read as YAML): the same harness compares any plain network with its variant, e.g. Liang &
+Hu's recurrent CNN with its feed-forward twin of the same parameter count.
 
 ``--quick`` keeps 5 training images per class, holds out 0.2% (100 images) and trains one epoch with
 one seed (unless ``--seeds`` is given): it checks the pipeline, its accuracies mean nothing. The first
@@ -64,9 +69,33 @@ def _int_list(text: str) -> list[int]:
     return out
 
 
+def parse_model(entry: str) -> tuple[str, dict[str, Any]]:
+    """``name[key=value;key=value]`` -> ``(name, options)``, each value read as YAML."""
+    import yaml
+
+    name, _, rest = entry.partition("[")
+    options: dict[str, Any] = {}
+    if rest:
+        if not rest.endswith("]"):
+            raise SystemExit(f"--models entry {entry!r}: options go in brackets, name[key=value;key=value]")
+        for pair in filter(None, rest[:-1].split(";")):
+            key, eq, value = pair.partition("=")
+            if not eq or not key.strip():
+                raise SystemExit(f"--models entry {entry!r}: {pair!r} is not key=value")
+            options[key.strip()] = yaml.safe_load(value)
+    return name.strip(), options
+
+
+def model_options(entry: str, reduction: int | None) -> tuple[str, dict[str, Any]]:
+    name, options = parse_model(entry)
+    if name.startswith("se_") and reduction is not None:
+        options.setdefault("reduction", reduction)
+    return name, options
+
+
 def recipe(args: argparse.Namespace, data: str, runs_dir: str, model: str, seed: int) -> dict[str, Any]:
     """The config of one run: everything but ``model`` and ``seed`` is the same for all runs."""
-    options = {"reduction": args.reduction} if model.startswith("se_") and args.reduction is not None else {}
+    model, options = model_options(model, args.reduction)
     return {
         "data": {"name": "cifar10_jpeg", "path": data, "val_fraction": args.val_fraction, "split_seed": 0,
                  "batch_size": args.batch_size, "eval_batch_size": 250, "per_class": args.per_class},
@@ -88,8 +117,8 @@ def _register_zoo() -> None:
 def n_params(model: str, reduction: int | None) -> int:
     from cnnkit.models import get_model
 
-    options = {"reduction": reduction} if model.startswith("se_") and reduction is not None else {}
-    return sum(p.numel() for p in get_model(model, num_classes=10, **options).parameters())
+    name, options = model_options(model, reduction)
+    return sum(p.numel() for p in get_model(name, num_classes=10, **options).parameters())
 
 
 def run_one(args: argparse.Namespace, data: str, runs_dir: str, model: str, seed: int) -> dict[str, Any]:
@@ -107,6 +136,20 @@ def run_one(args: argparse.Namespace, data: str, runs_dir: str, model: str, seed
             "run_dir": str(result.run_dir)}
 
 
+def split_entries(text: str) -> list[str]:
+    """``a,b[x=1;y=2]`` -> ``['a', 'b[x=1;y=2]']``: commas inside brackets do not split."""
+    out, depth, cur = [], 0, ""
+    for ch in text:
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            out.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return out + [cur]
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -117,14 +160,15 @@ def report(rows: list[dict[str, Any]], models: list[str], params: dict[str, int]
     first = rows[0]
     lines.append(f"{first['n_train']} training images, {first['n_val']} held out, {first['epochs']} epochs, "
                  f"seeds {sorted({r['seed'] for r in rows})}")
-    lines.append(f"{'model':<14} {'params':>10} {'last-epoch acc (mean +- std)':>30} {'best-epoch acc':>16} "
+    w = max(14, *(len(m) for m in models))
+    lines.append(f"{'model':<{w}} {'params':>10} {'last-epoch acc (mean +- std)':>30} {'best-epoch acc':>16} "
                  f"{'train s':>9}")
     for m in models:
         mine = [r for r in rows if r["model"] == m]
         last = _mean_std([100 * r["last_val_accuracy"] for r in mine])
         best = _mean_std([100 * r["best_val_accuracy"] for r in mine])
         secs = statistics.fmean(r["train_time_s"] for r in mine)
-        lines.append(f"{m:<14} {params[m]:>10,} {last[0]:>22.2f} +- {last[1]:<5.2f} {best[0]:>10.2f} +- "
+        lines.append(f"{m:<{w}} {params[m]:>10,} {last[0]:>22.2f} +- {last[1]:<5.2f} {best[0]:>10.2f} +- "
                      f"{best[1]:<4.2f} {secs:>8.1f}")
     by_seed = {(r["model"], r["seed"]): r["last_val_accuracy"] for r in rows}
     seeds = sorted({r["seed"] for r in rows})
@@ -156,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", metavar="FILE", help="save every run and the summary")
     ap.add_argument("--keep-runs", metavar="DIR", help="keep the run folders here (default: a temporary folder)")
     args = ap.parse_args(argv)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [m.strip() for m in split_entries(args.models) if m.strip()]
     if len(models) != 2:
         raise SystemExit(f"--models takes two names, the plain network then its SE variant; got {args.models!r}")
     if args.quick:

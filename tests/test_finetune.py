@@ -566,3 +566,22 @@ def test_resuming_a_finetuned_run_keeps_its_freezing_and_unfreezing(tmp_path, di
     assert torch.equal(after3["batchnorm1.running_mean"], src["batchnorm1.running_mean"])
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_small", "convnext_tiny", "regnet_y_400mf"])
+def test_modern_families_load_torchvision_imagenet_weights(name, monkeypatch):
+    """The modern zoo takes torchvision's ImageNet weights (download mocked with a random torchvision
+    network): its logits then equal that network's on the same images. RegNet cannot be built on the meta
+    device, so the shape check builds it for real."""
+    from torchvision.models._api import WeightsEnum
+
+    torch.manual_seed(0)
+    tv = torchvision.models.get_model(name, weights=None).eval()
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", lambda self, *a, **k: tv.state_dict())
+    spec = weight_spec(name)
+    assert name in TORCHVISION_WEIGHTS and spec.num_classes == 1000 and spec.input_size >= 224
+    model = get_model(name, num_classes=1000, input_size=spec.input_size)
+    load_weights(model, ModelConfig(name=name, pretrained="imagenet"), log=lambda *_: None)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), tv(x), atol=1e-5)

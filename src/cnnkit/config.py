@@ -113,6 +113,11 @@ class DataConfig(Section):
     season: int | None = Field(None, gt=1, description="forecast: the seasonal period (12 for monthly data with a "
                                "yearly cycle) of the seasonal-naive baseline and of MASE's scale (default: none; "
                                "MASE then scales by the one-step naive forecast)")
+    window_norm: Literal["none", "last", "mean"] = Field(
+        "none", description="forecast: per-window normalisation (instance normalisation, as N-BEATS / RevIN): "
+        "none; last: each input window has its last value (per column) subtracted and the target's added back to "
+        "the forecast; mean: the same with the window's mean. The forecast then follows the level of the window, "
+        "even outside the training range")
     cache_dir: str | None = None
     download: bool = True
     device_resident: Literal["auto", "on", "off"] = "auto"
@@ -295,6 +300,23 @@ class DistillConfig(Section):
     alpha: float = Field(0.7, ge=0.0, le=1.0, description="weight of the soft-target term")
 
 
+class DenoiseConfig(Section):
+    """A denoising autoencoder (Vincent et al. 2008; task reconstruction): the training and validation
+    inputs are corrupted (``cnnkit.models.generative.corrupt``), the target stays the clean image."""
+
+    noise: Literal["gaussian", "masking", "salt_pepper"] = Field(
+        "gaussian", description="gaussian: x + amount * N(0, 1); masking: each pixel set to 0 with probability "
+        "amount; salt_pepper: each pixel set to 0 or 1 with probability amount (clipped to [0, 1])")
+    amount: float = Field(0.5, gt=0.0, description="the noise's standard deviation (gaussian) or a pixel's "
+                          "probability of being hit (masking, salt_pepper: at most 1)")
+
+    @model_validator(mode="after")
+    def _probability(self) -> "DenoiseConfig":
+        if self.noise != "gaussian" and self.amount > 1:
+            raise ValueError(f"{self.noise} noise takes a probability in (0, 1] as amount, got {self.amount}")
+        return self
+
+
 class LookaheadConfig(Section):
     """Lookahead (Zhang et al., 2019): every ``k`` steps the slow weights move ``alpha`` of the way to the
     fast ones and the fast weights restart from them; training ends on the slow weights."""
@@ -346,6 +368,11 @@ class TrainConfig(Section):
     cv_folds: int | None = Field(None, ge=2, description="K-fold cross-validation over the training data: K runs "
                                  "in folds/ of one parent run, whose final.json holds each metric's mean and "
                                  "standard deviation over the folds")
+    denoise: DenoiseConfig | None = Field(None, description="task reconstruction: train a denoising autoencoder "
+                                          "(corrupted inputs, clean targets); validation noise is seeded")
+    fid_classifier: str | None = Field(None, description="task gan: a classification run (folder or checkpoint) "
+                                       "whose penultimate features measure the final FID; unset: a LeNet-5 is "
+                                       "trained on the run's own training images (fixed seed) for it")
 
     @field_validator("device")
     @classmethod
@@ -392,9 +419,13 @@ class Config(Section):
 
     @model_validator(mode="after")
     def _forecast_regresses(self) -> "Config":
-        # a forecaster's loss is a regression's: mse unless the config names one
-        if self.task == "forecast" and "loss" not in self.train.model_fields_set:
+        # a forecaster's (and a frame predictor's) loss is a regression's: mse unless the config names one
+        if self.task in ("forecast", "frames", "reconstruction") and "loss" not in self.train.model_fields_set:
             self.train.loss = "mse"
+        if self.train.denoise is not None and self.task != "reconstruction":
+            raise ValueError(f"train.denoise corrupts the inputs of task reconstruction; the task is {self.task!r}")
+        if self.train.fid_classifier is not None and self.task != "gan":
+            raise ValueError(f"train.fid_classifier measures a gan's samples; the task is {self.task!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

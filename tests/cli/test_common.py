@@ -20,12 +20,12 @@ def test_a_first_key_value_is_an_override_unless_such_a_file_exists(tmp_path, mo
     assert split_config_and_overrides("a=b.yaml", []) == ("a=b.yaml", [])
 
 
-@pytest.mark.parametrize("text, shape", [("3,32,32", (3, 32, 32)), ("1x28x28", (1, 28, 28))])
+@pytest.mark.parametrize("text, shape", [("3,32,32", (3, 32, 32)), ("1x28x28", (1, 28, 28)), ("10,1,64,64", (10, 1, 64, 64))])
 def test_parse_shape(text, shape):
     assert parse_shape(text) == shape
 
 
-@pytest.mark.parametrize("text", ["3", "3,0,32", "a,b,c", "3,32,32,1"])
+@pytest.mark.parametrize("text", ["3", "3,0,32", "a,b,c", "10,1,64,64,2"])
 def test_parse_shape_names_the_bad_value(text):
     with pytest.raises(UserError, match=f"--input {text!r}"):
         parse_shape(text)

@@ -485,3 +485,60 @@ def test_forecast_statsmodels_sets():
     assert not any(torch.isnan(co2.train[i][0]).any() for i in range(0, len(co2.train), 50))
     with pytest.raises(UserError, match=r"statsmodels:sunspot.*did you mean 'sunspots'"):
         _build("forecast", path="statsmodels:sunspot", lookback=4)
+
+
+# --------------------------------------------------------------------------------------------
+# data.window_norm and data.val_fraction=0
+# --------------------------------------------------------------------------------------------
+
+
+def test_window_offset_by_hand():
+    from cnnkit.data.timeseries.forecast import window_offset
+
+    x = torch.tensor([[[1.0, 2.0, 6.0], [10.0, 0.0, -4.0]],
+                      [[0.0, 0.0, 3.0], [5.0, 5.0, 5.0]]])  # (N=2, C=2, L=3)
+    np.testing.assert_array_equal(window_offset(x, "last").numpy(), [[[6.0], [-4.0]], [[3.0], [5.0]]])
+    np.testing.assert_allclose(window_offset(x, "mean").numpy(), [[[3.0], [2.0]], [[1.0], [5.0]]])
+    np.testing.assert_array_equal(window_offset(x, "none").numpy(), np.zeros((2, 2, 1)))
+    with pytest.raises(UserError, match=r"data.window_norm='max'; allowed: none, last, mean"):
+        window_offset(x, "max")
+
+
+def test_window_norm_is_saved_in_the_layout_and_old_layouts_read_none(tmp_path):
+    path = tmp_path / "s.csv"
+    _series_csv(path, 20)
+    b = _build("forecast", path=str(path), lookback=3, horizon=2, val_fraction=0.25, window_norm="last")
+    assert b.extra["forecast_layout"]["window_norm"] == "last"
+    # the items are unchanged by it (the task applies it around the network): the same as without
+    plain = _build("forecast", path=str(path), lookback=3, horizon=2, val_fraction=0.25)
+    torch.testing.assert_close(b.train[4][0], plain.train[4][0])
+    assert plain.extra["forecast_layout"]["window_norm"] == "none"
+    old = {k: v for k, v in b.extra["forecast_layout"].items() if k != "window_norm"}  # a run saved before it
+    assert ForecastLayout.from_dict(old).window_norm == "none"
+    with pytest.raises(UserError, match=r"window_norm='lastt'; allowed: none, last, mean"):
+        ForecastLayout.from_dict({**old, "window_norm": "lastt"})
+    with pytest.raises(UserError, match=r"data.window_norm='last' is a forecast option"):
+        _build("series", path=str(tmp_path / "m.npz"), window_norm="last")
+
+
+def test_val_fraction_zero_is_refused_with_the_smallest_that_works(tmp_path):
+    import re
+
+    path = tmp_path / "s.csv"
+    _series_csv(path, 40)
+    with pytest.raises(UserError, match=r"data.val_fraction=0.0: task forecast needs a validation part") as e:
+        _build("forecast", path=str(path), lookback=3, horizon=5, val_fraction=0.0)
+    smallest = float(re.search(r"the smallest that holds one horizon of 5 steps of the 40 is ([0-9.]+)",
+                               str(e.value)).group(1))
+    assert smallest == 0.125  # 5 of 40 steps
+    assert len(_build("forecast", path=str(path), lookback=3, horizon=5, val_fraction=smallest).val) == 1
+    with pytest.raises(UserError, match=r"shorter than data.horizon=5"):
+        _build("forecast", path=str(path), lookback=3, horizon=5, val_fraction=smallest - 0.02)
+    labels = ["a"] * 9 + ["b"] * 21
+    _write_csv(tmp_path / "toy_TRAIN.csv", labels, [np.arange(6.0) * (i % 3) for i in range(30)], 6)
+    with pytest.raises(UserError, match=r"data.val_fraction=0.0: task timeseries needs validation series") as e:
+        _build("series", path=str(tmp_path / "toy_TRAIN.csv"), val_fraction=0.0)
+    smallest = float(re.search(r"the smallest that holds out a series, of the largest class, is ([0-9.]+)",
+                               str(e.value)).group(1))
+    assert len(_build("series", path=str(tmp_path / "toy_TRAIN.csv"), val_fraction=smallest).val) == 1
+    assert round((smallest - 0.001) * 21) == 0  # and it is the smallest (to 0.001)

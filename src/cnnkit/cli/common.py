@@ -67,14 +67,16 @@ def report_run(result: Any) -> int:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"3,32,32"`` (or ``"3x32x32"``) -> ``(3, 32, 32)``; two ints for a sequence model (``V,L`` of a
-    text model, ``C,L`` of a series model); anything else is a UserError naming ``--input``."""
+    text model, ``C,L`` of a series model), four for a clip model (``T,C,H,W``); anything else is a
+    UserError naming ``--input``."""
     try:
         parts = tuple(int(v) for v in text.replace("x", ",").split(","))
     except ValueError:
         parts = ()
-    if len(parts) not in (2, 3) or min(parts) < 1:
-        raise UserError(f"--input {text!r} is not a shape C,H,W of three positive ints (e.g. 3,32,32), or C,L "
-                        f"of two for a sequence model (series: channels,length; text: vocabulary,length)")
+    if len(parts) not in (2, 3, 4) or min(parts) < 1:
+        raise UserError(f"--input {text!r} is not a shape C,H,W of three positive ints (e.g. 3,32,32), C,L "
+                        f"of two for a sequence model (series: channels,length; text: vocabulary,length), or "
+                        f"T,C,H,W of four for a clip model (frames, then one frame's shape)")
     return parts
 
 
@@ -82,6 +84,7 @@ def resolve_target(target: str, input_text: str | None, num_classes: int | None)
     """A model (and its input shape) from a registered name or a YAML config: ``(model, shape, cfg or None)``."""
     from cnnkit.config import is_config_path, load_config
     from cnnkit.models import MODELS, create_model, default_input, get_model, list_models
+    from cnnkit.models.registry import frame_shape
 
     shape = parse_shape(input_text) if input_text else None
     if is_config_path(target):
@@ -97,7 +100,8 @@ def resolve_target(target: str, input_text: str | None, num_classes: int | None)
                 shape = tuple(load_data(cfg.data, task=cfg.task).input_shape)
         classes = num_classes or cfg.model.num_classes or 10
         if cfg.model.layers is None and cfg.model.name is not None:
-            model = get_model(cfg.model.name, num_classes=classes, in_chans=shape[0], input_size=shape[1],
+            chans, side = frame_shape(shape)
+            model = get_model(cfg.model.name, num_classes=classes, in_chans=chans, input_size=side,
                               **cfg.model.options)
         else:
             model = create_model(cfg.model, shape, classes)
@@ -106,13 +110,15 @@ def resolve_target(target: str, input_text: str | None, num_classes: int | None)
     if target not in MODELS:
         MODELS.entry(target)  # raises the "unknown model" error with the list
     shape = shape or default_input(target)
-    sequence = len(default_input(target)) == 2
-    if sequence != (len(shape) == 2):
-        want = "C,L (two ints)" if sequence else "C,H,W (three ints)"
+    rank = len(default_input(target))
+    if rank != len(shape):
+        want = {2: "C,L (two ints)", 3: "C,H,W (three ints)", 4: "T,C,H,W (four ints: frames, then one frame's "
+                "shape)"}[rank]
         raise UserError(f"model {target!r} takes inputs {want}; got --input {input_text!r}")
-    if not sequence and shape[1] != shape[2]:
+    if rank >= 3 and shape[-2] != shape[-1]:
         raise UserError(f"model {target!r} takes square inputs; got --input {input_text}")
-    return get_model(target, num_classes=num_classes or 10, in_chans=shape[0], input_size=shape[1]), shape, None
+    chans, side = frame_shape(shape)
+    return get_model(target, num_classes=num_classes or 10, in_chans=chans, input_size=side), shape, None
 
 
 def run_command(func: Command, args: argparse.Namespace, debug: bool = False) -> int:

@@ -21,7 +21,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                                      "  cnnkit predict runs/sentiment reviews.txt --format json")
     p.add_argument("source", help="a run folder, a cnnkit checkpoint (.pt) or an exported .onnx file")
     p.add_argument("images", nargs="*", metavar="FILES",
-                   help="PNG or JPEG files; for a text run, .txt files of one text per line")
+                   help="PNG or JPEG files; for a text run, .txt files of one text per line; for a video or frames "
+                        "run, clips (.npy, .npz, animated .gif, or a folder of frames)")
     p.add_argument("--text", action="append", default=[], metavar="TEXT",
                    help="text run: a text to classify (repeat for several)")
     p.add_argument("--top-k", type=int, default=3)
@@ -30,7 +31,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.6, help="detection: the IoU above which NMS drops the weaker "
                                                           "of two boxes of a class")
     p.add_argument("--save", metavar="DIR", help="detection: write each image with its boxes drawn into DIR; "
-                                                 "segmentation: write each mask (class-index PNG) and an overlay")
+                                                 "segmentation: write each mask (class-index PNG) and an overlay; frames: "
+                                                 "draw inputs, predicted and true frames (PNG) and keep the "
+                                                 "predicted frames (.npy); reconstruction: each input and "
+                                                 "its reconstruction side by side (PNG)")
     p.add_argument("--tile", type=int, default=None, metavar="SIDE",
                    help="segmentation: predict in SIDE x SIDE tiles with overlap (default: whole images up to "
                         "1024 px, valid-padding models always tile)")
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         model, info = load_run_model(args.source)
         task = info["task"]
         if hasattr(task, "predict_paths"):  # series files (timeseries, forecast), read as the run's data was
-            results = task.predict_paths(model, args.images, top_k=args.top_k, plot=args.plot)
+            results = task.predict_paths(model, args.images, top_k=args.top_k, plot=args.plot, save=args.save)
             _print_series(results, args.format)
             return 0
         if args.plot is not None:
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         results = predict_files(model, info, args.images, top_k=args.top_k, **options)
     detection = bool(results) and "detections" in results[0]
     segmentation = bool(results) and "shares" in results[0]
-    if args.save is not None and not segmentation:  # segmentation wrote its files while predicting
+    reconstruction = bool(results) and "psnr" in results[0]
+    if args.save is not None and not (segmentation or reconstruction):  # those wrote their files while predicting
         if not detection:
             raise UserError("--save draws boxes: it is for a detection run")
         from cnnkit.tasks.detection import save_drawn
@@ -90,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
             shares = ", ".join(f"{c} {v:.1%}" for c, v in r["shares"].items())
             saved = f"  -> {r['mask']}" if r.get("mask") else ""
             print(f"{r['file']}: {shares}{saved}")
+    elif reconstruction:
+        for r in results:
+            saved = f"  -> {r['saved']}" if r.get("saved") else ""
+            print(f"{r['file']}: reconstruction mse {r['mse']:.5f}, psnr {r['psnr']:.2f} dB{saved}")
     elif detection:
         for r in results:
             found = ", ".join(f"{d['class']} {d['score']:.2f} [{', '.join(f'{v:.0f}' for v in d['box'])}]"
@@ -174,9 +183,14 @@ def _print_series(results: list[dict], fmt: str) -> None:
                 print(f"  {target}: the last {len(b['truth'])} known steps forecast with MAE {b['mae']:.4g}")
             if r.get("plot"):
                 print(f"  plot: {r['plot']}")
+        elif "future" in r:  # a frame predictor: the next frames of a clip
+            scored = (f"; on its {r['truth_frames']} true next frames MSE {r['mse']:.4f} (copying the last frame "
+                      f"{r['baseline_mse']:.4f})" if "mse" in r else "")
+            saved = f"  -> {r['saved']}" if r.get("saved") else ""
+            print(f"{r['clip']}: {r['future']} frames predicted from {r['frames_in']}{scored}{saved}")
         else:
             tops = ", ".join(f"{t['class']} ({t['probability']:.3f})" for t in r["top"])
-            print(f"{r['series']}: {tops}")
+            print(f"{r.get('series', r.get('clip'))}: {tops}")
 
 
 def _print_texts(results: list[dict], fmt: str) -> None:

@@ -144,12 +144,28 @@ def create_model(cfg: "ModelConfig", input_shape: tuple[int, ...], num_classes: 
             backbone = create_backbone(cfg, c, h)
         model = get_model(cfg.name, num_classes=num_classes, in_chans=c, input_size=h, backbone=backbone,
                           **cfg.options)
+    # model.init is for the new parts: a backbone loaded from model.backbone_weights keeps its trained weights
+    kept = None
+    if cfg.layers is None and cfg.backbone_weights is not None and backbone is not None:
+        kept = {k: v.clone() for k, v in backbone.state_dict().items()}
     init_weights(model, cfg.init.scheme, cfg.init.distribution, cfg.init.scale)
+    if kept is not None:
+        backbone.load_state_dict(kept)
     if cfg.pretrained is not None or cfg.weights is not None:
         from cnnkit.models.weights import load_weights
 
         load_weights(model, cfg)
     return model
+
+
+#: Models built on an autoencoder's encoder: their model.backbone(_weights) is a reconstruction model (run).
+AUTOENCODER_BACKBONES = ("conv_encoder",)
+
+
+def backbone_task(name: str | None) -> str:
+    """The task of the models (and runs) that ``name``'s backbone comes from: ``reconstruction`` for a model
+    built on an autoencoder's encoder (:data:`AUTOENCODER_BACKBONES`), else ``classification``."""
+    return "reconstruction" if name in AUTOENCODER_BACKBONES else "classification"
 
 
 def takes_backbone(name: str) -> bool:
@@ -181,10 +197,10 @@ def _backbone_source(cfg: "ModelConfig") -> tuple["ModelConfig", Any]:
     if wf.config is None or not isinstance(wf.config.get("model"), dict):
         raise UserError(f"model.backbone_weights: {str(wf.path)!r} is a plain weights file, which does not say "
                         f"which network it belongs to; also set model.backbone (a classifier name or layer list)")
-    task = wf.config.get("task", "classification")
-    if task != "classification":
-        raise UserError(f"model.backbone_weights: {str(wf.path)!r} is a {task} run; a backbone comes from a "
-                        f"classification run")
+    task, want = wf.config.get("task", "classification"), backbone_task(cfg.name)
+    if task != want:
+        raise UserError(f"model.backbone_weights: {str(wf.path)!r} is a {task} run; a backbone of {cfg.name} comes "
+                        f"from a {want} run")
     raw = {k: v for k, v in wf.config["model"].items() if k not in ("pretrained", "weights")}
     meta = wf.meta or {}
     if meta.get("input_shape"):
@@ -209,9 +225,10 @@ def create_backbone(cfg: "ModelConfig", in_chans: int, input_size: int) -> nn.Mo
     import sys
 
     bcfg, wf = _backbone_source(cfg)
-    if bcfg.name is not None and bcfg.name in MODELS and model_task(bcfg.name) != "classification":
-        raise UserError(f"model.backbone {bcfg.name!r} is a {model_task(bcfg.name)} model; a backbone is a "
-                        f"classifier ('cnnkit models' lists them)")
+    want = backbone_task(cfg.name)
+    if bcfg.name is not None and bcfg.name in MODELS and model_task(bcfg.name) != want:
+        raise UserError(f"model.backbone {bcfg.name!r} is a {model_task(bcfg.name)} model; a backbone of "
+                        f"{cfg.name} is a {want} model ('cnnkit models' lists them)")
     shape = tuple(bcfg.input) if bcfg.input is not None else (in_chans, input_size, input_size)
     if shape[0] != in_chans:
         # A grey classifier on colour images (or the reverse): its first convolution is adapted on loading.

@@ -72,6 +72,8 @@ TORCHVISION_WEIGHTS: tuple[str, ...] = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "wide_resnet50_2",
     "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
     "densenet121", "googlenet", "inception_v3",
+    "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_v2_s", "mobilenet_v2", "mobilenet_v3_small",
+    "mobilenet_v3_large", "convnext_tiny", "regnet_x_400mf", "regnet_y_400mf", "regnet_x_800mf", "regnet_y_800mf",
 )
 # torchvision runs these weights with transform_input=True (see the module docstring).
 _TRANSFORM_INPUT = ("googlenet", "inception_v3")
@@ -421,7 +423,10 @@ def check_pretrained_fits(model: nn.Module, spec: WeightSpec) -> None:
     import torchvision
 
     extra = {"init_weights": False} if spec.builder_name in _TRANSFORM_INPUT else {}
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            net = torchvision.models.get_model(spec.builder_name, weights=None, num_classes=spec.num_classes, **extra)
+    except (NotImplementedError, RuntimeError):  # RegNet reads tensor values while it builds: build it for real
         net = torchvision.models.get_model(spec.builder_name, weights=None, num_classes=spec.num_classes, **extra)
     shapes = {k: torch.empty(v.shape, device="meta") for k, v in net.state_dict().items()}
     _check_shapes(model, shapes, spec)

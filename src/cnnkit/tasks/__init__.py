@@ -17,6 +17,6 @@ from cnnkit.tasks.base import TASKS, Task, create_task, list_tasks, register_tas
 
 # Importing a task module registers it (cnnkit.tasks is always imported before its submodules).
 from cnnkit.tasks import (classification, detection, forecast, instance, segmentation, text,  # noqa: E402,F401
-                          timeseries)
+                          timeseries, video, frames, gan, reconstruction)
 
 __all__ = ["TASKS", "Task", "create_task", "list_tasks", "register_task", "task_class"]

@@ -72,6 +72,10 @@ class Task:
         """Take what the data gave beyond classes and shape (``DataBundle.extra``, or a checkpoint's
         ``meta``): the text task's tokeniser. Nothing for most tasks."""
 
+    def check_model(self, model: nn.Module) -> None:
+        """Refuse (:class:`UserError`) a built model that cannot serve this task's data, before training:
+        a frame predictor's number of predicted frames against the data's. Nothing for most tasks."""
+
     # -- batches
 
     collate: Callable[[list[Any]], tuple[Any, Any]] | None = None
@@ -187,6 +191,11 @@ class Task:
 
     def eval_report(self, model: nn.Module, loader, device: torch.device) -> dict[str, Any]:
         """What ``cnnkit eval`` adds to the metrics (per-class figures, a confusion matrix ...)."""
+        return {}
+
+    def final_metrics(self, model: nn.Module, bundle: Any, device: torch.device) -> dict[str, Any]:
+        """Figures measured once, at the end of training, on the run's result ``model`` and data ``bundle``
+        (a GAN's FID); added to ``final.json``. Nothing for most tasks."""
         return {}
 
     def epoch_line(self, m: dict[str, Any]) -> str:

@@ -14,6 +14,17 @@ on the training part; Hyndman & Koehler 2006), each also for two baselines on th
 *naive* (the last value seen, held) and *seasonal naive* (the value one season before, with
 ``data.season``), so every figure comes with its yardstick: ``val_mase`` below ``val_naive_mase``
 is a model better than doing nothing clever.
+
+The run's result is the epoch of the lowest ``val_mae`` (``best_metric``): ``best.pt`` is put back at
+the end, so the ``val_*`` figures in ``final.json`` (and ``cnnkit eval``'s) are that epoch's, measured
+on the very windows that chose it; ``last_val_*`` are the last epoch's. For a figure no choice has
+seen, train with ``train.eval_every=0`` (the validation windows are scored once, after the last epoch,
+and the last weights are the result), as ``benchmarks/forecast.py`` does.
+
+With ``data.window_norm`` (``last`` or ``mean``, saved in the run's layout; runs without it read
+``none``) :meth:`ForecastTask.forward` subtracts each input window's offset
+(:func:`~cnnkit.data.timeseries.forecast.window_offset`) before the network and adds the target's back
+to its output, in training, evaluation, ``predict`` and its backtest alike.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cnnkit.data.timeseries.forecast import ForecastLayout, read_forecast, window_offset
 from cnnkit.errors import UserError
 from cnnkit.tasks.base import Task, register_task
 from cnnkit.tasks.timeseries import refuse_image_augment
@@ -129,6 +141,22 @@ class ForecastTask(Task):
             raise UserError("this run has no forecast layout (it was not trained with task forecast)")
         return self.layout[key]
 
+    @property
+    def window_norm(self) -> str:
+        """The layout's ``data.window_norm`` (``none`` before there was one, or without a layout)."""
+        return str((self.layout or {}).get("window_norm", "none"))
+
+    def forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """The network on windows ``(N, C, L)`` -> ``(N, T * horizon)`` (or the network's own shape), with
+        ``window_norm``: ``model(x - offset)`` plus the targets' offsets."""
+        how = self.window_norm
+        if how == "none":
+            return model(inputs)
+        offset = window_offset(inputs, how)  # (N, C, 1)
+        out = model(inputs - offset)
+        tidx = [list(self._need("columns")).index(t) for t in self.targets]
+        return (self.shaped(out) + offset[:, tidx].to(out.dtype)).reshape(out.shape)
+
     def shaped(self, out: torch.Tensor) -> torch.Tensor:
         """The network's ``(N, T * horizon)`` as ``(N, T, horizon)``."""
         return out.reshape(len(out), len(self.targets), self.horizon)
@@ -172,7 +200,7 @@ class ForecastTask(Task):
         for x, y in loader:
             if len(y) == 0:
                 continue
-            out = model(x).float()
+            out = self.forward(model, x).float()
             loss_sum += float(loss_fn(out, y)) * len(y)
             n += len(y)
             truth = self.unscale(y.double().cpu().numpy())
@@ -210,7 +238,7 @@ class ForecastTask(Task):
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         was_training = model.training
         model.eval()
-        out = self.shaped(model(x.to(device)).float()).double().cpu().numpy()
+        out = self.shaped(self.forward(model, x.to(device)).float()).double().cpu().numpy()
         model.train(was_training)
         return self.unscale(out)
 
@@ -218,8 +246,6 @@ class ForecastTask(Task):
         """``cnnkit predict`` for CSV series: the forecast of the ``horizon`` steps after each file's
         last row; with ``plot`` also the last ``horizon`` known steps forecast from the window before
         them, drawn against their truth."""
-        from cnnkit.data.timeseries.forecast import ForecastLayout, read_forecast
-
         self._need("columns")
         layout = ForecastLayout.from_dict(self.layout)
         lookback, cols = layout.lookback, list(layout.columns)

@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +30,7 @@ from cnnkit.data import DataBundle
 from cnnkit.errors import UserError
 from cnnkit.nn.runtime import autocast, resolve_device, seed_everything, sync
 from cnnkit.runs import RunFolder, rng_state, set_rng_state
+from cnnkit.tasks import task_class
 from cnnkit.train import distributed as dist_utils
 from cnnkit.train.callbacks import Callback, standard_callbacks
 from cnnkit.train.records import (RunResult, checkpoint_must_fit, create_run, final_record, load_last, locked_fit,
@@ -50,6 +52,12 @@ class Trainer:
                  param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None,
                  save_config: bool = False) -> None:
         self.cfg, self.quiet, self.resume = cfg, quiet, resume
+        if task_class(cfg.task).owns_step and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # DDP synchronises the gradients of forward(); a task stepping its own players (a GAN's generator
+            # runs outside forward) would train each rank apart. Refused before any process group is joined.
+            raise UserError(f"task {cfg.task} updates the weights itself (its generator runs outside the model's "
+                            f"forward), which DistributedDataParallel cannot synchronise; run it in one process, "
+                            f"without torchrun (WORLD_SIZE={os.environ['WORLD_SIZE']})")
         self.dist = dist_utils.setup(cfg.train.device)
         self.is_main = self.dist.rank == 0
         self._log = log or (lambda s: print(s, flush=True))
@@ -202,6 +210,7 @@ class Trainer:
             tok = (bundle.extra or {}).get("tokenizer")
             model = build_model(cfg, input_shape, bundle.num_classes, with_weights=not self.resume,
                                 vocabulary=tok.vocabulary() if tok is not None else None)
+        self.task.check_model(model)  # before any training: a model that cannot serve the task fails now
         model = model.to(device)
         if cfg.train.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -303,6 +312,8 @@ class Trainer:
         final = final_record(task, val=val, history=history, checkpointer=self.checkpointer, early=self.early,
                              last_val=last_val, bundle=self.bundle, train_time=self.train_time,
                              world_size=self.dist.world_size, device=str(self.device), engine=self.engine)
+        if self.is_main:  # figures measured once on the result (a GAN's FID)
+            final.update(task.final_metrics(self.eval_model, self.bundle, self.device))
         if self.run is not None:
             self.run.write_final(final)
         dist_utils.barrier()

@@ -16,12 +16,13 @@ Example::
 
 from cnnkit.data.timeseries.augment import SeriesAugment
 from cnnkit.data.timeseries.dataset import SeriesTensors, series_files, stratified_indices
-from cnnkit.data.timeseries.forecast import (STATSMODELS_SETS, ForecastFrame, ForecastLayout, ForecastWindows,
-                                             read_forecast, read_forecast_csv, read_statsmodels)
+from cnnkit.data.timeseries.forecast import (STATSMODELS_SETS, WINDOW_NORMS, ForecastFrame, ForecastLayout,
+                                             ForecastWindows, read_forecast, read_forecast_csv, read_statsmodels,
+                                             window_offset)
 from cnnkit.data.timeseries.formats import SeriesData, class_order, read_series
 from cnnkit.data.timeseries.prepare import SeriesLayout, fill_missing, prepare_series, to_array, znormalise
 
-__all__ = ["STATSMODELS_SETS", "ForecastFrame", "ForecastLayout", "ForecastWindows", "SeriesAugment", "SeriesData",
+__all__ = ["STATSMODELS_SETS", "WINDOW_NORMS", "ForecastFrame", "ForecastLayout", "ForecastWindows", "SeriesAugment", "SeriesData",
            "SeriesLayout", "SeriesTensors", "class_order", "fill_missing", "prepare_series", "read_forecast",
            "read_forecast_csv", "read_series", "read_statsmodels", "series_files", "stratified_indices", "to_array",
-           "znormalise"]
+           "window_offset", "znormalise"]

@@ -10,7 +10,9 @@ Unlike the image datasets, this one cuts its held-out validation split itself (s
 does), because the way series become arrays (:class:`~cnnkit.data.timeseries.prepare.SeriesLayout`:
 the length, and a padding-mask channel when lengths differ) must be fixed on the training split
 alone. The layout is in ``bundle.extra["series_layout"]`` (JSON) and is applied unchanged to the
-validation and test series, and by eval / predict to new ones.
+validation and test series, and by eval / predict to new ones. ``data.val_fraction`` must be above 0:
+the trainer scores every epoch on the validation series and keeps the best, and a folder's test file
+is never used for that.
 
 Items are ``(x float32 (C', L), label)``; ``input_shape`` is ``(C', L)``; the series are already
 normalised (each on its own), so the bundle's ``mean`` / ``std`` are ``(0.0,)`` / ``(1.0,)``.
@@ -18,6 +20,7 @@ normalised (each on its own), so the bundle's ``mean`` / ``std`` are ``(0.0,)`` 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -74,11 +77,12 @@ def _reject_other_options(cfg: DataConfig) -> None:
             kind = "a forecast" if key in ("time_column", "value_columns", "target_columns", "lookback", "season") \
                 else ("a text" if key in ("text_column", "max_vocab", "max_length") else "an image")
             raise UserError(f"data.{key}={value!r} is {kind} option; the series dataset takes {SERIES_OPTIONS}")
-    defaults = {"tokenizer": "word", "min_freq": 1, "lowercase": True}
+    defaults = {"tokenizer": "word", "min_freq": 1, "lowercase": True, "window_norm": "none"}
     for key, default in defaults.items():
         value = getattr(cfg, key)
         if value != default:
-            raise UserError(f"data.{key}={value!r} is a text option; the series dataset takes {SERIES_OPTIONS}")
+            kind = "a forecast" if key == "window_norm" else "a text"
+            raise UserError(f"data.{key}={value!r} is {kind} option; the series dataset takes {SERIES_OPTIONS}")
 
 
 def series_files(path: str | Path) -> tuple[Path, Path | None]:
@@ -122,10 +126,17 @@ def series(cfg: DataConfig) -> DataBundle:
     train_path, test_path = series_files(cfg.path)
     data = read_series(train_path, cfg.label_column)
     test = read_series(test_path, cfg.label_column, classes=data.classes) if test_path is not None else None
-    if cfg.val_fraction > 0:
-        tr, va = stratified_indices(data.targets, cfg.val_fraction, cfg.split_seed)
-    else:
-        tr, va = list(range(len(data))), []
+    if cfg.val_fraction <= 0:
+        # The trainer scores every epoch on a validation split and keeps the best epoch; the test file
+        # (when the folder has one) must not be it: nothing may be chosen on the test series.
+        most = max(torch.bincount(torch.as_tensor(list(data.targets), dtype=torch.long)).tolist())
+        smallest = math.floor(1000 * 0.5 / most) / 1000 + 0.001  # round(f * most) >= 1
+        raise UserError(f"data.val_fraction={cfg.val_fraction}: task timeseries needs validation series (the "
+                        f"trainer scores every epoch on them and keeps the best as best.pt), held out of "
+                        f"{str(train_path)!r}; set data.val_fraction > 0 (e.g. 0.2; the smallest that holds out a "
+                        f"series, of the largest class, is {smallest:g}), with train.eval_every=0 to score them "
+                        f"once, after the last epoch, and keep the last weights")
+    tr, va = stratified_indices(data.targets, cfg.val_fraction, cfg.split_seed)
     if not tr:
         raise UserError(f"the training split of {str(train_path)!r} is empty; lower data.val_fraction "
                         f"(got {cfg.val_fraction})")
@@ -137,7 +148,7 @@ def series(cfg: DataConfig) -> DataBundle:
         return SeriesTensors(x, [d.targets[i] for i in index], [d.series[i].shape[1] for i in index])
 
     train = split(data, tr, train_path)
-    val = split(data, va, train_path) if cfg.val_fraction > 0 else None
+    val = split(data, va, train_path)
     test_split = split(test, list(range(len(test))), test_path) if test is not None else None
     lengths = sorted(set(data.lengths))
     shown_len = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}-{lengths[-1]}"

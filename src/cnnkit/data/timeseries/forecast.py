@@ -24,7 +24,17 @@ too); a validation window's targets lie wholly in the validation part, its input
 the training part. So no training target is a validation target, and consecutive windows overlap
 (stride 1). Every column is scaled by the mean and standard deviation of the *training* part alone;
 items are ``(x float32 (C, lookback), y float32 (T, horizon))`` in those scaled units, ``T`` the
-target columns. Missing values (empty cells, NaN) follow ``data.missing``.
+target columns. Missing values (empty cells, NaN) follow ``data.missing``. ``data.val_fraction`` must
+be above 0: the trainer scores every epoch on the validation part and keeps the best one.
+
+``data.window_norm`` (:data:`WINDOW_NORMS`, saved in the layout): per-window ("instance")
+normalisation, as N-BEATS (Oreshkin et al. 2020) and RevIN (Kim et al. 2022) do it, location only.
+With ``last`` every input window has each column's last value subtracted (:func:`window_offset`), the
+network forecasts the change from there, and the target's last value is added back to its output;
+``mean`` uses the window's mean instead. The items stay as above: the forecast task applies it around
+the network (training, validation, eval, predict and the backtest alike), so a run's forecasts of a
+series shifted by a constant ``c`` are its forecasts shifted by ``c``, a level the training part never
+reached included, which global scaling alone cannot give.
 
 The bundle's ``classes`` are the network's outputs, ``T * horizon`` of them, target-major
 (``['y+1', 'y+2', 'z+1', ...]``): the trainer builds a network with one output per "class", and the
@@ -61,7 +71,9 @@ STATSMODELS_SETS = {"sunspots": "yearly", "nile": "yearly", "co2": "weekly", "el
 TIME_NAMES = ("time", "date", "datetime", "timestamp", "ds", "year", "period")
 SHOWN = 40
 FORECAST_OPTIONS = ("data.path, data.time_column, data.value_columns, data.target_columns, data.lookback, "
-                    "data.horizon, data.season, data.val_fraction and data.missing")
+                    "data.horizon, data.season, data.val_fraction, data.missing and data.window_norm")
+#: ``data.window_norm``: what each input window has subtracted (and its target gets back), :func:`window_offset`.
+WINDOW_NORMS = ("none", "last", "mean")
 
 
 @dataclass
@@ -253,12 +265,29 @@ def fill_frame(frame: ForecastFrame, how: str) -> np.ndarray:
     return fill_missing(values.T, how).T
 
 
+def window_offset(x: torch.Tensor, how: str) -> torch.Tensor:
+    """``x (N, C, L) -> (N, C, 1)``: what ``data.window_norm=how`` subtracts from each window, per
+    column: zeros (``none``), the last step (``last``) or the mean over the window (``mean``).
+
+    >>> window_offset(torch.tensor([[[1.0, 2.0, 6.0]]]), "last").flatten().tolist()
+    [6.0]
+    """
+    if how == "none":
+        return torch.zeros_like(x[..., -1:])
+    if how == "last":
+        return x[..., -1:]
+    if how == "mean":
+        return x.mean(dim=-1, keepdim=True)
+    raise UserError(f"data.window_norm={how!r}; allowed: {', '.join(WINDOW_NORMS)}")
+
+
 @dataclass
 class ForecastLayout:
     """What a forecaster's training fixed and predicting needs (JSON-able): the ``columns`` it reads
     (in order) and the ``targets`` it predicts, each column's training ``mean`` / ``std``, ``lookback``,
-    ``horizon``, ``season``, ``missing``, ``time_column``, and per target MASE's scale (``mase_scale``:
-    the mean absolute difference of the training part at lag ``season``, or 1)."""
+    ``horizon``, ``season``, ``missing``, ``time_column``, per target MASE's scale (``mase_scale``:
+    the mean absolute difference of the training part at lag ``season``, or 1) and ``window_norm``
+    (:data:`WINDOW_NORMS`; ``none`` in runs saved before it existed)."""
 
     columns: list[str]
     targets: list[str]
@@ -270,6 +299,7 @@ class ForecastLayout:
     missing: str = "interpolate"
     time_column: str | int | None = None
     mase_scale: list[float] = field(default_factory=list)
+    window_norm: str = "none"
 
     @property
     def target_index(self) -> list[int]:
@@ -304,10 +334,13 @@ class ForecastLayout:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ForecastLayout":
         need = {"columns", "targets", "mean", "std", "lookback", "horizon"}
-        known = need | {"season", "missing", "time_column", "mase_scale"}
+        known = need | {"season", "missing", "time_column", "mase_scale", "window_norm"}
         if not need <= set(d) or not set(d) <= known:
             raise UserError(f"a forecast layout has keys {sorted(d)}; it needs {', '.join(sorted(need))} and may "
                             f"have {', '.join(sorted(known - need))}")
+        if d.get("window_norm", "none") not in WINDOW_NORMS:
+            raise UserError(f"a forecast layout has window_norm={d['window_norm']!r}; allowed: "
+                            f"{', '.join(WINDOW_NORMS)}")
         return cls(**{k: d[k] for k in known if k in d})
 
 
@@ -404,8 +437,14 @@ def forecast(cfg: DataConfig) -> DataBundle:
     if lookback + horizon > steps:
         raise UserError(f"data.lookback={lookback} + data.horizon={horizon} is more than the {steps} steps of "
                         f"{frame.source}; lower data.lookback")
-    val_steps = int(round(cfg.val_fraction * steps)) if cfg.val_fraction > 0 else 0
-    if cfg.val_fraction > 0 and val_steps < horizon:
+    if cfg.val_fraction <= 0:
+        smallest = math.ceil(1000 * horizon / steps) / 1000
+        raise UserError(f"data.val_fraction={cfg.val_fraction}: task forecast needs a validation part (the trainer "
+                        f"scores every epoch on it and keeps the best as best.pt); set data.val_fraction > 0: the "
+                        f"smallest that holds one horizon of {horizon} steps of the {steps} is {smallest:g} (add "
+                        f"train.eval_every=0 to score it once, after the last epoch, and keep the last weights)")
+    val_steps = int(round(cfg.val_fraction * steps))
+    if val_steps < horizon:
         raise UserError(f"the validation part (the last data.val_fraction={cfg.val_fraction} of {steps} steps: "
                         f"{val_steps}) is shorter than data.horizon={horizon}; raise data.val_fraction or lower "
                         f"data.horizon")
@@ -430,15 +469,16 @@ def forecast(cfg: DataConfig) -> DataBundle:
     layout = ForecastLayout(columns=list(frame.columns), targets=targets, mean=[float(v) for v in mean],
                             std=[float(v) for v in std], lookback=lookback, horizon=horizon, season=season,
                             missing=cfg.missing, time_column=time_column,
-                            mase_scale=mase_scale(train_values, season))
+                            mase_scale=mase_scale(train_values, season), window_norm=cfg.window_norm)
     train = ForecastWindows(scaled, tidx, lookback, horizon, train_starts)
-    val = ForecastWindows(scaled, tidx, lookback, horizon, val_starts) if cfg.val_fraction > 0 else None
+    val = ForecastWindows(scaled, tidx, lookback, horizon, val_starts)
     classes = [f"{t}+{h}" for t in targets for h in range(1, horizon + 1)]
     span = f" ({frame.times[0]} to {frame.times[-1]})" if frame.times else ""
     description = (f"forecast {cfg.path}: {steps} steps{span}, {len(frame.columns)} column"
                    f"{'s' if len(frame.columns) > 1 else ''}, predicting {', '.join(targets)} {horizon} step"
                    f"{'s' if horizon > 1 else ''} from {lookback}; {len(train)} training windows, "
-                   f"{len(val) if val is not None else 0} validation windows (the last {val_steps} steps)")
+                   f"{len(val)} validation windows (the last {val_steps} steps)"
+                   + (f"; window_norm {cfg.window_norm}" if cfg.window_norm != "none" else ""))
     extra = {"task": "forecast", "columns": list(frame.columns), "targets": targets,
              "scale": {"mean": layout.mean, "std": layout.std}, "season": season,
              "train_values": train_values.tolist(), "times": frame.times, "lookback": lookback, "horizon": horizon,

@@ -30,7 +30,8 @@ input frame K times (:func:`cnnkit.data.video.copy_last_mse`).
 
 from __future__ import annotations
 
-from typing import Sequence
+from contextlib import contextmanager
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,12 +95,31 @@ class EncoderForecaster(nn.Module):
         logits = torch.stack(outs, dim=1).reshape(n * self.future, c * p * p, h // p, w // p)
         return F.pixel_shuffle(logits, p).reshape(n, self.future, c, h, w)
 
+    #: When True, ``forward`` gives the logits (what :func:`emitting_logits` sets for a loss on them, so
+    #: that the call still goes through a DDP or compiled wrapper).
+    emit_logits: bool = False
+
     def forward(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self.forward_logits(x))
+        logits = self.forward_logits(x)
+        return logits if self.emit_logits else torch.sigmoid(logits)
 
     def extra_repr(self) -> str:
         return (f"cell={self.cell}, hidden={self.hidden}, future={self.future}, patch={self.patch}, "
                 f"feedback={self.feedback}")
+
+
+@contextmanager
+def emitting_logits(model: nn.Module) -> Iterator[None]:
+    """Within the block, every encoder-forecaster in ``model`` (itself, or wrapped in DDP or
+    ``torch.compile``) returns logits from ``forward`` instead of pixel values."""
+    inner = [m for m in model.modules() if isinstance(m, EncoderForecaster)]
+    for m in inner:
+        m.emit_logits = True
+    try:
+        yield
+    finally:
+        for m in inner:
+            m.emit_logits = False
 
 
 def _build(model: str, cell: str, in_chans: int, input_size: int, hidden, kernel: int, future: int, patch: int,
