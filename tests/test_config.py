@@ -323,3 +323,15 @@ def test_atomic_write_text_gives_the_permissions_a_plain_write_gives(tmp_path):
     assert stat.S_IMODE(atomic.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode), (
         oct(stat.S_IMODE(atomic.stat().st_mode)), oct(stat.S_IMODE(plain.stat().st_mode)))
 
+
+
+def test_unsetting_layers_keeps_the_model_name():
+    from cnnkit.config import apply_overrides
+
+    raw = {"model": {"layers": ["flatten", {"dense": 10}], "input": [1, 28, 28]}}
+    out = apply_overrides(raw, ["model.name=conv_encoder", "model.layers=null"])
+    assert out["model"]["name"] == "conv_encoder" and out["model"]["layers"] is None
+    out = apply_overrides(raw, ["model.name=lenet5"])
+    assert "layers" not in out["model"]
+    out = apply_overrides({"model": {"name": "lenet5"}}, ["model.layers=[flatten]"])
+    assert "name" not in out["model"]

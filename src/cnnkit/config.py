@@ -506,8 +506,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 raise ConfigError(f"override {text!r}: {'.'.join(path[:i + 1])} is not a section")
             node = nxt
         node[path[-1]] = value
-        # Setting model.layers replaces a registered model name, and vice versa.
-        if path == ["model", "layers"]:
+        # Setting model.layers replaces a registered model name, and vice versa (unsetting one, =null,
+        # leaves the other alone).
+        if value is None:
+            pass
+        elif path == ["model", "layers"]:
             out["model"].pop("name", None)
         elif path == ["model", "name"]:
             out["model"].pop("layers", None)
