@@ -127,6 +127,9 @@ def test_the_encoder_of_a_run_becomes_a_classifiers_body(run, tmp_path):
     assert main(["train", "model.name=conv_encoder", f"model.backbone_weights={run}", "data.subset=64",
                  "train.epochs=1", "train.device=cpu", f"train.runs_dir={tmp_path}", "--quiet"]) == 0
     assert json.loads((only_run(tmp_path) / "final.json").read_text())["val_accuracy"] is not None
+    # the encoder reads pixels as the autoencoder did: in [0, 1], not standardised
+    meta = json.loads((only_run(tmp_path) / "meta.json").read_text())
+    assert (meta["mean"], meta["std"]) == ([0.0], [1.0])
 
 
 def test_a_classification_run_is_refused_as_an_encoder_backbone(tmp_path, capsys):

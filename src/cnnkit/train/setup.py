@@ -61,7 +61,10 @@ def load_task_data(cfg: Config, bundle: DataBundle | None = None, tokenizer: Any
         norm = normalisation_for(cfg.model, bundle.input_shape[0])
         if norm is not None:  # pretrained weights expect the normalisation they were trained with
             bundle.mean, bundle.std = norm
-        if cfg.task in UNIT_PIXEL_TASKS:  # generative models read and write pixels in [0, 1]
+        from cnnkit.models.registry import AUTOENCODER_BACKBONES
+
+        # generative models read and write pixels in [0, 1]; so does a classifier on an autoencoder's encoder
+        if cfg.task in UNIT_PIXEL_TASKS or (cfg.model.name in AUTOENCODER_BACKBONES and cfg.model.backbone_weights):
             channels = len(bundle.mean)
             bundle.mean, bundle.std = (0.0,) * channels, (1.0,) * channels
     if cfg.task == "text" and "tokenizer" not in (bundle.extra or {}):
