@@ -22,6 +22,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH",
                    help="evaluate on all of PATH instead: a dataset of the same kind and format as the run's "
                         "(its data.path replaced by PATH; no split is held out)")
+    p.add_argument("--shift", type=int, default=None, metavar="N",
+                   help="image classification: move every held-out image N pixels (image i right, down, left "
+                        "or up, by i mod 4; zeros come in) before scoring it: how far the accuracy holds")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--format", choices=["text", "json"], default="text")
     p.set_defaults(func=run)
@@ -44,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
         data, what = (bundle.val if args.split == "val" else bundle.test), args.split
         if data is None:
             raise UserError(f"dataset {cfg.data.name!r} has no {args.split} split; use --split val")
+    if args.shift is not None:
+        data = _shifted(data, args.shift, task.name)
     data = task.eval_split(data)  # e.g. texts encoded with the run's own tokeniser
     device = resolve_device("auto" if cfg.train.device == "auto" else "cpu")
     model.to(device)
@@ -52,13 +57,15 @@ def run(args: argparse.Namespace) -> int:
                          transform=task.transform(train=False))
     res = task.evaluate(model, loader, device)
     out = {"split": what, **({"data": str(args.data)} if args.data is not None else {}),
+           **({"shift": args.shift} if args.shift is not None else {}),
            **{k: v for k, v in res.items() if k != "n"}, "n": res["n"], "checkpoint": info["checkpoint"],
            f"n_{task.unit}": res["n"], "task": task.name, **task.eval_report(model, loader, device)}
     if args.format == "json":
         print(json.dumps(out, indent=2))
         return 0
     named = "  ".join(f"{k}: {res[k]:.4f}" for k in (*task.metric_names, "loss") if res.get(k) is not None)
-    print(f"{what} {named}  ({res['n']} {task.unit}, {Path(info['checkpoint']).name})")
+    moved = f", each moved {args.shift} px" if args.shift else ""
+    print(f"{what} {named}  ({res['n']} {task.unit}{moved}, {Path(info['checkpoint']).name})")
     per_class = out.get("per_class") if "per_class_accuracy" not in out else out.get("per_class_accuracy")
     if per_class and all(isinstance(v, dict) for v in per_class.values()):  # segmentation: IoU and Dice
         width = max(len(c) for c in per_class)
@@ -90,3 +97,18 @@ def _other_data(cfg, task, path: str, classes: list[str]):
         raise UserError(f"--data {path!r} has classes {bundle.classes}, the run was trained on {list(classes)}; "
                         f"eval needs the same classes in the same order")
     return bundle.train
+
+
+def _shifted(data, pixels: int, task: str):
+    """``data`` with every image moved ``pixels`` pixels (:func:`cnnkit.data.augment.shift_images`)."""
+    from cnnkit.data.augment import shift_images
+    from cnnkit.data.base import TensorData
+
+    if task != "classification" or not isinstance(data, TensorData):
+        raise UserError(f"--shift moves the images of an image classification run held in memory (mnist5k, digits, "
+                        f"cifar10, ...); this is a {task} run")
+    side = min(data.images.shape[-2:])
+    if not 0 <= pixels < side:
+        raise UserError(f"--shift {pixels}: give a number of pixels from 0 to {side - 1} (the images are "
+                        f"{data.images.shape[-2]}x{data.images.shape[-1]})")
+    return TensorData(shift_images(data.images, pixels), data.labels)
