@@ -8,6 +8,7 @@ import random
 
 import numpy as np
 import torch
+from torch import nn
 
 from cnnkit.errors import UserError
 
@@ -51,3 +52,25 @@ def autocast(device: torch.device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, model: nn.Module, *,
+                      scaler: torch.amp.GradScaler | None = None, clip: float | None = 0.0,
+                      update_scaler: bool = True) -> None:
+    """One optimiser step from ``loss``: backward (scaled by ``scaler`` for fp16, whose small gradients
+    would underflow otherwise), clip the gradient norm of ``model``'s parameters to ``clip`` (0 / None:
+    off), step. ``update_scaler=False`` leaves the scaler's update to the caller (a GAN steps two
+    optimisers with one scaler, then updates it once)."""
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(model.parameters(), clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        if update_scaler:
+            scaler.update()
+    else:
+        optimizer.step()

@@ -41,7 +41,7 @@ from torchmetrics import MetricCollection
 
 from cnnkit.errors import UserError
 from cnnkit.models.generative import ADAM, d_loss, g_loss
-from cnnkit.nn.runtime import autocast
+from cnnkit.nn.runtime import autocast, backward_and_step
 from cnnkit.tasks.base import Task, register_task
 from cnnkit.tasks.image_metrics import classifier_features, fid_and_baseline
 from cnnkit.tasks.metrics import Ratio
@@ -84,20 +84,10 @@ class GanOptimizers:
 
 def player_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, player: nn.Module, *,
                 scaler: torch.amp.GradScaler | None, clip: float | None) -> None:
-    """One player's update, as the trainer's ``backward_and_step``: zero its gradients, backward (scaled
-    for fp16), clip its gradient norm to ``clip`` (0/None: off), step. The caller updates the scaler."""
+    """One player's update: zero its gradients, then the trainer's own backward, clip and step
+    (:func:`~cnnkit.nn.runtime.backward_and_step`); the caller updates the scaler once per batch."""
     optimizer.zero_grad(set_to_none=True)
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-    else:
-        loss.backward()
-    if clip:
-        nn.utils.clip_grad_norm_(player.parameters(), clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-    else:
-        optimizer.step()
+    backward_and_step(loss, optimizer, player, scaler=scaler, clip=clip, update_scaler=False)
 
 
 @register_task("gan", "unconditional image generation (dcgan): two players, two Adams; d/g losses, D(real), D(fake); "

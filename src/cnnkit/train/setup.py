@@ -23,6 +23,7 @@ from cnnkit.data.loaders import make_loader
 from cnnkit.errors import UserError
 from cnnkit.models import create_model
 from cnnkit.models.weights import normalisation_for, without_weights
+from cnnkit.nn.runtime import backward_and_step  # noqa: F401  (the trainer's and lr_find's step, re-exported)
 from cnnkit.tasks import Task, create_task, task_class
 from cnnkit.train.optim import create as create_optimizer
 from cnnkit.train.schedules import make_schedule
@@ -199,24 +200,6 @@ def penalty(model: nn.Module, l1: float, l2: float) -> torch.Tensor | float:
             if l2:
                 total = total + l2 * p.pow(2).sum()
     return total
-
-
-def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, model: nn.Module, *,
-                      scaler: torch.amp.GradScaler | None = None, clip: float = 0.0) -> None:
-    """One optimiser step from ``loss``: backward (scaled by ``scaler`` for fp16, whose small gradients
-    would underflow otherwise), clip the global gradient norm to ``clip`` (0: off), step."""
-    if scaler is not None:
-        scaler.scale(loss).backward()
-        scaler.unscale_(optimizer)
-    else:
-        loss.backward()
-    if clip:
-        nn.utils.clip_grad_norm_(model.parameters(), clip)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        optimizer.step()
 
 
 def data_init_images(bundle: DataBundle, n: int, device: torch.device) -> torch.Tensor:
