@@ -21,13 +21,13 @@ import argparse
 import sys
 from typing import Sequence
 
-from cnnkit.cli import compress, datasets, eval, explain, export, finetune, generate, lr_find, models, predict, \
-    summary, train, tune
+from cnnkit.cli import compare, compress, datasets, eval, explain, export, finetune, generate, lr_find, models, \
+    predict, summary, train, tune
 from cnnkit.cli.common import Formatter, run_command
 
 # In the order ``cnnkit --help`` lists them.
-COMMANDS = (train, eval, predict, generate, summary, models, datasets, explain, finetune, lr_find, compress, export,
-            tune)
+COMMANDS = (train, eval, predict, compare, generate, summary, models, datasets, explain, finetune, lr_find, compress,
+            export, tune)
 
 _EPILOG = ("examples:\n  cnnkit train                          # the demo: LeNet-5 on bundled MNIST\n"
            "  cnnkit train configs/lenet5_mnist5k.yaml optim.lr=0.01 train.epochs=3\n"
