@@ -368,6 +368,10 @@ class TrainConfig(Section):
     cv_folds: int | None = Field(None, ge=2, description="K-fold cross-validation over the training data: K runs "
                                  "in folds/ of one parent run, whose final.json holds each metric's mean and "
                                  "standard deviation over the folds")
+    log: list[Literal["tensorboard"]] = Field(default_factory=list, description="extra logs besides "
+                                              "metrics.jsonl: tensorboard writes event files in RUN/tensorboard "
+                                              "(scalars per epoch, the graph where it can be traced), read by "
+                                              "'tensorboard --logdir runs' (pip install 'cnnkit[tensorboard]')")
     denoise: DenoiseConfig | None = Field(None, description="task reconstruction: train a denoising autoencoder "
                                           "(corrupted inputs, clean targets); validation noise is seeded")
     fid_classifier: str | None = Field(None, description="task gan: a classification run (folder or checkpoint) "

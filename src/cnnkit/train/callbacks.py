@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from typing import Any
 
 from cnnkit.runs import RunFolder
@@ -179,6 +180,70 @@ class Checkpointer(Callback):
         self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
 
 
+class TensorBoardLogger(Callback):
+    """``train.log: [tensorboard]``: each epoch's numbers as TensorBoard scalars (``train/loss``,
+    ``val/accuracy``, ``lr``, ...) in ``RUN/tensorboard``, and the model's graph where torch can trace it;
+    only the main process writes. A resumed run adds a new event file to the same folder."""
+
+    def __init__(self) -> None:
+        self.writer = None
+
+    def on_train_begin(self, trainer: Any) -> None:
+        self._open(trainer)
+
+    def _open(self, trainer: Any) -> None:
+        if self.writer is not None or not getattr(trainer, "is_main", True) or trainer.run_dir is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # torch's writer needs the tensorboard package
+            from cnnkit.errors import UserError
+
+            raise UserError("train.log: [tensorboard] needs the tensorboard package: pip install "
+                            "'cnnkit[tensorboard]' (or remove tensorboard from train.log)") from None
+        self.writer = SummaryWriter(log_dir=str(Path(trainer.run_dir) / "tensorboard"))
+        self._graph(trainer)
+
+    def _graph(self, trainer: Any) -> None:
+        import warnings
+
+        import torch
+
+        meta = getattr(trainer, "meta", None)
+        shape = meta.get("input_shape") if isinstance(meta, dict) else None
+        model = getattr(trainer, "model", None)
+        if not isinstance(model, torch.nn.Module) or not shape or getattr(getattr(trainer, "task", None), "collate",
+                                                                            None) is not None:
+            return  # images only: other inputs (tokens, clips, boxes) need more than a zero tensor
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        was_training = model.training
+        model.eval()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.writer.add_graph(model, torch.zeros(1, *shape, device=device))
+        except Exception:  # noqa: BLE001  (a model torch's tracer cannot follow: scalars only)
+            pass
+        finally:
+            model.train(was_training)
+
+    def on_epoch_end(self, trainer: Any, epoch: int, metrics: dict[str, Any]) -> None:
+        self._open(trainer)  # a resumed run skips on_train_begin
+        if self.writer is None:
+            return
+        for key, value in metrics.items():
+            if key == "epoch" or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            name = key.replace("train_", "train/", 1).replace("val_", "val/", 1)
+            self.writer.add_scalar(name, value, epoch)
+        self.writer.flush()
+
+    def on_train_end(self, trainer: Any) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
 def standard_callbacks(cfg, task, *, progress: bool | None, extra: list[Callback] | None = None
                        ) -> tuple[list[Callback], EarlyStopping | None, Checkpointer]:
     """The callbacks every engine runs for a config, in order: a progress bar, early stopping if
@@ -193,5 +258,7 @@ def standard_callbacks(cfg, task, *, progress: bool | None, extra: list[Callback
     monitor, mode = (early.monitor, early.mode) if early else (task.best_metric, task.best_mode)
     checkpointer = Checkpointer(monitor, mode, cfg.train.checkpoint_every,
                                 keep_last=early is not None and not early.restore_best)
+    if "tensorboard" in getattr(cfg.train, "log", ()):
+        callbacks.append(TensorBoardLogger())
     callbacks += [*(extra or []), MetricsLogger(), checkpointer]
     return callbacks, early, checkpointer
