@@ -63,3 +63,24 @@ def disk_full(err: BaseException) -> bool:
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda f: codecs.getwriter("utf-8")(f).write(text))
+
+
+#: The figure formats matplotlib writes for cnnkit, by suffix.
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def figure_path(path: str | os.PathLike, option: str) -> Path:
+    """``path`` checked as a figure to write (before any drawing): its suffix names PNG, SVG or PDF and
+    its folder exists; otherwise a UserError naming ``option`` (the flag the user gave it with)."""
+    p = Path(path)
+    if p.suffix.lower() not in FIGURE_SUFFIXES:
+        raise UserError(f"{option} {str(path)!r}: give a .png, .svg or .pdf file")
+    if not p.parent.exists():
+        raise UserError(f"{option} {str(path)!r}: folder {str(p.parent)!r} does not exist")
+    return p
+
+
+def save_figure(fig, path: Path) -> Path:
+    """Write a matplotlib figure atomically, in the format its suffix names (see :func:`figure_path`)."""
+    atomic_write(path, lambda f: fig.savefig(f, format=path.suffix.lower().lstrip(".")))
+    return path

@@ -284,15 +284,9 @@ def plot_forecast(history: np.ndarray, targets: Sequence[str], future: np.ndarra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pathlib import Path
+    from cnnkit.atomic import figure_path, save_figure
 
-    from cnnkit.atomic import atomic_write
-
-    p = Path(path)
-    if p.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UserError(f"--plot {path!r}: give a .png, .svg or .pdf file")
-    if not p.parent.exists():
-        raise UserError(f"--plot {path!r}: folder {str(p.parent)!r} does not exist")
+    p = figure_path(path, "--plot")
     n = history.shape[1]
     h = future.shape[1]
     fig, axes = plt.subplots(len(targets), 1, figsize=(9, 2.6 * len(targets)), squeeze=False)
@@ -309,7 +303,7 @@ def plot_forecast(history: np.ndarray, targets: Sequence[str], future: np.ndarra
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel("step")
     fig.tight_layout()
-    atomic_write(p, lambda f: fig.savefig(f, format=p.suffix.lower().lstrip(".")))
+    save_figure(fig, p)
     plt.close(fig)
     return str(p)
 

@@ -104,13 +104,9 @@ def plot_curves(table: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cnnkit.atomic import atomic_write
+    from cnnkit.atomic import figure_path, save_figure
 
-    p = Path(path)
-    if p.suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise UserError(f"--save {str(path)!r}: give a .png, .svg or .pdf file")
-    if not p.parent.exists():
-        raise UserError(f"--save {str(path)!r}: folder {str(p.parent)!r} does not exist")
+    p = figure_path(path, "--save")
     histories = table["history"]
     logged = [set().union(*(row.keys() for row in h)) if h else set() for h in histories]
     common = set.intersection(*logged) if logged else set()
@@ -135,6 +131,6 @@ def plot_curves(table: dict[str, Any], path: str | Path) -> Path:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
     fig.tight_layout()
-    atomic_write(p, lambda f: fig.savefig(f, format=p.suffix.lower().lstrip(".")))
+    save_figure(fig, p)
     plt.close(fig)
     return p
