@@ -200,12 +200,13 @@ class Task:
 
     def epoch_line(self, m: dict[str, Any]) -> str:
         """The metrics of one epoch, as the trainer prints them."""
-        parts = [f"train_loss {_fmt(m.get('train_loss'))}"]
-        parts += [f"train_{k} {_fmt(m.get('train_' + k))}" for k in self.metric_names if "train_" + k in m]
-        parts += [f"val_loss {_fmt(m.get('val_loss'))}"]
-        parts += [f"val_{k} {_fmt(m.get('val_' + k))}" for k in self.metric_names]
+        parts = [f"train_loss {fmt_metric(m.get('train_loss'))}"]
+        parts += [f"train_{k} {fmt_metric(m.get('train_' + k))}" for k in self.metric_names if "train_" + k in m]
+        parts += [f"val_loss {fmt_metric(m.get('val_loss'))}"]
+        parts += [f"val_{k} {fmt_metric(m.get('val_' + k))}" for k in self.metric_names]
         return "  ".join(parts)
 
 
-def _fmt(v: float | None) -> str:
+def fmt_metric(v: float | None) -> str:
+    """A metric as the epoch lines print it: four decimals, ``-`` when it was not measured."""
     return "-" if v is None else f"{v:.4f}"

@@ -15,7 +15,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from cnnkit.errors import UserError
 from cnnkit.nn.losses import make_loss
 from cnnkit.reference.losses import classification_loss as reference_classification_loss
-from cnnkit.tasks.base import Task, register_task
+from cnnkit.tasks.base import Task, fmt_metric, register_task
 from cnnkit.tasks.metrics import Ratio
 
 
@@ -103,8 +103,7 @@ class ClassificationTask(Task):
         return format_predictions(names, probs, self.classes, top_k)
 
     def epoch_line(self, m: dict[str, Any]) -> str:
-        def f(v):
-            return "-" if v is None else f"{v:.4f}"
+        f = fmt_metric
         return (f"train_loss {f(m['train_loss'])}  train_acc {f(m['train_accuracy'])}  val_loss {f(m['val_loss'])}  "
                 f"val_acc {f(m['val_accuracy'])}")
 

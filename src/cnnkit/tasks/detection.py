@@ -21,7 +21,7 @@ from torch import nn
 
 from cnnkit.errors import UserError
 from cnnkit.nn.runtime import autocast
-from cnnkit.tasks.base import Task, register_task
+from cnnkit.tasks.base import Task, fmt_metric, register_task
 
 
 @register_task("detection", "boxes and classes per image: COCO mAP, detections in image pixels")
@@ -158,8 +158,7 @@ class DetectionTask(Task):
         return format_detections(names, preds, self.classes, tuple(images.shape[-2:]), orig_sizes)
 
     def epoch_line(self, m: dict[str, Any]) -> str:
-        def f(v):
-            return "-" if v is None else f"{v:.4f}"
+        f = fmt_metric
         return (f"train_loss {f(m.get('train_loss'))}  val_map {f(m.get('val_map'))}  "
                 f"val_map_50 {f(m.get('val_map_50'))}  val_map_75 {f(m.get('val_map_75'))}")
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from cnnkit.data.timeseries.forecast import ForecastLayout, read_forecast, window_offset
 from cnnkit.errors import UserError
-from cnnkit.tasks.base import Task, register_task
+from cnnkit.tasks.base import Task, fmt_metric, register_task
 from cnnkit.tasks.timeseries import refuse_image_augment
 
 MEASURES = ("mae", "rmse", "smape", "mase")
@@ -225,8 +225,7 @@ class ForecastTask(Task):
                 "season": self.layout.get("season") if self.layout else None}
 
     def epoch_line(self, m: dict[str, Any]) -> str:
-        def f(v):
-            return "-" if v is None else f"{v:.4f}"
+        f = fmt_metric
         return (f"train_loss {f(m.get('train_loss'))}  val_loss {f(m.get('val_loss'))}  val_mae {f(m.get('val_mae'))}"
                 f"  val_mase {f(m.get('val_mase'))} (naive {f(m.get('val_naive_mase'))})")
 

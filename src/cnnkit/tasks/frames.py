@@ -39,7 +39,7 @@ from torchmetrics import MetricCollection
 
 from cnnkit.errors import UserError
 from cnnkit.nn.runtime import autocast
-from cnnkit.tasks.base import Task, register_task
+from cnnkit.tasks.base import Task, fmt_metric, register_task
 from cnnkit.tasks.image_metrics import ssim
 from cnnkit.tasks.metrics import Ratio
 from cnnkit.tasks.video import clip_name, load_clips, model_device, refuse_augment
@@ -176,8 +176,7 @@ class FramesTask(Task):
                 "baseline_mse_per_step": [round(float(v) / count, 6) for v in base]}
 
     def epoch_line(self, m: dict[str, Any]) -> str:
-        def f(v):
-            return "-" if v is None else f"{v:.4f}"
+        f = fmt_metric
         return (f"train_loss {f(m.get('train_loss'))}  val_mse {f(m.get('val_mse'))} (copy-last "
                 f"{f(m.get('val_baseline_mse'))})  val_psnr {f(m.get('val_psnr'))}  val_ssim {f(m.get('val_ssim'))}")
 

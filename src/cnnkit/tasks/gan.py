@@ -42,7 +42,7 @@ from torchmetrics import MetricCollection
 from cnnkit.errors import UserError
 from cnnkit.models.generative import ADAM, d_loss, g_loss
 from cnnkit.nn.runtime import autocast, backward_and_step
-from cnnkit.tasks.base import Task, register_task
+from cnnkit.tasks.base import Task, fmt_metric, register_task
 from cnnkit.tasks.image_metrics import classifier_features, fid_and_baseline
 from cnnkit.tasks.metrics import Ratio
 
@@ -203,8 +203,7 @@ class GanTask(Task):
         return result
 
     def epoch_line(self, m: dict[str, Any]) -> str:
-        def f(v):
-            return "-" if v is None else f"{v:.4f}"
+        f = fmt_metric
         return (f"d_loss {f(m.get('train_d_loss'))}  g_loss {f(m.get('train_g_loss'))}  "
                 f"D(real) {f(m.get('train_d_real'))}  D(fake) {f(m.get('train_d_fake'))}  |  val d_loss "
                 f"{f(m.get('val_d_loss'))}  g_loss {f(m.get('val_g_loss'))}  D(real) {f(m.get('val_d_real'))}  "

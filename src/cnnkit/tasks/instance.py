@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from cnnkit.tasks.base import register_task
+from cnnkit.tasks.base import fmt_metric, register_task
 from cnnkit.tasks.detection import DetectionTask, _float, _gt, _num, detect, format_detections
 
 #: A predicted mask pixel belongs to the object from this probability on.
@@ -66,8 +66,7 @@ class InstanceTask(DetectionTask):
         return out
 
     def epoch_line(self, m: dict[str, Any]) -> str:
-        def f(v):
-            return "-" if v is None else f"{v:.4f}"
+        f = fmt_metric
         return (f"train_loss {f(m.get('train_loss'))}  val_map {f(m.get('val_map'))}  "
                 f"val_map_50 {f(m.get('val_map_50'))}  val_mask_map {f(m.get('val_mask_map'))}  "
                 f"val_mask_map_50 {f(m.get('val_mask_map_50'))}")

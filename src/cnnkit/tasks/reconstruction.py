@@ -35,7 +35,7 @@ from torchmetrics import MetricCollection
 from cnnkit.errors import UserError
 from cnnkit.models.generative import corrupt
 from cnnkit.nn.runtime import autocast
-from cnnkit.tasks.base import Task, register_task
+from cnnkit.tasks.base import Task, fmt_metric, register_task
 from cnnkit.tasks.image_metrics import mse as image_mse
 from cnnkit.tasks.image_metrics import psnr as image_psnr
 from cnnkit.tasks.image_metrics import ssim as image_ssim
@@ -157,8 +157,7 @@ class ReconstructionTask(Task):
         return {"denoise": None if d is None else {"noise": d.noise, "amount": d.amount}}
 
     def epoch_line(self, m: dict[str, Any]) -> str:
-        def f(v):
-            return "-" if v is None else f"{v:.4f}"
+        f = fmt_metric
         line = (f"train_loss {f(m.get('train_loss'))}  val_loss {f(m.get('val_loss'))}  val_mse {f(m.get('val_mse'))}  "
                 f"val_psnr {f(m.get('val_psnr'))}  val_ssim {f(m.get('val_ssim'))}")
         if self.denoise is not None:

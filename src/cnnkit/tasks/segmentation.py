@@ -30,7 +30,7 @@ from torch import nn
 
 from cnnkit.errors import UserError
 from cnnkit.nn.runtime import autocast
-from cnnkit.tasks.base import Task, register_task
+from cnnkit.tasks.base import Task, fmt_metric, register_task
 from cnnkit.tasks.metrics import Ratio
 
 #: Mask value of pixels that count in no loss and no metric.
@@ -179,8 +179,7 @@ class SegmentationTask(Task):
                 for name, m in zip(names, mask)]
 
     def epoch_line(self, m: dict[str, Any]) -> str:
-        def f(v):
-            return "-" if v is None else f"{v:.4f}"
+        f = fmt_metric
         return (f"train_loss {f(m.get('train_loss'))}  val_loss {f(m.get('val_loss'))}  "
                 f"val_pixel_accuracy {f(m.get('val_pixel_accuracy'))}  val_miou {f(m.get('val_miou'))}  "
                 f"val_dice {f(m.get('val_dice'))}")
