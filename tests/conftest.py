@@ -13,3 +13,5 @@ torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min
 def _private_cache(tmp_path_factory, monkeypatch):
     # Decoded or downloaded data never lands in the user's ~/.cache during tests.
     monkeypatch.setenv("CNNKIT_CACHE", str(tmp_path_factory.getbasetemp() / "cnnkit-cache"))
+    # The end-of-run report.html costs seconds per run; the tests of the report turn it back on.
+    monkeypatch.setenv("CNNKIT_REPORT", "0")

@@ -372,6 +372,9 @@ class TrainConfig(Section):
                                               "metrics.jsonl: tensorboard writes event files in RUN/tensorboard "
                                               "(scalars per epoch, the graph where it can be traced), read by "
                                               "'tensorboard --logdir runs' (pip install 'cnnkit[tensorboard]')")
+    report: bool = Field(True, description="write RUN/report.html at the end of the run (cnnkit train, "
+                         "finetune, --resume): curves, architecture, the task's results; `cnnkit report RUN` "
+                         "writes it any time. The environment variable CNNKIT_REPORT=0 turns it off for every run")
     denoise: DenoiseConfig | None = Field(None, description="task reconstruction: train a denoising autoencoder "
                                           "(corrupted inputs, clean targets); validation noise is seeded")
     fid_classifier: str | None = Field(None, description="task gan: a classification run (folder or checkpoint) "

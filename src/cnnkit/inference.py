@@ -55,6 +55,30 @@ def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu"
     return model, {**meta, "config": cfg, "checkpoint": str(path), "epoch": ckpt.get("epoch"), "task": task}
 
 
+def held_out_data(info: dict[str, Any], split: str = "val") -> Any:
+    """The run's own held-out ``split`` (``val`` or ``test``), cut from its data as training cut it and
+    prepared as its task scores it (a text run's texts encoded with the run's tokeniser)."""
+    from cnnkit.data import load_data
+
+    cfg = info["config"]
+    bundle = load_data(cfg.data, task=cfg.task)
+    data = bundle.val if split == "val" else bundle.test
+    if data is None:
+        raise UserError(f"dataset {cfg.data.name!r} has no {split} split; use --split val")
+    return data
+
+
+def ordered_loader(info: dict[str, Any], data: Any, device: str | torch.device = "cpu",
+                   batch_size: int | None = None) -> Any:
+    """Batches of ``data`` in order, normalised as the run's inputs were, without augmentation."""
+    from cnnkit.data.loaders import make_loader
+
+    cfg, task = info["config"], info["task"]
+    return make_loader(task.eval_split(data), batch_size=batch_size or cfg.data.eval_batch_size or 256,
+                       mean=info["mean"], std=info["std"], shuffle=False, seed=0, device=device, augment=None,
+                       collate=task.collate, transform=task.transform(train=False))
+
+
 @torch.no_grad()
 def predict_files(model: nn.Module, info: dict[str, Any], files: Sequence[str], top_k: int = 5,
                   **options: Any) -> list[dict]:

@@ -61,8 +61,29 @@ def report_run(result: Any) -> int:
         names = task_class(f.get("task", "classification")).metric_names
         shown = ", ".join(f"{k} {f[f'val_{k}']:.4f}" for k in names if f.get(f"val_{k}") is not None)
         print(f"held-out {shown or 'metrics: none'} ({f['n_val']} {unit}, {tail})")
+    write_report(result.run_dir)
     print(result.run_dir)
     return 0
+
+
+def write_report(run_dir: Any) -> None:
+    """The run's report.html, unless its ``train.report`` is false or ``CNNKIT_REPORT=0``. A report that
+    cannot be written is a warning: the run itself is saved and complete."""
+    import os
+
+    from cnnkit.runs import RunFolder
+
+    if os.environ.get("CNNKIT_REPORT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return
+    if not (RunFolder(run_dir).read_config().get("train") or {}).get("report", True):
+        return
+    from cnnkit.tools.report import build_report
+
+    try:
+        print(f"report: {build_report(run_dir)}")
+    except Exception as e:  # noqa: BLE001 - the run is saved; say why its report is missing
+        print(f"warning: report.html not written ({type(e).__name__}: {e}); try `cnnkit report {run_dir}`",
+              file=sys.stderr)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

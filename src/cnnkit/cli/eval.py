@@ -32,8 +32,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cnnkit.data.loaders import make_loader
-    from cnnkit.inference import load_run_model
+    from cnnkit.inference import held_out_data, load_run_model, ordered_loader
     from cnnkit.nn.runtime import resolve_device
 
     model, info = load_run_model(args.run_dir, which=args.checkpoint)
@@ -41,20 +40,12 @@ def run(args: argparse.Namespace) -> int:
     if args.data is not None:
         data, what = _other_data(cfg, task, args.data, info["classes"]), "data"
     else:
-        from cnnkit.data import load_data
-
-        bundle = load_data(cfg.data, task=cfg.task)
-        data, what = (bundle.val if args.split == "val" else bundle.test), args.split
-        if data is None:
-            raise UserError(f"dataset {cfg.data.name!r} has no {args.split} split; use --split val")
+        data, what = held_out_data(info, args.split), args.split
     if args.shift is not None:
         data = _shifted(data, args.shift, task.name)
-    data = task.eval_split(data)  # e.g. texts encoded with the run's own tokeniser
     device = resolve_device("auto" if cfg.train.device == "auto" else "cpu")
     model.to(device)
-    loader = make_loader(data, batch_size=cfg.data.eval_batch_size or 256, mean=info["mean"], std=info["std"],
-                         shuffle=False, seed=0, device=device, augment=None, collate=task.collate,
-                         transform=task.transform(train=False))
+    loader = ordered_loader(info, data, device)  # e.g. texts encoded with the run's own tokeniser
     res = task.evaluate(model, loader, device)
     out = {"split": what, **({"data": str(args.data)} if args.data is not None else {}),
            **({"shift": args.shift} if args.shift is not None else {}),

@@ -1,0 +1,306 @@
+"""The image classification pages: confusion matrix, per-class figures, the most confident mistakes,
+Grad-CAM, the first layer's filters, one image's feature maps layer by layer, and robustness to shifts.
+
+Every figure comes from the model's own outputs on the run's held-out images (the task's evaluation
+forward pass, test-time augmentation included), so the numbers agree with ``cnnkit eval``.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cnnkit.atomic import atomic_write_text
+from cnnkit.runs import dumps
+from cnnkit.tools.report.common import plt
+from cnnkit.tools.report.context import ReportContext
+from cnnkit.tools.report.html import Section, figure, note, para, table
+from cnnkit.tools.report.pages import task_pages
+
+#: Shifts (pixels) of the robustness curve, as in the course's argument for convolutions (I.C).
+SHIFTS = tuple(range(7))
+ROBUSTNESS_FILE = "robustness.json"
+
+
+class Scored:
+    """The held-out predictions, once: logits, predicted and true classes, and the images shown."""
+
+    def __init__(self, ctx: ReportContext) -> None:
+        self.ctx = ctx
+        xs, logits, ys = zip(*ctx.outputs)
+        self.x = torch.cat(xs)
+        self.logits = torch.cat(logits).float()
+        self.y = torch.cat([torch.as_tensor(y) for y in ys]).long()
+        self.prob = torch.softmax(self.logits, 1)
+        self.pred = self.prob.argmax(1)
+
+    @cached_property
+    def confusion(self) -> np.ndarray:
+        k = len(self.ctx.classes)
+        return np.bincount((self.y * k + self.pred).numpy(), minlength=k * k).reshape(k, k)
+
+
+def confusion_figure(matrix: np.ndarray, classes: list[str]):
+    """A heat map of ``matrix`` (rows: true class, columns: predicted), counts written in the cells
+    when there are few enough classes to read them."""
+    pyplot = plt()
+    k = len(classes)
+    side = min(11.0, 2.2 + 0.42 * k)
+    fig, ax = pyplot.subplots(figsize=(side, side * 0.86))
+    shown = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)  # colour: share of the true class
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
+    ticks = range(k) if k <= 40 else range(0, k, math.ceil(k / 40))
+    ax.set_xticks(list(ticks), [classes[i] for i in ticks], rotation=90 if k > 10 else 0, fontsize=7)
+    ax.set_yticks(list(ticks), [classes[i] for i in ticks], fontsize=7)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if shown[i, j] > 0.6 else "#1d2330")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_rows(matrix: np.ndarray, classes: list[str]) -> list[tuple[Any, ...]]:
+    """``(class, precision, recall, f1, support)`` per class from a confusion matrix (rows: truth)."""
+    tp = np.diag(matrix).astype(float)
+    support = matrix.sum(1)
+    predicted = matrix.sum(0)
+    rows = []
+    for c, t, s, p in zip(classes, tp, support, predicted):
+        precision = t / p if p else 0.0
+        recall = t / s if s else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append((c, round(precision, 4), round(recall, 4), round(f1, 4), int(s)))
+    return rows
+
+
+def confusion_sections(matrix: np.ndarray, classes: list[str], what: str = "images") -> list[Section]:
+    """The confusion matrix (figure and a table of counts, ``id="confusion-matrix"``) and the per-class
+    precision, recall and F1 (``id="per-class"``): shared by every task that classifies."""
+    n = int(matrix.sum())
+    acc = float(np.trace(matrix)) / max(n, 1)
+    head = ("true \\ predicted", *classes)
+    counts = table(head, [(c, *map(int, row)) for c, row in zip(classes, matrix)], id="confusion-matrix",
+                   caption=f"{n} held-out {what}; rows: true class, columns: predicted")
+    body = figure(confusion_figure(matrix, classes), "confusion matrix",
+                  f"accuracy {acc:.4f} on {n} held-out {what}; colour: the share of each true class")
+    body += f"<details><summary>the counts</summary>{counts}</details>"
+    rows = per_class_rows(matrix, classes)
+    macro = [round(float(np.mean([r[i] for r in rows])), 4) for i in (1, 2, 3)]
+    per_class = table(("class", "precision", "recall", "F1", "support"), rows + [("macro mean", *macro, n)],
+                      id="per-class")
+    worst = sorted(rows, key=lambda r: r[3])[:3]
+    return [Section("Confusion matrix", body),
+            Section("Per-class precision, recall and F1", per_class +
+                    para("Weakest classes by F1: " + ", ".join(f"{r[0]} ({r[3]:.3f})" for r in worst) + "."))]
+
+
+def _show(ax, img: np.ndarray) -> None:
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+              vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def mistakes(ctx: ReportContext, s: Scored, n: int = 16) -> Section:
+    wrong = torch.nonzero(s.pred != s.y).flatten()
+    if len(wrong) == 0:
+        return Section("Most confident mistakes", para(f"No mistakes on the {len(s.y)} held-out images."))
+    conf = s.prob[wrong, s.pred[wrong]]
+    order = wrong[conf.argsort(descending=True)][:n]
+    images = ctx.denormalise(s.x[order])
+    pyplot = plt()
+    cols = min(8, len(order))
+    rows = math.ceil(len(order) / cols)
+    fig, axes = pyplot.subplots(rows, cols, figsize=(1.55 * cols, 1.9 * rows), squeeze=False)
+    classes = ctx.classes
+    for ax, i, img in zip(axes.flat, order.tolist(), images):
+        _show(ax, img)
+        ax.set_title(f"true {classes[s.y[i]]}\npred {classes[s.pred[i]]} {s.prob[i, s.pred[i]]:.2f}", fontsize=7)
+    for ax in list(axes.flat)[len(order):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return Section("Most confident mistakes", figure(
+        fig, "the most confident mistakes", f"{len(wrong)} of {len(s.y)} held-out images are misclassified; "
+        f"these {len(order)} were predicted with the highest probability"))
+
+
+def gradcam_section(ctx: ReportContext, s: Scored, n: int = 8) -> Section:
+    from cnnkit.tools.report.gradcam import gradcam, last_conv
+
+    model = ctx.model
+    name, layer = last_conv(model, s.x[:1].to(ctx.device))
+    wrong = torch.nonzero(s.pred != s.y).flatten()
+    wrong = wrong[s.prob[wrong, s.pred[wrong]].argsort(descending=True)][: n // 2]  # the confident mistakes
+    right, classes_seen = [], set()
+    for i in torch.nonzero(s.pred == s.y).flatten().tolist():  # right answers of as many classes as fit
+        if int(s.y[i]) not in classes_seen:
+            classes_seen.add(int(s.y[i]))
+            right.append(i)
+        if len(right) == n - len(wrong):
+            break
+    pick = torch.cat([torch.as_tensor(right, dtype=torch.long), wrong])
+    maps = gradcam(model, s.x[pick].to(ctx.device), s.pred[pick], layer).cpu().numpy()
+    images = ctx.denormalise(s.x[pick])
+    pyplot = plt()
+    fig, axes = pyplot.subplots(2, len(pick), figsize=(1.6 * len(pick), 3.5), squeeze=False)
+    for j, (i, img, heat) in enumerate(zip(pick.tolist(), images, maps)):
+        _show(axes[0, j], img)
+        axes[0, j].set_title(f"true {ctx.classes[s.y[i]]}", fontsize=7)
+        axes[1, j].imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
+        overlay = pyplot.get_cmap("jet")(heat)
+        overlay[..., 3] = 0.75 * heat  # the map shows where it is high; the image stays visible elsewhere
+        axes[1, j].imshow(overlay)
+        axes[1, j].set_title(f"pred {ctx.classes[s.pred[i]]}", fontsize=7)
+        axes[1, j].axis("off")
+    fig.tight_layout()
+    return Section("Grad-CAM", figure(fig, "Grad-CAM heat maps", f"captum's LayerGradCam at layer {name!r} "
+                                      f"(the last convolution with a spatial output), for the predicted class; "
+                                      f"red: the regions that raise its score; left: right answers, one per "
+                                      f"class, right: the most confident mistakes"))
+
+
+def first_layer_filters(ctx: ReportContext, limit: int = 32) -> Section:
+    conv = next((m for m in ctx.model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        return Section("First-layer filters", note("this network has no convolution: its first layer is dense, "
+                                                  "one weight per pixel, with no small filter to draw"))
+    w = conv.weight.detach().float().cpu()[:limit]
+    pyplot = plt()
+    cols = min(8, len(w))
+    rows = math.ceil(len(w) / cols)
+    fig, axes = pyplot.subplots(rows, cols, figsize=(1.1 * cols, 1.1 * rows), squeeze=False)
+    rgb = w.shape[1] == 3
+    for ax, f in zip(axes.flat, w):
+        if rgb:  # the filter as a colour patch, stretched to [0, 1]
+            img = f.permute(1, 2, 0).numpy()
+            ax.imshow((img - img.min()) / max(float(img.max() - img.min()), 1e-12))
+        else:  # the mean over input channels, blue negative, red positive
+            m = f.mean(0).numpy()
+            lim = max(float(np.abs(m).max()), 1e-12)
+            ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in list(axes.flat)[len(w):]:
+        ax.axis("off")
+    fig.tight_layout()
+    how = "each stretched to [0, 1] as RGB" if rgb else "blue negative, red positive (mean over input channels)"
+    k = "x".join(map(str, conv.kernel_size))
+    return Section("First-layer filters", figure(fig, "first-layer filters",
+                                                 f"{len(w)} of the first convolution's {conv.out_channels} "
+                                                 f"{k} filters, {how}"))
+
+
+def feature_maps(ctx: ReportContext, s: Scored, per_layer: int = 8, max_layers: int = 8) -> Section:
+    """One held-out image through the network: the first channels after each convolution and pooling."""
+    model = ctx.model
+    names = {m: n for n, m in model.named_modules()}
+    kinds = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+    caught: list[tuple[str, torch.Tensor]] = []
+    hooks = [m.register_forward_hook(lambda mod, _i, out: caught.append((f"{names[mod]} ({type(mod).__name__})",
+                                                                           out.detach().cpu())))
+             for m in model.modules() if isinstance(m, kinds)]
+    try:
+        with torch.no_grad():
+            model(s.x[:1].to(ctx.device))
+    finally:
+        for h in hooks:
+            h.remove()
+    caught = [(n, t[0]) for n, t in caught if t.dim() == 4][:max_layers]
+    if not caught:
+        return Section("Feature maps", note("this network has no convolution or pooling layer: there is no "
+                                            "map of features, only vectors"))
+    pyplot = plt()
+    cols = per_layer + 1
+    fig, axes = pyplot.subplots(len(caught), cols, figsize=(1.05 * cols, 1.15 * len(caught)), squeeze=False)
+    image = ctx.denormalise(s.x[:1])[0]
+    for r, (name, maps) in enumerate(caught):
+        _show(axes[r, 0], image) if r == 0 else axes[r, 0].axis("off")
+        axes[r, 1].set_title(f"{name} {tuple(maps.shape)}", fontsize=7, loc="left")
+        for c in range(per_layer):
+            ax = axes[r, c + 1]
+            ax.axis("off")
+            if c < len(maps):
+                ax.imshow(maps[c].numpy(), cmap="viridis")
+    fig.tight_layout()
+    return Section("Feature maps", figure(fig, "feature maps layer by layer",
+                                          f"the first held-out image (class {ctx.classes[s.y[0]]}) through the "
+                                          f"network: the first {per_layer} channels after each convolution and "
+                                          f"pooling, each on its own colour scale"))
+
+
+def shift_accuracy(ctx: ReportContext, shifts=SHIFTS) -> list[tuple[int, float]]:
+    """Held-out accuracy with every image moved ``k`` pixels (``cnnkit eval --shift k``), per shift."""
+    from cnnkit.data.augment import shift_images
+    from cnnkit.data.base import TensorData
+
+    data = ctx.held_out
+    side = min(data.images.shape[-2:])
+    task, model = ctx.info["task"], ctx.model
+    out = []
+    for k in [k for k in shifts if k < side]:
+        moved = TensorData(shift_images(data.images, k), data.labels)
+        right = total = 0
+        with torch.no_grad():
+            for x, y in ctx.loader(moved, batch_size=256):
+                right += int((task.eval_forward(model, x).argmax(1).cpu() == y.cpu()).sum())
+                total += len(y)
+        out.append((k, right / max(total, 1)))
+    return out
+
+
+def robustness(ctx: ReportContext) -> Section:
+    from cnnkit.data.base import TensorData
+
+    if not isinstance(ctx.held_out, TensorData):
+        return Section("Robustness to shifts", note("the shift curve moves images held in memory (mnist5k, "
+                                                     "digits, cifar10 ...); this run reads its images from files"))
+    curve = shift_accuracy(ctx)
+    atomic_write_text(ctx.path / ROBUSTNESS_FILE, dumps({"shift_px": [k for k, _ in curve],
+                                                         "accuracy": [a for _, a in curve]}, indent=2) + "\n")
+    pyplot = plt()
+    fig, ax = pyplot.subplots(figsize=(5.2, 3.2))
+    ax.plot([k for k, _ in curve], [a for _, a in curve], marker="o", lw=1.6, label=ctx.path.name)
+    ax.set_xlabel("shift (pixels)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    rows = [(k, round(a, 4)) for k, a in curve]
+    body = figure(fig, "accuracy against shift", "image i moved right, down, left or up (i mod 4), zeros coming "
+                  "in; the same as `cnnkit eval RUN --shift N`")
+    body += table(("shift (px)", "accuracy"), rows, id="shift-accuracy")
+    body += para(f"Saved as {ROBUSTNESS_FILE} in the run folder: `cnnkit compare` draws it next to other runs'.")
+    return Section("Robustness to shifts", body)
+
+
+@task_pages("classification")
+def classification_pages(ctx: ReportContext) -> list[Section]:
+    from cnnkit.errors import UserError
+
+    s = Scored(ctx)
+    sections = confusion_sections(s.confusion, ctx.classes)
+    sections.append(mistakes(ctx, s))
+    for title, make in (("Grad-CAM", lambda: gradcam_section(ctx, s)),
+                        ("First-layer filters", lambda: first_layer_filters(ctx)),
+                        ("Feature maps", lambda: feature_maps(ctx, s)),
+                        ("Robustness to shifts", lambda: robustness(ctx))):
+        try:
+            sections.append(make())
+        except UserError as e:  # what this network cannot show (Grad-CAM of an MLP) is said, the rest drawn
+            sections.append(Section(title, note(str(e))))
+    return sections
+
+
+__all__ = ["ROBUSTNESS_FILE", "SHIFTS", "classification_pages", "confusion_sections", "per_class_rows",
+           "shift_accuracy"]
