@@ -4,6 +4,7 @@ as final.json holds them, and their curves drawn."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 
@@ -44,3 +45,22 @@ def test_compare_refusals(runs, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and words in err and err.count("\n") == 1, err
+
+
+def test_compare_shows_the_reports_shift_curves(runs, capsys, tmp_path):
+    """robustness.json (written by the report) becomes rows of the table, a JSON field and a panel."""
+    curves = ([0.9, 0.8, 0.5], [0.95, 0.6, 0.2])
+    copies = []
+    for run, acc in zip(runs, curves):
+        copy = tmp_path / run.name
+        shutil.copytree(run, copy)
+        (copy / "robustness.json").write_text(json.dumps({"shift_px": [0, 1, 2], "accuracy": acc}))
+        copies.append(copy)
+    png = tmp_path / "c.png"
+    capsys.readouterr()
+    assert main(["compare", *map(str, copies), "--format", "json", "--save", str(png)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [list(c.values()) for c in out["shift_accuracy"]] == [list(a) for a in curves]
+    assert main(["compare", *map(str, copies)]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("accuracy, shift 2px"))
+    assert line.split()[-2:] == ["0.5", "0.2"]

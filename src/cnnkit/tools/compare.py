@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cnnkit.errors import UserError
-from cnnkit.runs import RunFolder
+from cnnkit.runs import RunFolder, read_json
+
+#: Written by the report's robustness section (``cnnkit report``): accuracy per shift in pixels.
+ROBUSTNESS_FILE = "robustness.json"
 
 #: Final fields shown after the task's own metrics, when any run has them.
 TIMES = ("epochs", "best_epoch", "train_time_s", "end_to_end_s", "n_train", "n_val")
@@ -56,8 +59,12 @@ def compare_runs(paths: Sequence[str | Path]) -> dict[str, Any]:
                          and not isinstance(v, bool) and k not in metric_names]
     metric_names += [k for k in TIMES if any(k in f for f in finals)]
     metrics = {k: [f.get(k) for f in finals] for k in metric_names}
-    return {"runs": [str(r.path) for r in runs], "tasks": tasks, "finished": [bool(f) for f in finals],
-            "config_differences": differences, "metrics": metrics, "history": histories}
+    shifts = [read_json(r.path / ROBUSTNESS_FILE) if (r.path / ROBUSTNESS_FILE).is_file() else None for r in runs]
+    out = {"runs": [str(r.path) for r in runs], "tasks": tasks, "finished": [bool(f) for f in finals],
+           "config_differences": differences, "metrics": metrics, "history": histories}
+    if any(shifts):  # the report's shift curve (robustness.json): accuracy against pixels moved
+        out["shift_accuracy"] = [dict(zip(s["shift_px"], s["accuracy"])) if s else None for s in shifts]
+    return out
 
 
 #: Longest value a text column shows (``--format json`` keeps them whole).
@@ -86,6 +93,9 @@ def format_table(table: dict[str, Any]) -> str:
     else:
         rows += [("(config)", ["same"] * len(names))]
     rows += [(k, [_cell(v) for v in vals]) for k, vals in table["metrics"].items()]
+    curves = table.get("shift_accuracy") or []
+    for k in sorted({int(k) for c in curves if c for k in c}):
+        rows.append((f"accuracy, shift {k}px", [_cell(c.get(k) if c else None) for c in curves]))
     key_w = max(len(k) for k, _ in rows)
     col_w = [max(8, *(len(r[1][i]) for r in rows)) for i in range(len(names))]
     lines = [f"#{i + 1} {n}" + ("" if done else "  (no final.json yet)")
@@ -103,6 +113,7 @@ def plot_curves(table: dict[str, Any], path: str | Path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from cnnkit.atomic import figure_path, save_figure
 
@@ -114,17 +125,27 @@ def plot_curves(table: dict[str, Any], path: str | Path) -> Path:
     panels = [k for k in wanted if k in common] + (["lr"] if "lr" in common else [])
     if not panels:
         raise UserError("these runs log no per-epoch quantity in common (metrics.jsonl); nothing to draw")
-    panels = panels[:8]
+    panels = panels[:8] + (["shift"] if table.get("shift_accuracy") else [])
     cols = min(3, len(panels))
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax, key in zip(axes.flat, panels):
+        if key == "shift":  # accuracy against pixels moved, from each run's report (course I.C)
+            for i, (run, curve) in enumerate(zip(table["runs"], table["shift_accuracy"])):
+                if curve:
+                    ax.plot([int(k) for k in curve], list(curve.values()), marker="o", ms=3, lw=1.4,
+                            label=f"#{i + 1} {Path(run).name}")
+            ax.set_title("held-out accuracy vs shift", fontsize=10)
+            ax.set_xlabel("shift (pixels)")
+            ax.set_ylim(0, 1.02)
+            continue
         for i, (run, h) in enumerate(zip(table["runs"], histories)):
             pts = [(row["epoch"], row[key]) for row in h if isinstance(row.get(key), (int, float))]
             if pts:
                 ax.plot(*zip(*pts), marker="o", ms=2.5, lw=1.4, label=f"#{i + 1} {Path(run).name}")
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if key == "lr":
             ax.set_yscale("log")
     for ax in list(axes.flat)[len(panels):]:

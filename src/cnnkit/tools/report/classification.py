@@ -17,6 +17,7 @@ from torch import nn
 
 from cnnkit.atomic import atomic_write_text
 from cnnkit.runs import dumps
+from cnnkit.tools.compare import ROBUSTNESS_FILE
 from cnnkit.tools.report.common import plt
 from cnnkit.tools.report.context import ReportContext
 from cnnkit.tools.report.html import Section, figure, note, para, table
@@ -24,7 +25,6 @@ from cnnkit.tools.report.pages import task_pages
 
 #: Shifts (pixels) of the robustness curve, as in the course's argument for convolutions (I.C).
 SHIFTS = tuple(range(7))
-ROBUSTNESS_FILE = "robustness.json"
 
 
 class Scored:

@@ -63,6 +63,8 @@ def curves(ctx: ReportContext) -> Section:
     panels = curve_panels(ctx.history)
     if not panels:
         return Section("Learning curves", note("metrics.jsonl holds no epoch yet: nothing to draw."))
+    from matplotlib.ticker import MaxNLocator
+
     pyplot = plt()
     cols = min(3, len(panels))
     rows = math.ceil(len(panels) / cols)
@@ -74,6 +76,7 @@ def curves(ctx: ReportContext) -> Section:
                 ax.plot(*zip(*pts), marker="o", ms=3, lw=1.5, label=key)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if title == "learning rate" and all(r.get("lr", 1) > 0 for r in ctx.history):
             ax.set_yscale("log")
         ax.legend(fontsize=7)
