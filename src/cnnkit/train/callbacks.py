@@ -182,11 +182,17 @@ class Checkpointer(Callback):
 
 class TensorBoardLogger(Callback):
     """``train.log: [tensorboard]``: each epoch's numbers as TensorBoard scalars (``train/loss``,
-    ``val/accuracy``, ``lr``, ...) in ``RUN/tensorboard``, and the model's graph where torch can trace it;
-    only the main process writes. A resumed run adds a new event file to the same folder."""
+    ``val/accuracy``, ``lr``, ...) in ``RUN/tensorboard``, the model's graph where torch can trace it, and
+    for image models images per epoch: the first convolution's filters (``filters/...``) and one held-out
+    image's feature maps after the first convolutions (``feature_maps/...``), to watch them form.
+    Only the main process writes. A resumed run adds a new event file to the same folder."""
+
+    #: Convolutions whose feature maps are logged, and channels shown of each.
+    MAP_LAYERS, MAP_CHANNELS = 3, 16
 
     def __init__(self) -> None:
         self.writer = None
+        self.probe = None  # one held-out image (normalised), the same every epoch
 
     def on_train_begin(self, trainer: Any) -> None:
         self._open(trainer)
@@ -236,12 +242,61 @@ class TensorBoardLogger(Callback):
                 continue
             name = key.replace("train_", "train/", 1).replace("val_", "val/", 1)
             self.writer.add_scalar(name, value, epoch)
+        self._images(trainer, epoch)
         self.writer.flush()
+
+    def _images(self, trainer: Any, epoch: int) -> None:
+        """The first convolution's filters and one image's feature maps, each a grid (image models only)."""
+        import torch
+        from torchvision.utils import make_grid
+
+        model = getattr(trainer, "model", None)
+        if not isinstance(model, torch.nn.Module) or getattr(getattr(trainer, "task", None), "collate", None):
+            return
+        convs = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+        if not convs:
+            return
+        name, first = convs[0]
+        w = first.weight.detach().float().cpu()
+        w = w if w.shape[1] == 3 else w.mean(1, keepdim=True)  # colour filters as RGB, others as grey
+        self.writer.add_image(f"filters/{name}", make_grid(_stretch(w), nrow=8, padding=1, pad_value=1.0), epoch)
+        if self.probe is None:
+            try:
+                x = next(iter(trainer.val_loader))[0]
+            except (StopIteration, AttributeError, TypeError, IndexError):
+                return
+            if not isinstance(x, torch.Tensor) or x.dim() != 4:
+                return
+            self.probe = x[:1].detach().clone()
+        maps: list[tuple[str, torch.Tensor]] = []
+        hooks = [m.register_forward_hook(lambda _m, _i, out, n=n: maps.append((n, out.detach())))
+                 for n, m in convs[: self.MAP_LAYERS]]
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                model(self.probe.to(next(model.parameters()).device))
+        finally:
+            model.train(was_training)
+            for h in hooks:
+                h.remove()
+        for n, out in maps:
+            if out.dim() == 4:
+                grid = make_grid(_stretch(out[0, : self.MAP_CHANNELS, None].float().cpu()), nrow=8, padding=1,
+                                 pad_value=1.0)
+                self.writer.add_image(f"feature_maps/{n}", grid, epoch)
 
     def on_train_end(self, trainer: Any) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+def _stretch(t: Any) -> Any:
+    """Each item of ``t`` (N, C, H, W) stretched to [0, 1] on its own range: a picture of its pattern."""
+    flat = t.flatten(1)
+    lo, hi = flat.amin(1).view(-1, 1, 1, 1), flat.amax(1).view(-1, 1, 1, 1)
+    return (t - lo) / (hi - lo).clamp_min(1e-12)
 
 
 def standard_callbacks(cfg, task, *, progress: bool | None, extra: list[Callback] | None = None
