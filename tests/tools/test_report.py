@@ -232,3 +232,14 @@ def test_report_refusals(runs, tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.startswith("error:") and words in err and err.count("\n") == 1, err
+
+
+def test_the_overlay_blends_by_the_heat():
+    from cnnkit.tools.report.gradcam import overlay
+
+    image = np.full((2, 2, 3), 0.5)
+    heat = np.array([[0.0, 1.0], [0.5, 0.0]])
+    out = overlay(image, heat, strength=0.8)
+    assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
+    assert out[0, 0].tolist() == [128, 128, 128]            # no heat: the grey image
+    np.testing.assert_allclose(out[0, 1], [255 * (0.2 * 0.5 + 0.8 * c) for c in (0.5, 0, 0)], atol=0.51)  # jet(1)

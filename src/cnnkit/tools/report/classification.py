@@ -136,7 +136,7 @@ def mistakes(ctx: ReportContext, s: Scored, n: int = 16) -> Section:
 
 
 def gradcam_section(ctx: ReportContext, s: Scored, n: int = 8) -> Section:
-    from cnnkit.tools.report.gradcam import gradcam, last_conv
+    from cnnkit.tools.report.gradcam import gradcam, last_conv, overlay
 
     model = ctx.model
     name, layer = last_conv(model, s.x[:1].to(ctx.device))
@@ -157,10 +157,7 @@ def gradcam_section(ctx: ReportContext, s: Scored, n: int = 8) -> Section:
     for j, (i, img, heat) in enumerate(zip(pick.tolist(), images, maps)):
         _show(axes[0, j], img)
         axes[0, j].set_title(f"true {ctx.classes[s.y[i]]}", fontsize=7)
-        axes[1, j].imshow(img.mean(-1), cmap="gray", vmin=0, vmax=1)
-        overlay = pyplot.get_cmap("jet")(heat)
-        overlay[..., 3] = 0.75 * heat  # the map shows where it is high; the image stays visible elsewhere
-        axes[1, j].imshow(overlay)
+        axes[1, j].imshow(overlay(img, heat))
         axes[1, j].set_title(f"pred {ctx.classes[s.pred[i]]}", fontsize=7)
         axes[1, j].axis("off")
     fig.tight_layout()

@@ -53,4 +53,30 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | list[int],
     return (maps / peak).clamp(0, 1)
 
 
-__all__ = ["gradcam", "last_conv"]
+def overlay(image: "np.ndarray", heat: "np.ndarray", strength: float = 0.75) -> "np.ndarray":
+    """A heat map over an image, as uint8 RGB ``(H, W, 3)``: ``image`` in [0, 1] ``(H, W, C)`` shown in grey,
+    ``heat`` in [0, 1] ``(H, W)`` in the jet colours, opaque where it is high (up to ``strength``) and
+    transparent where it is low, so the image stays visible around what the network looked at."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    grey = np.repeat(image.mean(-1, keepdims=True), 3, axis=-1)
+    colour = colormaps["jet"](heat)[..., :3]
+    alpha = strength * heat[..., None]
+    return np.round(255 * ((1 - alpha) * grey + alpha * colour)).clip(0, 255).astype(np.uint8)
+
+
+def overlay_png(model: nn.Module, x: torch.Tensor, image: "np.ndarray", target: int) -> bytes:
+    """One normalised image ``x`` ``(1, C, H, W)`` and its displayable ``image`` ``(H, W, C)`` in [0, 1]:
+    the Grad-CAM overlay for class ``target`` as PNG bytes (the web app's predict)."""
+    import io
+
+    from PIL import Image
+
+    heat = gradcam(model, x, [target])[0].cpu().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(overlay(image, heat)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+__all__ = ["gradcam", "last_conv", "overlay", "overlay_png"]
