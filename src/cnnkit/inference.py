@@ -9,7 +9,6 @@ Example::
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -77,6 +76,21 @@ def ordered_loader(info: dict[str, Any], data: Any, device: str | torch.device =
     return make_loader(task.eval_split(data), batch_size=batch_size or cfg.data.eval_batch_size or 256,
                        mean=info["mean"], std=info["std"], shuffle=False, seed=0, device=device, augment=None,
                        collate=task.collate, transform=task.transform(train=False))
+
+
+@torch.no_grad()
+def sample_grid(model: nn.Module, gan: bool, n: int, seed: int, nrow: int | None = None) -> torch.Tensor:
+    """``n`` images drawn by a generative run's model (a GAN's generator, a VAE's decoder) from noise seeded
+    with ``seed``, a GAN's mapped to [0, 1], as one grid ``(3, H, W)`` of ``nrow`` per row (default: square)."""
+    import math
+
+    from torchvision.utils import make_grid
+
+    images = model.sample(n, torch.Generator().manual_seed(seed))
+    if gan:
+        images = model.to_unit(images)
+    images = images.float().clamp(0.0, 1.0).cpu()
+    return make_grid(images, nrow=nrow or max(1, math.ceil(math.sqrt(n))), padding=2, pad_value=1.0)
 
 
 @torch.no_grad()

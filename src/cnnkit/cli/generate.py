@@ -43,13 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UserError(f"--save {args.save!r}: folder {str(out.parent)!r} does not exist")
 
-    import math
-
-    import torch
-    from torchvision.utils import make_grid, save_image
+    from torchvision.utils import save_image
 
     from cnnkit.atomic import atomic_write
-    from cnnkit.inference import load_run_model
+    from cnnkit.inference import load_run_model, sample_grid
 
     model, info = load_run_model(args.run_dir, which=args.checkpoint)
     task = info["task"]
@@ -58,14 +55,7 @@ def run(args: argparse.Namespace) -> int:
         what = f"a {task.name} run" + (f" of {info['config'].model.name}" if task.name == "reconstruction" else "")
         raise UserError(f"cnnkit generate draws images from a gan run (dcgan) or a vae run; {args.run_dir!r} is "
                         f"{what}")
-    generator = torch.Generator().manual_seed(args.seed)
-    with torch.no_grad():
-        images = model.sample(args.n, generator)
-        if gan:
-            images = model.to_unit(images)
-    images = images.float().clamp(0.0, 1.0).cpu()
-    nrow = args.nrow or max(1, math.ceil(math.sqrt(args.n)))
-    grid = make_grid(images, nrow=nrow, padding=2, pad_value=1.0)
+    grid = sample_grid(model, gan, args.n, args.seed, args.nrow)
     fmt = "png" if out.suffix.lower() == ".png" else "jpeg"
     atomic_write(out, lambda f: save_image(grid, f, format=fmt))
     print(f"{args.n} images from {info['checkpoint']} (seed {args.seed}) -> {out}")

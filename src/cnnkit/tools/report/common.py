@@ -116,11 +116,13 @@ def boxes_for(rows: list[Any], limit: int = 36) -> list[tuple[str, list[int]]]:
     return [(f"{key}\n({r.type})", list(r.output_shape)) for key, r in groups.items()][:limit]
 
 
-def draw_architecture(rows: list[Any], input_shape: list[int]):
+def draw_architecture(rows: list[Any], input_shape: list[int], tokens: bool = False):
     """The network as boxes left to right (wrapping), each labelled with its layer and output shape; a
-    box's height grows with its output's spatial size, as in LeNet's figure."""
+    box's height grows with its output's spatial size, as in LeNet's figure. A text model's input
+    ``(vocabulary, length)`` is drawn as its ``length`` token ids."""
     pyplot = plt()
-    boxes = [("input", list(input_shape))] + boxes_for(rows)
+    first = ("input\n(token ids)", [input_shape[-1]]) if tokens else ("input", list(input_shape))
+    boxes = [first] + boxes_for(rows)
     per_row = min(9, len(boxes))
     n_rows = math.ceil(len(boxes) / per_row)
     fig, ax = pyplot.subplots(figsize=(1.45 * per_row, 1.9 * n_rows))
@@ -155,12 +157,14 @@ def architecture(ctx: ReportContext) -> Section:
     rows = [(r.name, r.type, "x".join(map(str, r.output_shape)), r.params, r.macs,
              "-" if r.receptive_field is None else "x".join(map(str, r.receptive_field))
              if isinstance(r.receptive_field, list) else r.receptive_field) for r in s.layers]
-    body = figure(draw_architecture(s.layers, shape), "the network drawn layer by layer",
+    body = figure(draw_architecture(s.layers, shape, s.tokens), "the network drawn layer by layer",
                   "each box is a layer (or a block of a large network) with the shape it outputs")
-    body += table(("layer", "type", "output", "params", "MACs", "receptive field"), rows, id="layers",
-                  numeric_from=3, caption=f"{s.total_params:,} parameters ({s.trainable_params:,} trainable), "
-                                          f"{s.total_macs:,} multiply-accumulates per input")
-    return Section("Architecture", body)
+    layers = table(("layer", "type", "output", "params", "MACs", "receptive field"), rows, id="layers",
+                   numeric_from=3, caption=f"{s.total_params:,} parameters ({s.trainable_params:,} trainable), "
+                                           f"{s.total_macs:,} multiply-accumulates per input")
+    if len(rows) > 30:  # a deep network's table is there to search, not to scroll past
+        layers = f"<details><summary>the {len(rows)} layers, one by one</summary>{layers}</details>"
+    return Section("Architecture", body + layers)
 
 
 def config(ctx: ReportContext) -> Section:

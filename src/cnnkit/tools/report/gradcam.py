@@ -8,6 +8,7 @@ is the usual choice: late enough to see classes, early enough to keep a map.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,11 +54,10 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: torch.Tensor | list[int],
     return (maps / peak).clamp(0, 1)
 
 
-def overlay(image: "np.ndarray", heat: "np.ndarray", strength: float = 0.75) -> "np.ndarray":
+def overlay(image: np.ndarray, heat: np.ndarray, strength: float = 0.75) -> np.ndarray:
     """A heat map over an image, as uint8 RGB ``(H, W, 3)``: ``image`` in [0, 1] ``(H, W, C)`` shown in grey,
     ``heat`` in [0, 1] ``(H, W)`` in the jet colours, opaque where it is high (up to ``strength``) and
     transparent where it is low, so the image stays visible around what the network looked at."""
-    import numpy as np
     from matplotlib import colormaps
 
     grey = np.repeat(image.mean(-1, keepdims=True), 3, axis=-1)
@@ -66,7 +66,7 @@ def overlay(image: "np.ndarray", heat: "np.ndarray", strength: float = 0.75) -> 
     return np.round(255 * ((1 - alpha) * grey + alpha * colour)).clip(0, 255).astype(np.uint8)
 
 
-def overlay_png(model: nn.Module, x: torch.Tensor, image: "np.ndarray", target: int) -> bytes:
+def overlay_png(model: nn.Module, x: torch.Tensor, image: np.ndarray, target: int) -> bytes:
     """One normalised image ``x`` ``(1, C, H, W)`` and its displayable ``image`` ``(H, W, C)`` in [0, 1]:
     the Grad-CAM overlay for class ``target`` as PNG bytes (the web app's predict)."""
     import io
