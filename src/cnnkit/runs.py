@@ -370,6 +370,21 @@ class RunFolder:
     def lock_path(self) -> Path:
         return self.path / ".lock"
 
+    def is_training(self) -> bool:
+        """Whether a live process holds this run's lock (a lock left by a dead process on this host is
+        not held; one being written this very moment, or another host's, counts as held)."""
+        try:
+            text = self.lock_path.read_text()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        try:
+            holder = json.loads(text)
+        except ValueError:
+            return True
+        return not isinstance(holder, dict) or not RunLock.stale(holder)
+
     def lock(self) -> "RunLock":
         """Take the run's lock (a ``.lock`` file naming the owner's pid); a run already being trained
         by a live process is a UserError naming it. A lock left by a dead process is taken over."""
@@ -403,7 +418,7 @@ class RunLock:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
-                if attempt == 0 and holder is not None and self._stale(holder):
+                if attempt == 0 and holder is not None and self.stale(holder):
                     path.unlink(missing_ok=True)
                     continue
                 who = (f"process {holder.get('pid')} on {holder.get('host')}" if holder
@@ -424,7 +439,7 @@ class RunLock:
             return None  # being written this very moment, or garbage: treat as held
 
     @staticmethod
-    def _stale(holder: dict[str, Any]) -> bool:
+    def stale(holder: dict[str, Any]) -> bool:
         if holder.get("host") != socket.gethostname() or not isinstance(holder.get("pid"), int):
             return False  # another machine's process cannot be checked from here
         alive = _process_identity(holder["pid"])

@@ -22,11 +22,11 @@ import sys
 from typing import Sequence
 
 from cnnkit.cli import compare, compress, datasets, eval, explain, export, finetune, generate, lr_find, models, \
-    predict, report, summary, train, tune
+    predict, report, serve, summary, train, tune
 from cnnkit.cli.common import Formatter, run_command
 
 # In the order ``cnnkit --help`` lists them.
-COMMANDS = (train, eval, predict, report, compare, generate, summary, models, datasets, explain, finetune,
+COMMANDS = (train, eval, predict, report, compare, serve, generate, summary, models, datasets, explain, finetune,
             lr_find, compress, export, tune)
 
 _EPILOG = ("examples:\n  cnnkit train                          # the demo: LeNet-5 on bundled MNIST\n"

@@ -1,0 +1,218 @@
+"""The web app of ``cnnkit serve``: pages (static HTML + JavaScript, no build step, nothing fetched from
+outside) and the JSON API they poll.
+
+Pages: ``/`` the runs, ``/runs/{name}`` one run (config, live curves, report, predict), ``/explain`` the
+glass box stepped window by window. API (every answer JSON; every error ``{"error": "..."}``)::
+
+    GET  /api/runs                      every run's status, task, model, epochs, val_* metrics
+    GET  /api/runs/{name}               one run: the same, with its config, final.json and classes
+    GET  /api/runs/{name}/metrics       metrics.jsonl, one row per epoch so far
+    POST /api/runs/{name}/predict       multipart: field ``file`` (an image) or ``text``; ?top_k=5
+    POST /api/runs/{name}/report        build report.html (cnnkit.tools.report), when installed
+    GET  /api/explain/{op}              the course example of conv, maxpool, avgpool or l2pool
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, Response
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from cnnkit.errors import UserError
+from cnnkit.explain.ops import course_example, to_json
+from cnnkit.runs import RunFolder, dumps
+from cnnkit.tools.serve.listing import RunNotFound, list_runs, resolve_run, run_summary
+from cnnkit.tools.serve.predict import (MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, ModelCache, UploadRejected, check_image,
+                                        check_text, check_top_k, predict_image, predict_text)
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+#: The largest request body: an upload at its limit plus the multipart envelope around it.
+MAX_BODY_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+
+#: Pages run only the app's own scripts and styles; nothing is loaded from elsewhere.
+CSP = ("default-src 'self'; img-src 'self' data: blob:; style-src 'self'; script-src 'self'; "
+       "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'self'")
+#: A run's report.html is shown in a sandbox (its own scripts may run, it cannot reach the app's origin).
+REPORT_CSP = "sandbox allow-scripts allow-popups"
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """Strict JSON (a NaN metric becomes null), as every file of a run folder is written."""
+    return Response(dumps(data), status_code=status, media_type="application/json")
+
+
+def error_response(message: str, status: int) -> Response:
+    return json_response({"error": message}, status)
+
+
+class Guard:
+    """Refuses a request body over ``limit`` bytes with 413 (by its Content-Length, or while it streams
+    in), and adds the security headers to every answer."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"the request body is larger than the limit of {self.limit:,} bytes"
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await error_response(too_large, 413)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise HTTPException(413, too_large)
+            return message
+
+        report = scope["path"].endswith("/report.html")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                            (b"content-security-policy", (REPORT_CSP if report else CSP).encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, limited_receive, send_with_headers)
+
+
+def create_app(runs_dir: str | Path, allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+    """The app serving the run folders in ``runs_dir``.
+
+    ``allowed_hosts``: the Host header values accepted (``cnnkit serve`` on 127.0.0.1 passes
+    ``["127.0.0.1", "localhost"]``, so that a web page cannot reach the app by DNS rebinding); None accepts any.
+    """
+    root = Path(runs_dir)
+    if not root.is_dir():
+        raise UserError(f"runs folder {str(root)!r} does not exist" if not root.exists()
+                        else f"{str(root)!r} is a file, not a runs folder")
+    app = FastAPI(title="cnnkit", docs_url=None, redoc_url=None, openapi_url=None)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    app.add_middleware(Guard, limit=MAX_BODY_BYTES)  # the outermost: it sees every request first
+    models = ModelCache()
+    report_lock = threading.Lock()
+
+    # -- errors: always {"error": "..."}, a user's mistake never a 500
+
+    @app.exception_handler(UserError)
+    async def user_error(_: Request, e: UserError) -> Response:
+        status = e.status if isinstance(e, UploadRejected) else 404 if isinstance(e, RunNotFound) else 400
+        return error_response(str(e), status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, e: StarletteHTTPException) -> Response:
+        if e.status_code == 404 and e.detail == "Not Found":  # no route matched
+            return error_response(f"no page or API at {request.url.path!r}", 404)
+        if e.status_code == 405:
+            return error_response(f"{request.method} is not allowed on {request.url.path!r}", 405)
+        return error_response(str(e.detail), e.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, e: RequestValidationError) -> Response:
+        parts = [f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors()]
+        return error_response("; ".join(parts) or "invalid request", 422)
+
+    # -- pages
+
+    @app.get("/", include_in_schema=False)
+    def index_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/explain", include_in_schema=False)
+    def explain_page() -> FileResponse:
+        return FileResponse(STATIC / "explain.html")
+
+    @app.get("/runs/{name}", include_in_schema=False)
+    def run_page(name: str) -> FileResponse:
+        resolve_run(root, name)
+        return FileResponse(STATIC / "run.html")
+
+    @app.get("/runs/{name}/report.html", include_in_schema=False)
+    def report_file(name: str) -> FileResponse:
+        path = resolve_run(root, name) / "report.html"
+        if not path.is_file():
+            raise HTTPException(404, f"run {name!r} has no report.html yet; build it with 'cnnkit report'")
+        return FileResponse(path, media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # -- runs
+
+    @app.get("/api/runs")
+    def api_runs() -> Response:
+        return json_response({"runs_dir": str(root), "runs": [run_summary(p) for p in list_runs(root)]})
+
+    @app.get("/api/runs/{name}")
+    def api_run(name: str) -> Response:
+        path = resolve_run(root, name)
+        run = RunFolder(path)
+        summary = run_summary(path)
+        final = run.read_final() if (path / "final.json").is_file() else None
+        meta = run.read_meta() if (path / "meta.json").is_file() else {}
+        return json_response({**summary, "config": (path / "config.yaml").read_text(errors="replace"),
+                              "final": final, "classes": meta.get("classes"),
+                              "report_buildable": importlib.util.find_spec("cnnkit.tools.report") is not None,
+                              "max_upload_bytes": MAX_UPLOAD_BYTES, "max_text_chars": MAX_TEXT_CHARS})
+
+    @app.get("/api/runs/{name}/metrics")
+    def api_metrics(name: str) -> Response:
+        path = resolve_run(root, name)
+        return json_response({"name": path.name, "rows": RunFolder(path).read_metrics()})
+
+    @app.post("/api/runs/{name}/predict")
+    async def api_predict(name: str, request: Request, top_k: int = 5) -> Response:
+        path = resolve_run(root, name)
+        check_top_k(top_k)
+        async with request.form(max_files=1, max_fields=4, max_part_size=MAX_TEXT_CHARS * 4 + 1024) as form:
+            upload, text = form.get("file"), form.get("text")
+            image = check_image(await upload.read(MAX_UPLOAD_BYTES + 1)) if isinstance(upload, UploadFile) else None
+        if image is not None:
+            filename = Path(upload.filename or "upload").name
+            result = await run_in_threadpool(predict_image, models, path, image, filename, top_k)
+        elif isinstance(text, str):
+            result = await run_in_threadpool(predict_text, models, path, check_text(text), top_k)
+        else:
+            raise UserError("send an image file in the form field 'file' (multipart/form-data), or a text in "
+                            "the field 'text'")
+        return json_response(result)
+
+    @app.post("/api/runs/{name}/report")
+    def api_build_report(name: str) -> Response:
+        path = resolve_run(root, name)
+        try:
+            from cnnkit.tools.report import build_report
+        except ImportError as e:
+            raise HTTPException(501, f"building a report needs cnnkit.tools.report, which this installation "
+                                     f"cannot import ({e})") from None
+        with report_lock:
+            built = Path(build_report(path))
+        return json_response({"report": f"/runs/{path.name}/report.html", "path": str(built)})
+
+    # -- the glass box
+
+    @app.get("/api/explain/{op}")
+    def api_explain(op: str) -> Response:
+        return json_response(to_json(course_example(op)))
+
+    return app
