@@ -365,3 +365,26 @@ def test_serve_command_refusals(tmp_path, capsys):
             assert err.startswith("error:") and words in err and err.count("\n") == 1, err
     finally:
         busy.close()
+
+
+def test_a_segmentation_run_predicts_its_class_shares_as_predict_files(tmp_path):
+    """A segmentation run through the web app: the mask's class shares equal ``predict_files``' own."""
+    from cnnkit.inference import load_run_model, predict_files
+
+    root = tmp_path / "runs"
+    assert main(["train", str(REPO / "configs" / "segment_shapes.yaml"), "data.subset=16", "data.image_size=32",
+                 "train.epochs=1", "data.batch_size=8", "train.device=cpu", "model.options.width=4",
+                 "model.options.depth=2", "train.report=false", f"train.runs_dir={root}", "--quiet"]) == 0
+    (run,) = [p for p in root.iterdir() if p.is_dir()]
+    path = tmp_path / "shapes.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(path)
+    client = TestClient(create_app(root), raise_server_exceptions=False)
+    got = client.post(f"/api/runs/{run.name}/predict", files={"file": ("s.png", path.read_bytes(), "image/png")})
+    assert got.status_code == 200, got.text
+    got = got.json()
+    model, info = load_run_model(run, device="cpu")
+    want = predict_files(model, info, [str(path)])[0]
+    assert got["task"] == "segmentation" and set(got["shares"]) == set(want["shares"])
+    for c, v in want["shares"].items():
+        assert got["shares"][c] == pytest.approx(v, abs=1e-6)
+    assert got["image_size"] == [36, 40]
