@@ -53,7 +53,9 @@ class Page(HTMLParser):
             self.tables[self._table].append([])
         elif tag in ("td", "th") and self._table and self.tables[self._table]:
             self._cell = ["", a.get("data-value")]
-        elif tag == "span" and a.get("class") == "ngram":
+        elif tag == "span" and a.get("class", "").split()[:1] == ["ngram"]:
+            push = float(a["title"].split()[-1])
+            assert ("against" in a["class"].split()) == (push < 0)  # blue exactly where the word pushes away
             self.weights.append(float(a["style"].split("--w:")[1]))
 
     def handle_data(self, data: str) -> None:

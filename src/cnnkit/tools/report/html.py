@@ -122,6 +122,7 @@ figcaption{color:#5b6476;font-size:12px}
 pre{background:#f4f5f7;padding:10px;overflow:auto;font-size:12px;border-radius:6px}
 .note{color:#7a4b00;background:#fff7e6;border-left:3px solid #f0a500;padding:6px 10px}
 .ngram{background:rgba(220,60,40,var(--w));border-radius:3px;padding:0 1px}
+.ngram.against{background:rgba(40,100,220,var(--w))}
 """
 
 

@@ -30,8 +30,8 @@ FORECAST_WINDOWS = 3
 
 def ngram_html(res: dict[str, Any]) -> str:
     """A sentence explained by :func:`cnnkit.explain.text.explain_text` as ``<span class="ngram">`` per token,
-    ``--w`` = the token's push toward the predicted class over the sentence's largest push (pushes against it
-    show as 0; the exact push is in the span's title)."""
+    ``--w`` = the size of the token's push over the sentence's largest one: red toward the predicted class,
+    blue (class ``against``) away from it; the exact push is in the span's title."""
     scale = max((abs(v) for v in res["token_push"]), default=0.0)
     text, spans = res["text"], res["spans"] or []
     parts, cursor = [], 0
@@ -42,8 +42,9 @@ def ngram_html(res: dict[str, Any]) -> str:
             cursor = max(cursor, end)
         elif i:
             parts.append(" ")
-        w = max(push, 0.0) / scale if scale > 0 else 0.0
-        parts.append(f'<span class="ngram" style="--w:{w:.2f}" title="push {push:+.4g}">{esc(piece)}</span>')
+        w = abs(push) / scale if scale > 0 else 0.0
+        kind = "ngram against" if push < 0 else "ngram"
+        parts.append(f'<span class="{kind}" style="--w:{w:.2f}" title="push {push:+.4g}">{esc(piece)}</span>')
     if spans and cursor < len(text):
         parts.append(esc(text[cursor:]))
     return "".join(parts)
@@ -67,7 +68,8 @@ def text_examples(ctx: ReportContext) -> Section:
     if not rows:
         return Section("Highlighted n-grams", note("no held-out text to explain"), id="ngrams")
     intro = (f"<p>{len(rows)} held-out texts, half of them mistakes when there are some. The redder a "
-             f"word, the more it pushed the predicted class (hover a word for its push). Method: "
+             f"word, the more it pushed toward the predicted class; the bluer, the more it pushed away from it "
+             f"(hover a word for its push). Method: "
              f"{esc(method)}.</p>")
     return Section("Highlighted n-grams", intro + "".join(rows), id="ngrams")
 
