@@ -9,6 +9,7 @@ Example::
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -55,16 +56,33 @@ def load_run_model(source: str | os.PathLike, device: str | torch.device = "cpu"
 
 
 def held_out_data(info: dict[str, Any], split: str = "val") -> Any:
-    """The run's own held-out ``split`` (``val`` or ``test``), cut from its data as training cut it and
-    prepared as its task scores it (a text run's texts encoded with the run's tokeniser)."""
-    from cnnkit.data import load_data
+    """The run's own held-out ``split`` (``val`` or ``test``), cut from its data as training cut it: for a
+    fold of a cross-validation run (``PARENT/folds/foldNN``), that fold."""
+    from cnnkit.data import load_data, load_folds
 
     cfg = info["config"]
+    fold = _cv_fold(Path(info["checkpoint"]).parent.parent)
+    if fold is not None and split == "val":
+        index, k = fold
+        return load_folds(cfg.data, k, task=cfg.task)[index - 1].val
     bundle = load_data(cfg.data, task=cfg.task)
     data = bundle.val if split == "val" else bundle.test
     if data is None:
-        raise UserError(f"dataset {cfg.data.name!r} has no {split} split; use --split val")
+        raise UserError(f"dataset {cfg.data.name!r} has no {split} split" + ("; use --split val" if split != "val"
+                                                                            else ""))
     return data
+
+
+def _cv_fold(run_dir: Path) -> tuple[int, int] | None:
+    """``(fold, K)`` when ``run_dir`` is fold ``foldNN`` of a K-fold cross-validation run, else None."""
+    from cnnkit.config import read_yaml
+
+    parent = run_dir.parent.parent
+    if run_dir.parent.name != "folds" or not run_dir.name.startswith("fold") or not run_dir.name[4:].isdigit() \
+            or not (parent / "config.yaml").is_file():
+        return None
+    k = ((read_yaml(parent / "config.yaml") or {}).get("train") or {}).get("cv_folds")
+    return (int(run_dir.name[4:]), int(k)) if isinstance(k, int) and 1 <= int(run_dir.name[4:]) <= k else None
 
 
 def ordered_loader(info: dict[str, Any], data: Any, device: str | torch.device = "cpu",

@@ -82,8 +82,8 @@ def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     out = {}
     for name, cfg in (("lenet", LENET), ("mlp", MLP)):
-        assert main(["train", cfg, "train.epochs=1", "train.device=cpu", f"train.runs_dir={tmp}",
-                     f"train.name={name}", "--quiet"]) == 0
+        assert main(["train", cfg, "train.epochs=1", "train.device=cpu", "train.report=false",
+                     f"train.runs_dir={tmp}", f"train.name={name}", "--quiet"]) == 0
         out[name] = next(p for p in tmp.iterdir() if p.name.split("-")[2] == name)
     return out
 
@@ -118,13 +118,13 @@ def held_out_predictions(run):
 def test_the_report_is_one_self_contained_page_with_every_section(lenet_report):
     path, page = lenet_report
     assert path.name == "report.html"
-    for sid in ("run", "learning-curves", "architecture", "confusion-matrix", "per-class-precision-recall-and-f1",
+    for sid in ("run", "learning-curves", "architecture", "confusion", "per-class-precision-recall-and-f1",
                 "most-confident-mistakes", "grad-cam", "first-layer-filters", "feature-maps", "robustness-to-shifts",
                 "configuration"):
         assert sid in page.sections, sid
     assert page.external == []  # nothing fetched: it opens offline
     drawn = {sid for sid, _ in page.images}
-    assert {"learning-curves", "architecture", "confusion-matrix", "grad-cam", "feature-maps"} <= drawn
+    assert {"learning-curves", "architecture", "confusion", "grad-cam", "feature-maps"} <= drawn
     for _, src in page.images:
         head, data = src.split(",", 1)
         assert head == "data:image/png;base64"
@@ -243,3 +243,42 @@ def test_the_overlay_blends_by_the_heat():
     assert out.dtype == np.uint8 and out.shape == (2, 2, 3)
     assert out[0, 0].tolist() == [128, 128, 128]            # no heat: the grey image
     np.testing.assert_allclose(out[0, 1], [255 * (0.2 * 0.5 + 0.8 * c) for c in (0.5, 0, 0)], atol=0.51)  # jet(1)
+
+
+def test_a_section_that_fails_leaves_the_others(runs, tmp_path, monkeypatch, capsys):
+    """Grad-CAM raising and robustness.json unwritable: both are said in their own section; the confusion
+    matrix, the mistakes and the filters are still drawn, and the report is written."""
+    from cnnkit.tools.report import build_report, classification
+
+    def broken(*_a, **_k):
+        raise RuntimeError("boom")
+
+    def unwritable(*_a, **_k):
+        raise PermissionError("read-only folder")
+
+    monkeypatch.setattr(classification, "gradcam_section", broken)
+    monkeypatch.setattr(classification, "atomic_write_text", unwritable)
+    out = build_report(runs["lenet"], tmp_path / "r.html")
+    page = Page(out.read_text())
+    assert "could not be drawn: RuntimeError: boom" in page.sections["grad-cam"]
+    assert "could not be saved" in page.sections["robustness-to-shifts"] and "shift-accuracy" in page.tables
+    assert {"confusion", "most-confident-mistakes", "first-layer-filters"} <= set(page.sections)
+    assert "confusion-matrix" in page.tables
+    assert "warning: report section 'Grad-CAM' left out" in capsys.readouterr().err
+
+
+def test_a_report_that_fails_does_not_fail_training(tmp_path, monkeypatch, capsys):
+    import cnnkit.tools.report as report
+
+    def broken(*_a, **_k):
+        raise RuntimeError("no figures today")
+
+    monkeypatch.setenv("CNNKIT_REPORT", "1")
+    monkeypatch.setattr(report, "build_report", broken)
+    capsys.readouterr()
+    assert main(["train", "data.subset=200", "train.epochs=1", "train.device=cpu", f"train.runs_dir={tmp_path}",
+                 "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    run = tmp_path / out.strip().splitlines()[-1].split("/")[-1]
+    assert (run / "final.json").is_file() and not (run / "report.html").exists()
+    assert "warning: report.html not written (RuntimeError: no figures today)" in err

@@ -68,22 +68,27 @@ def report_run(result: Any) -> int:
 
 def write_report(run_dir: Any) -> None:
     """The run's report.html, unless its ``train.report`` is false or ``CNNKIT_REPORT=0``. A report that
-    cannot be written is a warning: the run itself is saved and complete."""
+    cannot be written is a warning: the run itself is saved and complete. At most :data:`REPORT_ITEMS`
+    held-out items are scored (on the CPU); ``cnnkit report RUN --max-items N`` draws it with more."""
     import os
-
-    from cnnkit.runs import RunFolder
 
     if os.environ.get("CNNKIT_REPORT", "1").strip().lower() in ("0", "false", "no", "off"):
         return
-    if not (RunFolder(run_dir).read_config().get("train") or {}).get("report", True):
-        return
-    from cnnkit.tools.report import build_report
-
     try:
-        print(f"report: {build_report(run_dir)}")
+        from cnnkit.runs import RunFolder
+
+        if not (RunFolder(run_dir).read_config().get("train") or {}).get("report", True):
+            return
+        from cnnkit.tools.report import build_report
+
+        print(f"report: {build_report(run_dir, max_items=REPORT_ITEMS)}")
     except Exception as e:  # noqa: BLE001 - the run is saved; say why its report is missing
         print(f"warning: report.html not written ({type(e).__name__}: {e}); try `cnnkit report {run_dir}`",
               file=sys.stderr)
+
+
+#: Held-out items the end-of-training report scores (``cnnkit report`` defaults to 5,000).
+REPORT_ITEMS = 2000
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

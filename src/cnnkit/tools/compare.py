@@ -134,7 +134,7 @@ def plot_curves(table: dict[str, Any], path: str | Path) -> Path:
             for i, (run, curve) in enumerate(zip(table["runs"], table["shift_accuracy"])):
                 if curve:
                     ax.plot([int(k) for k in curve], list(curve.values()), marker="o", ms=3, lw=1.4,
-                            label=f"#{i + 1} {Path(run).name}")
+                            color=f"C{i}", label=f"#{i + 1} {Path(run).name}")
             ax.set_title("held-out accuracy vs shift", fontsize=10)
             ax.set_xlabel("shift (pixels)")
             ax.set_ylim(0, 1.02)
@@ -142,7 +142,8 @@ def plot_curves(table: dict[str, Any], path: str | Path) -> Path:
         for i, (run, h) in enumerate(zip(table["runs"], histories)):
             pts = [(row["epoch"], row[key]) for row in h if isinstance(row.get(key), (int, float))]
             if pts:
-                ax.plot(*zip(*pts), marker="o", ms=2.5, lw=1.4, label=f"#{i + 1} {Path(run).name}")
+                ax.plot(*zip(*pts), marker="o", ms=2.5, lw=1.4, color=f"C{i}",  # run i: one colour in every panel
+                        label=f"#{i + 1} {Path(run).name}")
         ax.set_title(key, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

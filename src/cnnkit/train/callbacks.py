@@ -193,6 +193,7 @@ class TensorBoardLogger(Callback):
     def __init__(self) -> None:
         self.writer = None
         self.probe = None  # one held-out image (normalised), the same every epoch
+        self.images = True
 
     def on_train_begin(self, trainer: Any) -> None:
         self._open(trainer)
@@ -242,7 +243,13 @@ class TensorBoardLogger(Callback):
                 continue
             name = key.replace("train_", "train/", 1).replace("val_", "val/", 1)
             self.writer.add_scalar(name, value, epoch)
-        self._images(trainer, epoch)
+        if self.images:
+            try:
+                self._images(trainer, epoch)
+            except Exception as e:  # noqa: BLE001 - pictures are a bonus: never stop a run for them
+                self.images = False
+                print(f"warning: TensorBoard images turned off ({type(e).__name__}: {e}); scalars go on",
+                      file=sys.stderr)
         self.writer.flush()
 
     def _images(self, trainer: Any, epoch: int) -> None:

@@ -8,17 +8,15 @@ becomes a short note naming the reason, and the rest of the report is still writ
 from __future__ import annotations
 
 import importlib
-import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 from cnnkit.atomic import atomic_write_text
 from cnnkit.errors import UserError
 from cnnkit.tools.report import common
 from cnnkit.tools.report.context import ReportContext
 from cnnkit.tools.report.html import Section, note, render_page
-from cnnkit.tools.report.pages import TASK_PAGES
+from cnnkit.tools.report.pages import TASK_PAGES, guarded
 
 REPORT_FILE = "report.html"
 #: The modules that register task pages (imported on first use: they pull in captum, matplotlib ...).
@@ -35,30 +33,24 @@ def _load_pages() -> None:
                 raise
 
 
-def _guarded(title: str, make: Callable[[], list[Section]], strict: bool) -> list[Section]:
-    try:
-        return make()
-    except Exception as e:
-        if strict:
-            raise
-        reason = str(e) if isinstance(e, UserError) else f"{type(e).__name__}: {e}"
-        print(f"warning: report section {title!r} left out: {reason}", file=sys.stderr)
-        return [Section(title, note(f"this section could not be drawn: {reason}"))]
-
-
-def build_sections(ctx: ReportContext, strict: bool = False) -> list[Section]:
-    sections = _guarded("Run", lambda: [common.overview(ctx)], strict)
-    sections += _guarded("Learning curves", lambda: [common.curves(ctx)], strict)
+def build_sections(ctx: ReportContext) -> list[Section]:
+    strict = ctx.strict
+    sections = guarded("Run", lambda: common.overview(ctx), strict)
+    sections += guarded("Learning curves", lambda: common.curves(ctx), strict)
     if ctx.has_model:
-        sections += _guarded("Architecture", lambda: [common.architecture(ctx)], strict)
+        sections += guarded("Architecture", lambda: common.architecture(ctx), strict)
         _load_pages()
         pages = TASK_PAGES.get(ctx.task_name)
         if pages is not None:
-            sections += _guarded(f"{ctx.task_name} results", lambda: pages(ctx), strict)
+            sections += guarded(f"{ctx.task_name} results", lambda: pages(ctx), strict)
+    elif ctx.raw_config.get("train", {}).get("cv_folds"):
+        sections.append(Section("Folds", note("a cross-validation run: its final.json holds each metric's mean "
+                                              "and spread over the folds; each fold is a run of its own in "
+                                              "folds/ (cnnkit report FOLD)")))
     else:
         sections.append(Section("Model", note("no checkpoint yet: the architecture and the results on "
                                               "held-out data appear once the first epoch is saved")))
-    sections += _guarded("Configuration", lambda: [common.config(ctx)], strict)
+    sections += guarded("Configuration", lambda: common.config(ctx), strict)
     return sections
 
 
@@ -66,13 +58,13 @@ def build_report(run_path: str | Path, out: str | Path | None = None, *, max_ite
                  device: str = "cpu", strict: bool = False) -> Path:
     """Write ``RUN/report.html`` (or ``out``) atomically and return its path."""
     started = time.perf_counter()
-    ctx = ReportContext(run_path, max_items=max_items, device=device)
+    ctx = ReportContext(run_path, max_items=max_items, device=device, strict=strict)
     target = Path(out) if out is not None else ctx.path / REPORT_FILE
     if target.suffix.lower() not in (".html", ".htm"):
         raise UserError(f"--out {str(target)!r}: the report is an HTML file; give a name ending in .html")
     if not target.parent.is_dir():
         raise UserError(f"--out {str(target)!r}: folder {str(target.parent)!r} does not exist")
-    sections = build_sections(ctx, strict)
+    sections = build_sections(ctx)
     took = time.perf_counter() - started
     subtitle = (f"{ctx.task_name} run {ctx.path.name} · {'finished' if ctx.finished else 'in progress'} · "
                 f"report drawn in {took:.1f} s by cnnkit")

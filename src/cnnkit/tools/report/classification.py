@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import math
 from functools import cached_property
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from cnnkit.atomic import atomic_write_text
+from cnnkit.errors import UserError
 from cnnkit.runs import dumps
 from cnnkit.tools.compare import ROBUSTNESS_FILE
 from cnnkit.tools.report.common import plt
 from cnnkit.tools.report.context import ReportContext
 from cnnkit.tools.report.html import Section, figure, note, para, table
-from cnnkit.tools.report.pages import task_pages
+from cnnkit.tools.report.pages import guarded, task_pages
+from cnnkit.tools.report.shared import confusion_sections
 
 #: Shifts (pixels) of the robustness curve, as in the course's argument for convolutions (I.C).
 SHIFTS = tuple(range(7))
@@ -45,66 +46,6 @@ class Scored:
     def confusion(self) -> np.ndarray:
         k = len(self.ctx.classes)
         return np.bincount((self.y * k + self.pred).numpy(), minlength=k * k).reshape(k, k)
-
-
-def confusion_figure(matrix: np.ndarray, classes: list[str]):
-    """A heat map of ``matrix`` (rows: true class, columns: predicted), counts written in the cells
-    when there are few enough classes to read them."""
-    pyplot = plt()
-    k = len(classes)
-    side = min(11.0, 2.2 + 0.42 * k)
-    fig, ax = pyplot.subplots(figsize=(side, side * 0.86))
-    shown = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)  # colour: share of the true class
-    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
-    ticks = range(k) if k <= 40 else range(0, k, math.ceil(k / 40))
-    ax.set_xticks(list(ticks), [classes[i] for i in ticks], rotation=90 if k > 10 else 0, fontsize=7)
-    ax.set_yticks(list(ticks), [classes[i] for i in ticks], fontsize=7)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                if matrix[i, j]:
-                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if shown[i, j] > 0.6 else "#1d2330")
-    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
-    fig.tight_layout()
-    return fig
-
-
-def per_class_rows(matrix: np.ndarray, classes: list[str]) -> list[tuple[Any, ...]]:
-    """``(class, precision, recall, f1, support)`` per class from a confusion matrix (rows: truth)."""
-    tp = np.diag(matrix).astype(float)
-    support = matrix.sum(1)
-    predicted = matrix.sum(0)
-    rows = []
-    for c, t, s, p in zip(classes, tp, support, predicted):
-        precision = t / p if p else 0.0
-        recall = t / s if s else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append((c, round(precision, 4), round(recall, 4), round(f1, 4), int(s)))
-    return rows
-
-
-def confusion_sections(matrix: np.ndarray, classes: list[str], what: str = "images") -> list[Section]:
-    """The confusion matrix (figure and a table of counts, ``id="confusion-matrix"``) and the per-class
-    precision, recall and F1 (``id="per-class"``): shared by every task that classifies."""
-    n = int(matrix.sum())
-    acc = float(np.trace(matrix)) / max(n, 1)
-    head = ("true \\ predicted", *classes)
-    counts = table(head, [(c, *map(int, row)) for c, row in zip(classes, matrix)], id="confusion-matrix",
-                   caption=f"{n} held-out {what}; rows: true class, columns: predicted")
-    body = figure(confusion_figure(matrix, classes), "confusion matrix",
-                  f"accuracy {acc:.4f} on {n} held-out {what}; colour: the share of each true class")
-    body += f"<details><summary>the counts</summary>{counts}</details>"
-    rows = per_class_rows(matrix, classes)
-    macro = [round(float(np.mean([r[i] for r in rows])), 4) for i in (1, 2, 3)]
-    per_class = table(("class", "precision", "recall", "F1", "support"), rows + [("macro mean", *macro, n)],
-                      id="per-class")
-    worst = sorted(rows, key=lambda r: r[3])[:3]
-    return [Section("Confusion matrix", body),
-            Section("Per-class precision, recall and F1", per_class +
-                    para("Weakest classes by F1: " + ", ".join(f"{r[0]} ({r[3]:.3f})" for r in worst) + "."))]
 
 
 def _show(ax, img: np.ndarray) -> None:
@@ -267,8 +208,13 @@ def robustness(ctx: ReportContext) -> Section:
         return Section("Robustness to shifts", note("the shift curve moves images held in memory (mnist5k, "
                                                      "digits, cifar10 ...); this run reads its images from files"))
     curve = shift_accuracy(ctx)
-    atomic_write_text(ctx.path / ROBUSTNESS_FILE, dumps({"shift_px": [k for k, _ in curve],
-                                                         "accuracy": [a for _, a in curve]}, indent=2) + "\n")
+    try:  # for `cnnkit compare`; a run folder the reader cannot write still gets its report
+        atomic_write_text(ctx.path / ROBUSTNESS_FILE, dumps({"shift_px": [k for k, _ in curve],
+                                                             "accuracy": [a for _, a in curve]}, indent=2) + "\n")
+        saved = para(f"Saved as {ROBUSTNESS_FILE} in the run folder: `cnnkit compare` draws it next to other "
+                     f"runs'.")
+    except (OSError, UserError) as e:
+        saved = note(f"{ROBUSTNESS_FILE} could not be saved in the run folder ({e}); the curve is only here")
     pyplot = plt()
     fig, ax = pyplot.subplots(figsize=(5.2, 3.2))
     ax.plot([k for k, _ in curve], [a for _, a in curve], marker="o", lw=1.6, label=ctx.path.name)
@@ -279,30 +225,26 @@ def robustness(ctx: ReportContext) -> Section:
     fig.tight_layout()
     rows = [(k, round(a, 4)) for k, a in curve]
     n = min(len(ctx.held_out), ROBUSTNESS_ITEMS)
-    body = figure(fig, "accuracy against shift", f"{n} held-out images, image i moved right, down, left or up "
-                  f"(i mod 4), zeros coming in; the same as `cnnkit eval RUN --shift N`")
+    same = "the same as `cnnkit eval RUN --shift N`" if n == len(ctx.held_out) else \
+        f"`cnnkit eval RUN --shift N` scores all {len(ctx.held_out)}"
+    body = figure(fig, "accuracy against shift", f"{n} held-out images, image i of them moved right, down, left or "
+                  f"up (i mod 4), zeros coming in; {same}")
     body += table(("shift (px)", "accuracy"), rows, id="shift-accuracy")
-    body += para(f"Saved as {ROBUSTNESS_FILE} in the run folder: `cnnkit compare` draws it next to other runs'.")
+    body += saved
     return Section("Robustness to shifts", body)
 
 
 @task_pages("classification")
 def classification_pages(ctx: ReportContext) -> list[Section]:
-    from cnnkit.errors import UserError
-
     s = Scored(ctx)
     sections = confusion_sections(s.confusion, ctx.classes)
-    sections.append(mistakes(ctx, s))
-    for title, make in (("Grad-CAM", lambda: gradcam_section(ctx, s)),
+    for title, make in (("Most confident mistakes", lambda: mistakes(ctx, s)),
+                        ("Grad-CAM", lambda: gradcam_section(ctx, s)),
                         ("First-layer filters", lambda: first_layer_filters(ctx)),
                         ("Feature maps", lambda: feature_maps(ctx, s)),
                         ("Robustness to shifts", lambda: robustness(ctx))):
-        try:
-            sections.append(make())
-        except UserError as e:  # what this network cannot show (Grad-CAM of an MLP) is said, the rest drawn
-            sections.append(Section(title, note(str(e))))
+        sections += guarded(title, make, ctx.strict)  # one figure that fails leaves the others drawn
     return sections
 
 
-__all__ = ["ROBUSTNESS_FILE", "SHIFTS", "classification_pages", "confusion_sections", "per_class_rows",
-           "shift_accuracy"]
+__all__ = ["SHIFTS", "classification_pages", "shift_accuracy"]

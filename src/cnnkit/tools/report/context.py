@@ -16,15 +16,19 @@ import torch
 from cnnkit.runs import RunFolder
 
 
-def to_cpu(value: Any) -> Any:
-    """Tensors (also inside lists, tuples and dicts) moved to the CPU; anything else as it is."""
+def to_device(value: Any, device: str | torch.device) -> Any:
+    """Tensors (also inside lists, tuples and dicts) detached and moved to ``device``; anything else as it is."""
     if isinstance(value, torch.Tensor):
-        return value.detach().cpu()
+        return value.detach().to(device)
     if isinstance(value, dict):
-        return {k: to_cpu(v) for k, v in value.items()}
+        return {k: to_device(v, device) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(to_cpu(v) for v in value)
+        return type(value)(to_device(v, device) for v in value)
     return value
+
+
+#: The most input bytes :attr:`ReportContext.outputs` keeps in memory.
+INPUT_BYTES = 256 * 2 ** 20
 
 
 class ReportContext:
@@ -35,7 +39,8 @@ class ReportContext:
     split when it is larger, so that a split sorted by class keeps every class).
     """
 
-    def __init__(self, run_path: str | Path, *, max_items: int = 5000, device: str | torch.device = "cpu") -> None:
+    def __init__(self, run_path: str | Path, *, max_items: int = 5000, device: str | torch.device = "cpu",
+                 strict: bool = False) -> None:
         self.run = RunFolder.open(run_path, need_checkpoint=False)
         self.path = self.run.path
         self.raw_config: dict[str, Any] = self.run.read_config()
@@ -45,6 +50,7 @@ class ReportContext:
         self.task_name: str = self.final.get("task") or self.raw_config.get("task") or "classification"
         self.max_items = max_items
         self.device = torch.device(device)
+        self.strict = strict  # a section that fails raises (tests) instead of becoming a note
 
     @property
     def finished(self) -> bool:
@@ -97,15 +103,17 @@ class ReportContext:
     @cached_property
     def outputs(self) -> list[tuple[Any, Any, Any]]:
         """``(inputs, outputs, targets)`` per batch of the held-out data, on the CPU: the task's evaluation
-        forward pass (its test-time augmentation included), outputs as float. Stops after ``max_items``."""
+        forward pass (its test-time augmentation included), outputs as float. Stops after ``max_items``, or
+        once the inputs kept take :data:`INPUT_BYTES` (large images: a few hundred are plenty to look at)."""
         task, model = self.info["task"], self.model
-        batches, seen = [], 0
+        batches, seen, kept = [], 0, 0
         with torch.no_grad():
             for x, y in self.loader():
                 out = task.to_float(task.eval_forward(model, x))
-                batches.append((to_cpu(x), to_cpu(out), to_cpu(y)))
+                batches.append((to_device(x, "cpu"), to_device(out, "cpu"), to_device(y, "cpu")))
                 seen += len(y)
-                if seen >= self.max_items:
+                kept += x.element_size() * x.nelement() if isinstance(x, torch.Tensor) else 0
+                if seen >= self.max_items or kept >= INPUT_BYTES:
                     break
         return batches
 
@@ -116,4 +124,4 @@ class ReportContext:
         return (x.float() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-__all__ = ["ReportContext", "to_cpu"]
+__all__ = ["ReportContext", "to_device"]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from cnnkit.inference import sample_grid
 from cnnkit.tools.report.common import plt
 from cnnkit.tools.report.context import ReportContext
 from cnnkit.tools.report.html import Section, figure, key_values, note, png, table
@@ -122,13 +123,6 @@ def frames_pages(ctx: ReportContext) -> list[Section]:
 # --------------------------------------------------------------------------- reconstruction, gan
 
 
-def samples(model: torch.nn.Module, gan: bool, n: int = SAMPLES, seed: int = SEED) -> torch.Tensor:
-    """``cnnkit generate``'s grid ``(3, H, W)``: ``n`` samples from a seeded noise (a GAN's mapped to [0, 1])."""
-    from cnnkit.inference import sample_grid
-
-    return sample_grid(model, gan, n, seed)
-
-
 def reconstructions(ctx: ReportContext) -> Section:
     """The first held-out images, corrupted as validation corrupts them (``train.denoise``), reconstructed."""
     from torchvision.utils import make_grid
@@ -151,7 +145,7 @@ def reconstructions(ctx: ReportContext) -> Section:
 def reconstruction_pages(ctx: ReportContext) -> list[Section]:
     sections = [reconstructions(ctx)]
     if callable(getattr(ctx.model, "sample", None)):  # a VAE: its decoder on N(0, I) codes
-        sections.append(Section("Samples", image_png(samples(ctx.model, gan=False), "VAE samples",
+        sections.append(Section("Samples", image_png(sample_grid(ctx.model, False, SAMPLES, SEED), "VAE samples",
                                                      f"{SAMPLES} decoded N(0, I) codes, seed {SEED}: the grid of "
                                                      f"'cnnkit generate RUN --seed {SEED}'"), id="samples"))
     return sections
@@ -159,7 +153,7 @@ def reconstruction_pages(ctx: ReportContext) -> list[Section]:
 
 @task_pages("gan")
 def gan_pages(ctx: ReportContext) -> list[Section]:
-    grid = image_png(samples(ctx.model, gan=True), "generated samples",
+    grid = image_png(sample_grid(ctx.model, True, SAMPLES, SEED), "generated samples",
                      f"{SAMPLES} samples from the noise of seed {SEED}: the grid of 'cnnkit generate RUN --seed {SEED}'")
     fid = _final(ctx, ("fid", "fid_real", "fid_n", "fid_features"), "gan-fid")
     ratio = ""
@@ -170,4 +164,4 @@ def gan_pages(ctx: ReportContext) -> list[Section]:
     return [Section("Generated samples", grid, id="samples"), Section("FID", ratio + fid, id="fid")]
 
 
-__all__ = ["frames_pages", "gan_pages", "reconstruction_pages", "samples", "video_pages"]
+__all__ = ["frames_pages", "gan_pages", "reconstruction_pages", "video_pages"]

@@ -10,31 +10,19 @@ Example::
 from __future__ import annotations
 
 import io
+import math
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from cnnkit.tools.report.common import plt
-from cnnkit.tools.report.context import ReportContext
-from cnnkit.tools.report.html import Section, figure, png, table
+from cnnkit.tools.report.context import ReportContext, to_device
+from cnnkit.tools.report.html import Section, figure, para, png, table
 
 #: Class colours of every page (truth and prediction of one class share a colour).
 PALETTE = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45", "#469990",
            "#9a6324", "#800000", "#808000", "#000075", "#a9a9a9")
-#: Above this many classes the heat map's cells carry no numbers (they would not fit); the table has them.
-ANNOTATE_UP_TO = 20
-
-
-def to_device(value: Any, device: torch.device) -> Any:
-    """Tensors (also inside lists, tuples and dicts) moved to ``device``; anything else as it is."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, dict):
-        return {k: to_device(v, device) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(to_device(v, device) for v in value)
-    return value
 
 
 def held_out_batches(ctx: ReportContext) -> list[tuple[Any, Any]]:
@@ -59,46 +47,74 @@ def image_png(image: torch.Tensor, alt: str, caption: str = "") -> str:
     return png(buf.getvalue(), alt, caption)
 
 
-def confusion_section(ctx: ReportContext, matrix: Sequence[Sequence[int]], classes: Sequence[str],
-                      per_class: dict[str, dict[str, Any]]) -> Section:
-    """The "Confusion matrix" section: a heat map, the counts as ``<table id="confusion-matrix">`` (rows: the
-    true class, columns: the predicted one; each cell's ``data-value`` the count) and the per-class table
-    ``<table id="per-class">`` of ``per_class`` (``{class: {"precision", "recall", "f1", "support"}}``, as
-    the classification tasks' ``eval_report`` gives it)."""
-    m = np.asarray(matrix, dtype=np.int64)
-    k = len(classes)
+def confusion_figure(matrix: np.ndarray, classes: Sequence[str]):
+    """A heat map of ``matrix`` (rows: true class, columns: predicted), counts written in the cells
+    when there are few enough classes to read them."""
     pyplot = plt()
-    side = min(2.0 + 0.55 * k, 12.0)
-    fig, ax = pyplot.subplots(figsize=(side + 1.2, side))
-    shown = m / np.maximum(m.sum(1, keepdims=True), 1)  # colour by the share of each true class: rare ones show
+    k = len(classes)
+    side = min(11.0, 2.2 + 0.42 * k)
+    fig, ax = pyplot.subplots(figsize=(side, side * 0.86))
+    shown = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)  # colour: share of the true class
     im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1)
-    if k <= ANNOTATE_UP_TO:
-        for i in range(k):
-            for j in range(k):
-                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
-                        color="white" if shown[i, j] > 0.6 else "black")
-    labels = [str(c)[:14] for c in classes]
-    ax.set_xticks(range(k), labels, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center", fontsize=8)
-    ax.set_yticks(range(k), labels, fontsize=8)
+    ticks = range(k) if k <= 40 else range(0, k, math.ceil(k / 40))
+    ax.set_xticks(list(ticks), [classes[i] for i in ticks], rotation=90 if k > 10 else 0, fontsize=7)
+    ax.set_yticks(list(ticks), [classes[i] for i in ticks], fontsize=7)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    unit = ctx.info["task"].unit
-    caption = (f"{int(m.sum())} held-out {unit}; colour: the share of each row (true class), numbers: counts")
-    body = figure(fig, "confusion matrix", caption)
-    body += table(["true \\ predicted", *classes], [[c, *(int(v) for v in row)] for c, row in zip(classes, m)],
-                  id="confusion-matrix", caption="rows: true, columns: predicted")
-    rows = [[c, per_class[c]["precision"], per_class[c]["recall"], per_class[c]["f1"], per_class[c]["support"]]
-            for c in classes if c in per_class]
-    body += table(["class", "precision", "recall", "F1", "support"], rows, id="per-class")
-    return Section("Confusion matrix", body, id="confusion")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if shown[i, j] > 0.6 else "#1d2330")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
+    fig.tight_layout()
+    return fig
+
+
+def per_class_rows(matrix: np.ndarray, classes: Sequence[str]) -> list[tuple[Any, ...]]:
+    """``(class, precision, recall, f1, support)`` per class from a confusion matrix (rows: truth)."""
+    tp = np.diag(matrix).astype(float)
+    support = matrix.sum(1)
+    predicted = matrix.sum(0)
+    rows = []
+    for c, t, s, p in zip(classes, tp, support, predicted):
+        precision = t / p if p else 0.0
+        recall = t / s if s else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        rows.append((c, round(precision, 4), round(recall, 4), round(f1, 4), int(s)))
+    return rows
+
+
+def confusion_sections(matrix: np.ndarray, classes: Sequence[str], what: str = "images") -> list[Section]:
+    """The confusion matrix (a heat map, and the counts as ``<table id="confusion-matrix">``, rows: true
+    class, columns: predicted, each cell's ``data-value`` the count) and the per-class precision, recall
+    and F1 (``<table id="per-class">``, then a macro-mean row): every task that classifies shows these."""
+    n = int(matrix.sum())
+    acc = float(np.trace(matrix)) / max(n, 1)
+    head = ("true \\ predicted", *classes)
+    counts = table(head, [(c, *map(int, row)) for c, row in zip(classes, matrix)], id="confusion-matrix",
+                   caption=f"{n} held-out {what}; rows: true class, columns: predicted")
+    body = figure(confusion_figure(matrix, classes), "confusion matrix",
+                  f"accuracy {acc:.4f} on {n} held-out {what}; colour: the share of each true class")
+    body += f"<details><summary>the counts</summary>{counts}</details>"
+    rows = per_class_rows(matrix, classes)
+    macro = [round(float(np.mean([r[i] for r in rows])), 4) for i in (1, 2, 3)]
+    per_class = table(("class", "precision", "recall", "F1", "support"), rows + [("macro mean", *macro, n)],
+                      id="per-class")
+    worst = sorted(rows, key=lambda r: r[3])[:3]
+    return [Section("Confusion matrix", body, id="confusion"),
+            Section("Per-class precision, recall and F1", per_class +
+                    para("Weakest classes by F1: " + ", ".join(f"{r[0]} ({r[3]:.3f})" for r in worst) + "."))]
 
 
 def classification_sections(ctx: ReportContext) -> list[Section]:
-    """The confusion section of a task scored as classification is (text, timeseries, video): its
-    ``eval_report`` on the held-out batches the report scored."""
-    report = ctx.info["task"].eval_report(ctx.model, held_out_batches(ctx), ctx.device)
-    return [confusion_section(ctx, report["confusion_matrix"], ctx.classes, report["per_class"])]
+    """The confusion sections of a task scored as classification (text, timeseries, video), from the
+    outputs the report already has: no second pass over the held-out items."""
+    true, pred = predicted_labels(ctx)
+    k = len(ctx.classes)
+    matrix = np.bincount(true.astype(np.int64) * k + pred, minlength=k * k).reshape(k, k)
+    return confusion_sections(matrix, ctx.classes, ctx.info["task"].unit)
 
 
 def predicted_labels(ctx: ReportContext) -> tuple[np.ndarray, np.ndarray]:
@@ -125,5 +141,5 @@ def spread(n: int, k: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
 
 
-__all__ = ["PALETTE", "classification_sections", "confusion_section", "held_out_batches", "image_png", "n_scored",
-           "pick_examples", "predicted_labels", "spread", "to_device"]
+__all__ = ["PALETTE", "classification_sections", "confusion_figure", "confusion_sections", "held_out_batches", "image_png", "n_scored",
+           "per_class_rows", "pick_examples", "predicted_labels", "spread"]
