@@ -19,10 +19,10 @@ from cnnkit.errors import UserError
 from cnnkit.runs import dumps
 from cnnkit.tools.compare import ROBUSTNESS_FILE
 from cnnkit.tools.report.common import plt
-from cnnkit.tools.report.context import ReportContext
+from cnnkit.tools.report.context import ReportContext, spread
 from cnnkit.tools.report.html import Section, figure, note, para, table
 from cnnkit.tools.report.pages import guarded, task_pages
-from cnnkit.tools.report.shared import confusion_sections
+from cnnkit.tools.report.shared import confusion_sections, show_image
 
 #: Shifts (pixels) of the robustness curve, as in the course's argument for convolutions (I.C).
 SHIFTS = tuple(range(7))
@@ -48,13 +48,6 @@ class Scored:
         return np.bincount((self.y * k + self.pred).numpy(), minlength=k * k).reshape(k, k)
 
 
-def _show(ax, img: np.ndarray) -> None:
-    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-              vmin=0, vmax=1)
-    ax.set_xticks([])
-    ax.set_yticks([])
-
-
 def mistakes(ctx: ReportContext, s: Scored, n: int = 16) -> Section:
     wrong = torch.nonzero(s.pred != s.y).flatten()
     if len(wrong) == 0:
@@ -68,7 +61,7 @@ def mistakes(ctx: ReportContext, s: Scored, n: int = 16) -> Section:
     fig, axes = pyplot.subplots(rows, cols, figsize=(1.55 * cols, 1.9 * rows), squeeze=False)
     classes = ctx.classes
     for ax, i, img in zip(axes.flat, order.tolist(), images):
-        _show(ax, img)
+        show_image(ax, img)
         ax.set_title(f"true {classes[s.y[i]]}\npred {classes[s.pred[i]]} {s.prob[i, s.pred[i]]:.2f}", fontsize=7)
     for ax in list(axes.flat)[len(order):]:
         ax.axis("off")
@@ -98,7 +91,7 @@ def gradcam_section(ctx: ReportContext, s: Scored, n: int = 8) -> Section:
     pyplot = plt()
     fig, axes = pyplot.subplots(2, len(pick), figsize=(1.6 * len(pick), 3.5), squeeze=False)
     for j, (i, img, heat) in enumerate(zip(pick.tolist(), images, maps)):
-        _show(axes[0, j], img)
+        show_image(axes[0, j], img)
         axes[0, j].set_title(f"true {ctx.classes[s.y[i]]}", fontsize=7)
         axes[1, j].imshow(overlay(img, heat))
         axes[1, j].set_title(f"pred {ctx.classes[s.pred[i]]}", fontsize=7)
@@ -165,7 +158,10 @@ def feature_maps(ctx: ReportContext, s: Scored, per_layer: int = 8, max_layers: 
     fig, axes = pyplot.subplots(len(caught), cols, figsize=(1.05 * cols, 1.15 * len(caught)), squeeze=False)
     image = ctx.denormalise(s.x[:1])[0]
     for r, (name, maps) in enumerate(caught):
-        _show(axes[r, 0], image) if r == 0 else axes[r, 0].axis("off")
+        if r == 0:
+            show_image(axes[r, 0], image)
+        else:
+            axes[r, 0].axis("off")
         axes[r, 1].set_title(f"{name} {tuple(maps.shape)}", fontsize=7, loc="left")
         for c in range(per_layer):
             ax = axes[r, c + 1]
@@ -186,7 +182,7 @@ def shift_accuracy(ctx: ReportContext, shifts=SHIFTS) -> list[tuple[int, float]]
 
     data = ctx.held_out
     if len(data) > ROBUSTNESS_ITEMS:  # seven passes over the set: a curve needs fewer images than a score
-        data = data.subset(torch.from_numpy(np.linspace(0, len(data) - 1, ROBUSTNESS_ITEMS).round().astype(np.int64)))
+        data = data.subset(torch.tensor(spread(len(data), ROBUSTNESS_ITEMS)))
     side = min(data.images.shape[-2:])
     task, model = ctx.info["task"], ctx.model
     out = []

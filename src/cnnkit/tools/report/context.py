@@ -27,6 +27,14 @@ def to_device(value: Any, device: str | torch.device) -> Any:
     return value
 
 
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``range(n)`` (all of them when ``n <= k``): a sample that a split
+    sorted by class does not fill with its first class."""
+    if n <= k:
+        return list(range(n))
+    return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
+
+
 #: The most input bytes :attr:`ReportContext.outputs` keeps in memory.
 INPUT_BYTES = 256 * 2 ** 20
 
@@ -91,8 +99,7 @@ class ReportContext:
 
         data = held_out_data(self.info, "val")
         if isinstance(data, TensorData) and len(data) > self.max_items:
-            index = torch.from_numpy(np.linspace(0, len(data) - 1, self.max_items).round().astype(np.int64))
-            data = data.subset(index)
+            data = data.subset(torch.tensor(spread(len(data), self.max_items)))
         return data
 
     def loader(self, data: Any = None, batch_size: int = 128) -> Any:
@@ -124,4 +131,4 @@ class ReportContext:
         return (x.float() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-__all__ = ["ReportContext", "to_device"]
+__all__ = ["ReportContext", "spread", "to_device"]

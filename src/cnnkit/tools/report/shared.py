@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cnnkit.tools.report.common import plt
-from cnnkit.tools.report.context import ReportContext, to_device
+from cnnkit.tools.report.context import ReportContext, spread, to_device
 from cnnkit.tools.report.html import Section, figure, para, png, table
 
 #: Class colours of every page (truth and prediction of one class share a colour).
@@ -133,13 +133,13 @@ def pick_examples(true: np.ndarray, pred: np.ndarray, k: int) -> list[int]:
     return sorted(chosen)
 
 
-def spread(n: int, k: int) -> list[int]:
-    """``k`` indices spread evenly over ``range(n)`` (all of them when ``n <= k``): a sample that a split
-    sorted by class does not fill with its first class."""
-    if n <= k:
-        return list(range(n))
-    return sorted({int(round(v)) for v in np.linspace(0, n - 1, k)})
+def show_image(ax, image: np.ndarray) -> None:
+    """A displayable image ``(H, W, C)`` in [0, 1] on ``ax``: grey when it has one channel, no ticks."""
+    grey = image.shape[-1] == 1
+    ax.imshow(image[..., 0] if grey else image, cmap="gray" if grey else None, vmin=0, vmax=1)
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 __all__ = ["PALETTE", "classification_sections", "confusion_figure", "confusion_sections", "held_out_batches", "image_png", "n_scored",
-           "per_class_rows", "pick_examples", "predicted_labels", "spread"]
+           "per_class_rows", "pick_examples", "predicted_labels", "show_image", "spread"]

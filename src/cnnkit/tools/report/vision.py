@@ -18,7 +18,7 @@ from cnnkit.tools.report.common import plt
 from cnnkit.tools.report.context import ReportContext
 from cnnkit.tools.report.html import Section, figure, key_values, note, table
 from cnnkit.tools.report.pages import task_pages
-from cnnkit.tools.report.shared import PALETTE, n_scored, spread
+from cnnkit.tools.report.shared import PALETTE, n_scored, show_image, spread
 
 #: Held-out images drawn per gallery.
 GALLERY = 6
@@ -48,11 +48,6 @@ def _grid(n: int, cols: int, side: float):
     return pyplot, fig, axes
 
 
-def _show(ctx: ReportContext, ax, x: torch.Tensor) -> None:
-    image = ctx.denormalise(x[None])[0]
-    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None)
-
-
 # --------------------------------------------------------------------------- detection, instance
 
 
@@ -62,7 +57,7 @@ def detection_gallery(ctx: ReportContext) -> Section:
     chosen = spread(n_scored(ctx), GALLERY)
     pyplot, fig, axes = _grid(len(chosen), 3, 3.6)
     for ax, (i, x, pred, truth) in zip(axes.flat, items(ctx, chosen)):
-        _show(ctx, ax, x)
+        show_image(ax, ctx.denormalise(x[None])[0])
         for (x1, y1, x2, y2), label in zip(truth["boxes"].tolist(), truth["labels"].tolist()):
             ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, ec=TRUTH_COLOUR, lw=2, ls="--"))
             ax.text(x1, y2, ctx.classes[int(label)], fontsize=7, color="white", va="top",
