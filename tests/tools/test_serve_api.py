@@ -347,6 +347,173 @@ def test_other_host_names_are_refused_when_listening_on_loopback(lenet):
     assert TestClient(app, base_url="http://attacker.example").get("/api/runs").status_code == 400
 
 
+@pytest.mark.parametrize("host, names", [
+    ("127.0.0.1", ["127.0.0.1", "localhost"]), ("localhost", ["localhost", "127.0.0.1"]),
+    ("127.3.4.5", ["127.3.4.5", "127.0.0.1", "localhost"]), ("::1", ["[::1]", "127.0.0.1", "localhost"]),
+    ("0.0.0.0", None), ("::", None), ("192.168.1.20", None), ("example.com", None)])
+def test_serve_keeps_loopback_addresses_to_their_own_host_names(lenet, host, names):
+    from cnnkit.cli.serve import allowed_hosts, is_loopback
+
+    assert allowed_hosts(host) == names and is_loopback(host) == (names is not None)
+    if names is not None:
+        app = create_app(lenet[0], allowed_hosts=names)
+        own = names[0]
+        assert TestClient(app, base_url=f"http://{own}:8000").get("/api/runs").status_code == 200
+        assert TestClient(app, base_url="http://attacker.example:8000").get("/api/runs").status_code == 400
+
+
+# --------------------------------------------------------------------------- CSRF, server errors, links out
+
+
+@pytest.mark.parametrize("headers, words", [
+    ({"sec-fetch-site": "cross-site"}, "Sec-Fetch-Site: cross-site"),
+    ({"origin": "http://attacker.example"}, "'http://attacker.example'"),
+    ({"origin": "http://testserver:8001"}, "'http://testserver:8001'"),  # another port: another origin
+    ({"origin": "https://testserver"}, "'https://testserver'"),            # another scheme
+    ({"origin": "null"}, "'null'"),                                        # a sandboxed page (the report's iframe)
+    ({"origin": "http://testserver", "sec-fetch-site": "cross-site"}, "cross-site")])
+def test_posts_from_other_sites_are_refused(lenet, monkeypatch, headers, words):
+    import cnnkit.tools.report
+
+    _, run, client = lenet
+    built = []
+    monkeypatch.setattr(cnnkit.tools.report, "build_report", lambda path: built.append(path))
+    image = png_bytes(Image.new("L", (28, 28)))
+    for response in (client.post(f"/api/runs/{run.name}/predict", headers=headers, files={"file": ("a.png", image)}),
+                     client.post(f"/api/runs/{run.name}/report", headers=headers)):
+        assert response.status_code == 403 and words in error_of(response), response.text
+        assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert built == []  # refused before the route ran
+    assert client.get(f"/api/runs/{run.name}", headers=headers).status_code == 200  # reading stays allowed
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"origin": "http://testserver"}, {"origin": "http://TestServer:80", "sec-fetch-site": "same-origin"},
+    {"sec-fetch-site": "same-origin"}, {"sec-fetch-site": "none"}])
+def test_posts_from_the_apps_own_pages_and_from_scripts_are_accepted(lenet, headers):
+    _, run, client = lenet
+    image = png_bytes(Image.new("L", (28, 28)))
+    response = client.post(f"/api/runs/{run.name}/predict", headers=headers, files={"file": ("a.png", image)})
+    assert response.status_code == 200 and len(response.json()["top"]) == 5, response.text
+
+
+def test_same_origin_is_compared_by_host_and_port(lenet):
+    _, run, _ = lenet
+    client = TestClient(create_app(lenet[0]), base_url="http://[::1]:8000", raise_server_exceptions=False)
+    url, text = f"/api/runs/{run.name}/predict", {"text": "x"}
+    assert "upload an image" in error_of(client.post(url, data=text, headers={"origin": "http://[::1]:8000"}))
+    assert client.post(url, data=text, headers={"origin": "http://127.0.0.1:8000"}).status_code == 403
+
+
+def test_server_failures_are_json_errors(lenet, monkeypatch):
+    import cnnkit.tools.report
+
+    _, run, client = lenet
+    url = f"/api/runs/{run.name}/report"
+
+    def read_only(path):
+        raise PermissionError(13, "Permission denied", str(Path(path) / "report.html"))
+
+    monkeypatch.setattr(cnnkit.tools.report, "build_report", read_only)
+    response = client.post(url)
+    assert response.status_code == 503 and set(response.json()) == {"error"}
+    assert "PermissionError" in response.json()["error"] and "Permission denied" in response.json()["error"]
+
+    def bug(path):
+        raise RuntimeError("an unexpected state")
+
+    monkeypatch.setattr(cnnkit.tools.report, "build_report", bug)
+    response = client.post(url)
+    assert response.status_code == 500 and set(response.json()) == {"error"}
+    assert "RuntimeError: an unexpected state" in response.json()["error"]
+    assert "Traceback" not in response.text and "File \"" not in response.text
+
+
+def copy_run(run: Path, root: Path, name: str = "copy") -> Path:
+    """A copy of ``run``'s small files (no checkpoints) as ``root/name``."""
+    copy = root / name
+    copy.mkdir(parents=True)
+    for f in ("config.yaml", "metrics.jsonl", "final.json", "meta.json"):
+        (copy / f).write_text((run / f).read_text())
+    return copy
+
+
+def test_metrics_lines_that_are_not_objects_are_skipped(lenet, tmp_path):
+    _, run, _ = lenet
+    copy = copy_run(run, tmp_path / "runs")
+    good = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    (copy / "metrics.jsonl").write_text("\n".join(['[1, 2]', json.dumps(good[0]), '"epoch"', "42", "null",
+                                                    *map(json.dumps, good[1:]), '{"epoch": 9, "cut']) + "\n")
+    client = TestClient(create_app(tmp_path / "runs"), raise_server_exceptions=False)
+    response = client.get("/api/runs/copy/metrics")
+    assert response.status_code == 200 and response.json()["rows"] == good
+    (row,) = client.get("/api/runs").json()["runs"]
+    assert row["epochs_done"] == good[-1]["epoch"] and "error" not in row
+
+
+def test_files_linking_out_of_a_run_are_never_read_or_served(lenet, tmp_path):
+    _, run, _ = lenet
+    root = tmp_path / "runs"
+    copy = copy_run(run, root)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "report.html").write_text("<html>SECRET-REPORT</html>")
+    (outside / "metrics.jsonl").write_text('{"epoch": 1, "SECRET-METRIC": 1}\n')
+    (outside / "final.json").write_text('{"task": "SECRET-FINAL"}')
+    (outside / "config.yaml").write_text("# SECRET-CONFIG\n")
+    client = TestClient(create_app(root), raise_server_exceptions=False)
+
+    (copy / "report.html").symlink_to(outside / "report.html")
+    response = client.get("/runs/copy/report.html")
+    assert response.status_code == 404 and "outside the run folder" in error_of(response)
+    assert "SECRET" not in response.text
+    assert client.get("/api/runs/copy").json()["report"] is False
+    (copy / "report.html").unlink()
+    (copy / "report.html").symlink_to("final.json")  # a link inside the run folder is followed
+    assert client.get("/runs/copy/report.html").status_code == 200
+
+    (copy / "metrics.jsonl").rename(copy / "metrics.kept")
+    (copy / "metrics.jsonl").symlink_to(outside / "metrics.jsonl")
+    response = client.get("/api/runs/copy/metrics")
+    assert response.status_code == 404 and "metrics.jsonl" in error_of(response) and "SECRET" not in response.text
+    assert "SECRET" not in client.get("/api/runs").text
+    (copy / "metrics.jsonl").unlink()
+    (copy / "metrics.kept").rename(copy / "metrics.jsonl")
+
+    (copy / "final.json").rename(copy / "final.kept")
+    (copy / "final.json").symlink_to(outside / "final.json")
+    response = client.get("/api/runs/copy")
+    assert response.status_code == 404 and "final.json" in error_of(response) and "SECRET" not in response.text
+    (row,) = client.get("/api/runs").json()["runs"]
+    assert "final.json" in row["error"] and "SECRET" not in json.dumps(row)
+    (copy / "final.json").unlink()
+    (copy / "final.kept").rename(copy / "final.json")
+
+    (copy / "config.yaml").unlink()
+    (copy / "config.yaml").symlink_to(outside / "config.yaml")  # no config of its own: not a run
+    assert client.get("/api/runs").json()["runs"] == []
+    for url in ("/api/runs/copy", "/runs/copy", "/api/runs/copy/metrics"):
+        response = client.get(url)
+        assert response.status_code == 404 and "SECRET" not in response.text, url
+
+
+def test_a_camera_jpeg_with_mpf_data_is_predicted_as_a_jpeg(lenet, tmp_path):
+    """Pillow names a JPEG holding MPF data (as cameras write) ``MPO``; made here by Pillow itself."""
+    from cnnkit.inference import load_run_model, predict_files
+
+    _, run, client = lenet
+    digit = Image.open(digit_png(tmp_path / "digit.png")).convert("RGB")
+    buf = io.BytesIO()
+    digit.save(buf, format="MPO", save_all=True, append_images=[digit.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    assert Image.open(io.BytesIO(buf.getvalue())).format == "MPO"
+    got = client.post(f"/api/runs/{run.name}/predict", files={"file": ("camera.jpg", buf.getvalue(), "image/jpeg")})
+    assert got.status_code == 200, got.text
+    (tmp_path / "camera.jpg").write_bytes(buf.getvalue())
+    model, info = load_run_model(run, device="cpu")
+    want = predict_files(model, info, [str(tmp_path / "camera.jpg")])[0]
+    assert [t["class"] for t in got.json()["top"]] == [t["class"] for t in want["top"]]
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -378,6 +545,7 @@ def test_a_segmentation_run_predicts_its_class_shares_as_predict_files(tmp_path)
     (run,) = [p for p in root.iterdir() if p.is_dir()]
     path = tmp_path / "shapes.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (40, 36, 3), dtype=np.uint8)).save(path)
+    split_background(run, path)
     client = TestClient(create_app(root), raise_server_exceptions=False)
     got = client.post(f"/api/runs/{run.name}/predict", files={"file": ("s.png", path.read_bytes(), "image/png")})
     assert got.status_code == 200, got.text
@@ -388,3 +556,62 @@ def test_a_segmentation_run_predicts_its_class_shares_as_predict_files(tmp_path)
     for c, v in want["shares"].items():
         assert got["shares"][c] == pytest.approx(v, abs=1e-6)
     assert got["image_size"] == [36, 40]
+    check_mask_overlay(got, model, info, path)
+
+
+def hand_logits(model, info: dict, path: Path):
+    """The segmentation logits (K, H, W) of the image at ``path``, at its own size, by hand: read with PIL,
+    normalised, resized to the run's training size, the model's forward pass, resized back."""
+    import torch
+    import torch.nn.functional as F
+
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    x = (torch.from_numpy(rgb).permute(2, 0, 1)[None] - torch.tensor(info["mean"]).view(1, -1, 1, 1)) \
+        / torch.tensor(info["std"]).view(1, -1, 1, 1)
+    side = info["config"].data.image_size
+    assert side % model.pad_multiple == 0  # no padding to undo below
+    x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False, antialias=True)
+    with torch.no_grad():
+        return F.interpolate(model.eval()(x), size=rgb.shape[:2], mode="bilinear", align_corners=False)[0]
+
+
+def split_background(run: Path, path: Path) -> None:
+    """A U-Net trained one epoch predicts one class everywhere; raise its background logit (the bias of its
+    last layer, in the checkpoint) by the median margin of the best other class on the image at ``path``,
+    so that about half of its mask is background and half foreground."""
+    import torch
+
+    from cnnkit.inference import load_run_model
+    from cnnkit.runs import load_checkpoint
+
+    model, info = load_run_model(run, device="cpu")
+    logits = hand_logits(model, info, path)
+    ckpt_path = run / "checkpoints" / "best.pt"
+    ckpt = load_checkpoint(ckpt_path)
+    ckpt["model"]["classify.bias"][0] += float((logits[1:].max(0).values - logits[0]).median())
+    torch.save(ckpt, ckpt_path)
+
+
+def check_mask_overlay(got: dict, model, info: dict, path: Path) -> None:
+    """The overlay against a mask computed here (the model's forward pass and argmax, by hand): grey (the
+    image's channel mean) where the mask is background, tinted where it is a foreground class."""
+    import base64
+
+    head, data = got["mask_overlay"].split(",", 1)
+    assert head == "data:image/png;base64" and got["mask"] is None and got["overlay"] is None
+    overlay = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert overlay.format == "PNG" and overlay.size == Image.open(path).size
+    overlay = np.asarray(overlay.convert("RGB")).astype(int)
+    rgb = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    logits = hand_logits(model, info, path)
+    top2 = logits.topk(2, dim=0).values
+    sure = (top2[0] - top2[1] > 1e-4).numpy()  # leave out near-ties, which float rounding may flip
+    mask = logits.argmax(0).numpy()
+    grey = np.round(rgb.mean(-1) * 255)
+    background, foreground = sure & (mask == 0), sure & (mask > 0)
+    assert background.any() and foreground.any(), np.bincount(mask.ravel())
+    assert np.abs(overlay[background] - grey[background][:, None]).max() <= 1
+    assert (np.abs(overlay[foreground] - grey[foreground][:, None]).max(-1) > 10).all()
+    classes = info["classes"]
+    assert [e["class"] for e in got["mask_legend"]] == list(classes[1:])
+    assert all(len(e["color"]) == 7 and e["color"].startswith("#") for e in got["mask_legend"])

@@ -121,12 +121,17 @@ def test_run_page_predicts_an_uploaded_image_as_predict_files(served, browser, s
     assert shown.text == want["class"]
     assert want["class"] in browser.find_element(By.ID, "prediction").text
     assert f"({100 * want['probability']:.2f}%)" in browser.find_element(By.CSS_SELECTOR, "#prediction .top").text
-    drawn = browser.execute_script(  # the loss curve was drawn: the canvas holds coloured pixels
-        "const c = document.getElementById('chart-loss'); const d = c.getContext('2d')"
-        ".getImageData(0, 0, c.width, c.height).data; let n = 0;"
-        "for (let i = 0; i < d.length; i += 4) if (d[i + 3] && (d[i] !== d[i + 1] || d[i + 1] !== d[i + 2])) n++;"
+    # the loss curve was drawn: pixels in the first series' colour (the page's own COLORS[0]; the title,
+    # axes and grid are drawn in other colours), in the plot (below the legend row) and in its legend
+    drawn = browser.execute_script(
+        "const rgb = COLORS[0].match(/[0-9a-f]{2}/gi).map(h => parseInt(h, 16));"
+        "const c = document.getElementById('chart-loss'), dpr = window.devicePixelRatio || 1;"
+        "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; const n = {plot: 0, legend: 0};"
+        "for (let i = 0; i < d.length; i += 4) {"
+        "  if (d[i + 3] < 200 || [0, 1, 2].some(k => Math.abs(d[i + k] - rgb[k]) > 30)) continue;"
+        "  if (Math.floor(i / 4 / c.width) < 20 * dpr) n.legend++; else n.plot++; }"
         "return n;")
-    assert drawn > 50
+    assert drawn["plot"] >= 10 and drawn["legend"] >= 20, drawn
     browser.save_screenshot(str(screenshots / "run.png"))
 
     not_image = tmp_path / "notes.png"

@@ -3,13 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import sys
 
 from cnnkit.cli.common import Formatter
 from cnnkit.errors import UserError
 
-#: Hosts that only this machine reaches; the app then also refuses other Host headers (DNS rebinding).
+#: Host names that only this machine reaches (with any loopback address: 127.x.y.z, ::1); listening on one,
+#: the app also refuses other Host headers (DNS rebinding).
 LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether listening on ``host`` reaches only this machine: ``localhost`` or a loopback address."""
+    if host.lower() in LOOPBACK:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost: it may resolve anywhere
+        return False
+
+
+def allowed_hosts(host: str) -> list[str] | None:
+    """The Host header names the app accepts when listening on ``host``: for a loopback address, that
+    address (bracketed if IPv6, as a Host header writes it) plus localhost and 127.0.0.1; None (any) for
+    an address other machines reach."""
+    if not is_loopback(host):
+        return None
+    bare = host.strip("[]").lower()
+    own = f"[{bare}]" if ":" in bare else bare
+    return list(dict.fromkeys([own, *LOOPBACK]))
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
                         f"pip install 'cnnkit[serve]'") from None
     from cnnkit.tools.serve import create_app
 
-    app = create_app(root, allowed_hosts=list(LOOPBACK) if args.host in LOOPBACK else None)
+    app = create_app(root, allowed_hosts=allowed_hosts(args.host))
     try:
         family, kind, _, _, address = socket.getaddrinfo(args.host, args.port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as e:
@@ -69,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
                         f"choose another with --port)") from None
     shown = f"[{args.host}]" if ":" in args.host else args.host
     print(f"serving {str(root)!r} at http://{shown}:{args.port}/  (Ctrl+C stops)", flush=True)
-    if args.host not in LOOPBACK:
+    if not is_loopback(args.host):
         print(f"warning: listening on {args.host}: whoever reaches this machine sees the runs and can use their "
               f"models", file=sys.stderr)
     # torch and the models take seconds to import: start now, so that the first prediction does not wait

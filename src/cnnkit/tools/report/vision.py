@@ -112,14 +112,14 @@ def detection_pages(ctx: ReportContext) -> list[Section]:
 # --------------------------------------------------------------------------- segmentation
 
 
-def _colours(k: int) -> np.ndarray:
+def class_colours(k: int) -> np.ndarray:
     """RGB in [0, 1] per class; class 0 (the background) is not tinted, as ``predict --save`` draws it."""
     from matplotlib.colors import to_rgb
 
     return np.asarray([(0.0, 0.0, 0.0)] + [to_rgb(PALETTE[(c - 1) % len(PALETTE)]) for c in range(1, k)])
 
 
-def _overlay(image: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.65) -> np.ndarray:
+def overlay_mask(image: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: float = 0.65) -> np.ndarray:
     """``image`` (H, W, 3) in [0, 1], made grey (a colourful image would hide the tints), with each
     non-background class tinted in its colour."""
     rgb = np.repeat(image.mean(axis=-1, keepdims=True), 3, axis=-1)
@@ -150,7 +150,7 @@ def _masks(ctx: ReportContext) -> tuple[list[np.ndarray], list[np.ndarray]]:
 
 def mask_gallery(ctx: ReportContext, chosen: list[int], ious: list[float], title: str, id: str, caption: str) -> Section:
     k = len(ctx.classes)
-    colours = _colours(k)
+    colours = class_colours(k)
     pyplot, fig, axes = _grid(3 * len(chosen), 3, 2.6)
     axes = axes.reshape(len(chosen), 3)
     order = {i: n for n, i in enumerate(chosen)}
@@ -161,9 +161,9 @@ def mask_gallery(ctx: ReportContext, chosen: list[int], ious: list[float], title
         pred, truth = logits.argmax(0).numpy(), truth.numpy()
         row[0].imshow(base)
         row[0].set_title(f"image {i + 1}", fontsize=8)
-        row[1].imshow(_overlay(base, truth, colours))
+        row[1].imshow(overlay_mask(base, truth, colours))
         row[1].set_title("truth", fontsize=8)
-        row[2].imshow(_overlay(base, pred, colours))
+        row[2].imshow(overlay_mask(base, pred, colours))
         row[2].set_title(f"prediction (IoU {ious[i]:.2f})", fontsize=8)
     from matplotlib.patches import Patch
 
@@ -216,4 +216,4 @@ def segmentation_pages(ctx: ReportContext) -> list[Section]:
     return sections
 
 
-__all__ = ["detection_pages", "image_iou", "segmentation_pages"]
+__all__ = ["class_colours", "detection_pages", "image_iou", "overlay_mask", "segmentation_pages"]

@@ -7,9 +7,14 @@ glass box stepped window by window. API (every answer JSON; every error ``{"erro
     GET  /api/runs                      every run's status, task, model, epochs, val_* metrics
     GET  /api/runs/{name}               one run: the same, with its config, final.json and classes
     GET  /api/runs/{name}/metrics       metrics.jsonl, one row per epoch so far
-    POST /api/runs/{name}/predict       multipart: field ``file`` (an image) or ``text``; ?top_k=5
+    POST /api/runs/{name}/predict       multipart: field ``file`` (an image) or ``text``; ?top_k=5; a
+                                        segmentation run adds mask_overlay (PNG data URI) and mask_legend
     POST /api/runs/{name}/report        build report.html (cnnkit.tools.report), when installed
     GET  /api/explain/{op}              the course example of conv, maxpool, avgpool or l2pool
+
+A POST that a browser sends from another site (``Sec-Fetch-Site: cross-site``, or an ``Origin`` other than
+the Host) is refused with 403 (CSRF); a file of the runs folder that cannot be read or written answers 503,
+anything unexpected 500, both as JSON.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import importlib.util
 import threading
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from cnnkit.errors import UserError
 from cnnkit.explain.ops import course_example, to_json
 from cnnkit.runs import RunFolder, dumps
-from cnnkit.tools.serve.listing import RunNotFound, list_runs, resolve_run, run_summary
+from cnnkit.tools.serve.listing import RunNotFound, list_runs, metric_rows, resolve_run, run_file, run_summary
 from cnnkit.tools.serve.predict import (MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, ModelCache, UploadRejected, check_image,
                                         check_text, check_top_k, predict_image, predict_text)
 
@@ -57,9 +63,52 @@ def error_response(message: str, status: int) -> Response:
     return json_response({"error": message}, status)
 
 
+#: The methods that change nothing (the others predict and build reports, so they are checked for CSRF).
+SAFE_METHODS = ("GET", "HEAD")
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
+    """``host:port`` of a Host header or an Origin's netloc, lower-cased, the scheme's port filled in;
+    None if it does not parse."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        port = parts.port if parts.port is not None else DEFAULT_PORTS.get(scheme)
+    except ValueError:  # a port that is not a number, a bad IPv6 literal
+        return None
+    return (parts.hostname, port) if parts.hostname and port is not None else None
+
+
+def cross_origin_refusal(scope: Scope, headers: dict[bytes, bytes]) -> str | None:
+    """Why a state-changing request comes from another site (CSRF: a page elsewhere posting a form or a
+    "simple" fetch to this app), or None when it may go on.
+
+    Browsers say where a request comes from: ``Sec-Fetch-Site`` (cross-site) and ``Origin`` (sent with
+    every POST). A client that sends neither (curl, scripts, the TestClient) is not a browser that a page
+    elsewhere could steer, and is let through.
+    """
+    if scope["method"] in SAFE_METHODS:
+        return None
+    site = headers.get(b"sec-fetch-site", b"").decode("latin-1").strip().lower()
+    if site == "cross-site":
+        return (f"refusing a {scope['method']} request sent from another site (Sec-Fetch-Site: cross-site): "
+                f"use the app's own pages, or a client that is not a browser")
+    if b"origin" not in headers:
+        return None
+    origin = headers[b"origin"].decode("latin-1").strip()
+    host = headers.get(b"host", b"").decode("latin-1").strip()
+    parts = urlsplit(origin) if origin != "null" else None
+    source = _host_port(parts.netloc, parts.scheme) if parts is not None and parts.scheme else None
+    if source is None or source != _host_port(host, scope.get("scheme", "http")):
+        return (f"refusing a {scope['method']} request from origin {origin!r} to host {host!r}: the app takes "
+                f"requests that change things only from its own pages")
+    return None
+
+
 class Guard:
     """Refuses a request body over ``limit`` bytes with 413 (by its Content-Length, or while it streams
-    in), and adds the security headers to every answer."""
+    in) and a browser's request from another site that would change things with 403 (CSRF), and adds the
+    security headers to every answer."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
@@ -68,10 +117,25 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        report = scope["path"].endswith("/report.html")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+                            (b"content-security-policy", (REPORT_CSP if report else CSP).encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        headers = dict(scope["headers"])
+        refusal = cross_origin_refusal(scope, headers)
+        if refusal is not None:
+            await error_response(refusal, 403)(scope, receive, send_with_headers)
+            return
         too_large = f"the request body is larger than the limit of {self.limit:,} bytes"
-        length = dict(scope["headers"]).get(b"content-length", b"")
+        length = headers.get(b"content-length", b"")
         if length.isdigit() and int(length) > self.limit:
-            await error_response(too_large, 413)(scope, receive, send)
+            await error_response(too_large, 413)(scope, receive, send_with_headers)
             return
         received = 0
 
@@ -82,16 +146,6 @@ class Guard:
             if received > self.limit:
                 raise HTTPException(413, too_large)
             return message
-
-        report = scope["path"].endswith("/report.html")
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                            (b"content-security-policy", (REPORT_CSP if report else CSP).encode())]
-                message = {**message, "headers": headers}
-            await send(message)
 
         await self.app(scope, limited_receive, send_with_headers)
 
@@ -133,6 +187,20 @@ def create_app(runs_dir: str | Path, allowed_hosts: Sequence[str] | None = None)
         parts = [f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg')}" for err in e.errors()]
         return error_response("; ".join(parts) or "invalid request", 422)
 
+    @app.exception_handler(OSError)
+    async def os_error(request: Request, e: OSError) -> Response:
+        """A file of the runs folder that cannot be read or written now (a read-only folder, a checkpoint
+        being replaced while it loads): the server's state, not a bug, and often passing: 503."""
+        return error_response(f"{request.method} {request.url.path} could not read or write a file of the runs "
+                              f"folder ({type(e).__name__}: {e}); check the folder's permissions and free space, "
+                              f"or try again", 503)
+
+    @app.exception_handler(Exception)
+    async def unexpected_error(request: Request, e: Exception) -> Response:
+        """Anything else is a bug: still JSON for the pages to show, naming the exception (no traceback to
+        the browser; uvicorn logs it)."""
+        return error_response(f"{request.method} {request.url.path} failed: {type(e).__name__}: {e}", 500)
+
     # -- pages
 
     @app.get("/", include_in_schema=False)
@@ -150,7 +218,7 @@ def create_app(runs_dir: str | Path, allowed_hosts: Sequence[str] | None = None)
 
     @app.get("/runs/{name}/report.html", include_in_schema=False)
     def report_file(name: str) -> FileResponse:
-        path = resolve_run(root, name) / "report.html"
+        path = run_file(resolve_run(root, name), "report.html")
         if not path.is_file():
             raise HTTPException(404, f"run {name!r} has no report.html yet; build it with 'cnnkit report'")
         return FileResponse(path, media_type="text/html")
@@ -168,9 +236,10 @@ def create_app(runs_dir: str | Path, allowed_hosts: Sequence[str] | None = None)
         path = resolve_run(root, name)
         run = RunFolder(path)
         summary = run_summary(path)
-        final = run.read_final() if (path / "final.json").is_file() else None
-        meta = run.read_meta() if (path / "meta.json").is_file() else {}
-        return json_response({**summary, "config": (path / "config.yaml").read_text(errors="replace"),
+        final = run.read_final() if run_file(path, "final.json").is_file() else None
+        meta = run.read_meta() if run_file(path, "meta.json").is_file() else {}
+        config = run_file(path, "config.yaml").read_text(errors="replace")
+        return json_response({**summary, "config": config,
                               "final": final, "classes": meta.get("classes"),
                               "report_buildable": importlib.util.find_spec("cnnkit.tools.report") is not None,
                               "max_upload_bytes": MAX_UPLOAD_BYTES, "max_text_chars": MAX_TEXT_CHARS})
@@ -178,7 +247,8 @@ def create_app(runs_dir: str | Path, allowed_hosts: Sequence[str] | None = None)
     @app.get("/api/runs/{name}/metrics")
     def api_metrics(name: str) -> Response:
         path = resolve_run(root, name)
-        return json_response({"name": path.name, "rows": RunFolder(path).read_metrics()})
+        run_file(path, "metrics.jsonl")
+        return json_response({"name": path.name, "rows": metric_rows(path)})
 
     @app.post("/api/runs/{name}/predict")
     async def api_predict(name: str, request: Request, top_k: int = 5) -> Response:

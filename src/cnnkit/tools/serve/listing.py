@@ -25,18 +25,42 @@ class RunNotFound(UserError):
     """A run name that names no run folder inside the runs folder (the app answers 404)."""
 
 
+def run_file(run: Path, name: str) -> Path:
+    """``run/name``, for reading or serving; RunNotFound (404) if it is a symlink leading out of ``run``.
+
+    A run folder (a copied or downloaded one) must not make the app show files from elsewhere, so a file
+    that resolves outside the run folder is never read or served; a missing one is returned as it is (the
+    caller tells missing from present).
+    """
+    path = run / name
+    if (path.exists() or path.is_symlink()) and not path.resolve().is_relative_to(run.resolve()):
+        raise RunNotFound(f"{name} of run {run.name!r} is a link to a file outside the run folder; "
+                          f"the app does not read or serve it")
+    return path
+
+
+def own_file(run: Path, name: str) -> bool:
+    """Whether ``run`` holds the file ``name`` of its own (present, and not a link out of it); a run folder
+    is a folder with its own config.yaml."""
+    try:
+        return run_file(run, name).is_file()
+    except RunNotFound:
+        return False
+
+
 def resolve_run(root: Path, name: str) -> Path:
     """``root/name`` resolved, if it is a run folder inside ``root``; RunNotFound or UserError if not.
 
     A name is one plain folder name: no slash, backslash, NUL, leading dot (``..``, hidden files) or
-    absolute path; a symlink is followed and must still land inside ``root``.
+    absolute path; a symlink is followed and must still land inside ``root``, and its config.yaml must be
+    its own (not a link out of it).
     """
     if not name or any(c in name for c in "/\\\0") or name.startswith(".") or Path(name).is_absolute():
         raise UserError(f"run name {name!r} is not allowed: give the name of a folder directly inside the runs "
                         f"folder (no '/', '\\' or leading '.')")
     base = root.resolve()
     path = (base / name).resolve()
-    if not path.is_relative_to(base) or path == base or not (path / "config.yaml").is_file():
+    if not path.is_relative_to(base) or path == base or not own_file(path, "config.yaml"):
         raise RunNotFound(f"no run named {name!r} in {str(root)!r}")
     return path
 
@@ -49,7 +73,7 @@ def list_runs(root: Path) -> list[Path]:
         if p.name.startswith("."):
             continue
         real = p.resolve()
-        if real.is_relative_to(base) and real != base and (real / "config.yaml").is_file():
+        if real.is_relative_to(base) and real != base and own_file(real, "config.yaml"):
             found.append(p)
     return sorted(found, key=lambda p: p.name, reverse=True)
 
@@ -64,6 +88,12 @@ def run_status(path: Path) -> str:
 def _numbers(row: dict[str, Any], prefix: str = "val_") -> dict[str, float]:
     return {k: v for k, v in row.items() if k.startswith(prefix) and isinstance(v, (int, float))
             and not isinstance(v, bool)}
+
+
+def metric_rows(run: Path) -> list[dict[str, Any]]:
+    """The rows of the run's metrics.jsonl that are JSON objects: a line of another JSON value (a file edited
+    by hand, or cut mid-write into something that still parses) is skipped, as a half-written line is."""
+    return [row for row in RunFolder(run).read_metrics() if isinstance(row, dict)]
 
 
 def input_kind(task: str) -> str | None:
@@ -82,19 +112,22 @@ def model_label(cfg: dict[str, Any]) -> str:
 def run_summary(path: Path) -> dict[str, Any]:
     """One row of the runs page: name, status, task, model, epochs and final (or latest) val_* metrics.
 
-    A folder whose files do not read gives its ``error`` instead of failing the whole list.
+    A folder whose files do not read, or link out of it, gives its ``error`` instead of failing the whole
+    list; a report.html that links out of it is shown as no report.
     """
     run = RunFolder(path)
     out: dict[str, Any] = {"name": path.name, "status": run_status(path)}
     try:
+        for name in ("config.yaml", "final.json", "metrics.jsonl"):
+            run_file(path, name)
         cfg = run.read_config()
         final = run.read_final() if (path / "final.json").is_file() else {}
     except UserError as e:
         return {**out, "error": str(e)}
-    rows = run.read_metrics()
+    rows = metric_rows(path)
     task = str(final.get("task") or cfg.get("task") or "classification")
     return {**out, "task": task, "input": input_kind(task), "model": model_label(cfg),
             "epochs_done": rows[-1].get("epoch", len(rows)) if rows else 0,
             "epochs_planned": (cfg.get("train") or {}).get("epochs"),
             "final_metrics": _numbers(final), "latest_metrics": _numbers(rows[-1]) if rows else {},
-            "report": (path / "report.html").is_file()}
+            "report": own_file(path, "report.html")}

@@ -29,7 +29,9 @@ MAX_TEXT_CHARS = 5_000
 MAX_TOP_K = 20
 
 #: Pillow's name of each image format accepted, and the suffix the file is saved under for the model.
-FORMATS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
+#: MPO is how Pillow names a JPEG with MPF data (what many cameras and phones write): a JPEG to the user.
+FORMATS = {"PNG": ".png", "JPEG": ".jpg", "MPO": ".jpg", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp",
+           "TIFF": ".tif"}
 
 
 class UploadRejected(UserError):
@@ -110,6 +112,9 @@ class ModelCache:
         from cnnkit.inference import load_run_model
 
         ckpt = RunFolder(run_path).find_checkpoint("best")
+        if not ckpt.resolve().is_relative_to(run_path.resolve()):  # as for the run's other files (listing.run_file)
+            raise UserError(f"the checkpoint {ckpt.name} of run {run_path.name!r} is a link to a file outside the "
+                            f"run folder; the app does not load it")
         key = (str(ckpt), ckpt.stat().st_mtime_ns)
         if key in self._models:
             self._models.move_to_end(key)
@@ -125,7 +130,8 @@ class ModelCache:
 def predict_image(models: ModelCache, run_path: Path, image: CheckedImage, filename: str,
                   top_k: int) -> dict[str, Any]:
     """The run's prediction for one checked image, as ``cnnkit predict --format json`` gives it, plus the
-    image's ``size`` (W, H) for drawing boxes."""
+    image's ``size`` (W, H) for drawing boxes; a classification run adds Grad-CAM, a segmentation run its
+    mask drawn over the image (see :func:`mask_overlay`)."""
     from cnnkit.inference import predict_files
 
     with models.lock:
@@ -140,7 +146,10 @@ def predict_image(models: ModelCache, run_path: Path, image: CheckedImage, filen
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(image.data)
-            result = predict_files(model, info, [tmp], top_k=top_k)[0]
+            if task.name == "segmentation":
+                result = mask_overlay(model, info, tmp)
+            else:
+                result = predict_files(model, info, [tmp], top_k=top_k)[0]
             if task.name == "classification":
                 result.update(gradcam_for(model, info, tmp, result["top"][0]["label"]))
         finally:
@@ -166,6 +175,41 @@ def gradcam_for(model: Any, info: dict[str, Any], path: str, label: int) -> dict
     except UserError as e:  # an MLP: no convolution to look through
         return {"gradcam_note": str(e)}
     return {"gradcam": "data:image/png;base64," + base64.b64encode(png).decode("ascii")}
+
+
+def mask_overlay(model: Any, info: dict[str, Any], path: str) -> dict[str, Any]:
+    """A segmentation run's ``predict_files`` result for the image at ``path``, with ``mask_overlay`` (a PNG
+    data URI: the image in grey at its own size, each foreground class tinted, as report.html draws masks)
+    and ``mask_legend`` (``[{"class", "color"}]``, the tint of each foreground class).
+
+    The mask is the one ``cnnkit predict --save`` writes (its class-index PNG, read back), so the picture
+    shows exactly the prediction whose shares are listed; the temporary files' names are not returned.
+    """
+    import base64
+
+    import numpy as np
+    from PIL import Image
+
+    from cnnkit.data.files import load_image
+    from cnnkit.inference import predict_files
+    from cnnkit.tools.report.vision import class_colours, overlay_mask
+
+    task = info["task"]
+    with tempfile.TemporaryDirectory(prefix="cnnkit-serve-") as folder:
+        result = predict_files(model, info, [path], save=folder)[0]
+        with Image.open(result["mask"]) as im:
+            mask = np.asarray(im, dtype=np.int64)
+    original = load_image(path, info["input_shape"], resize=False).transpose(1, 2, 0) / 255.0
+    if original.shape[-1] == 1:
+        original = np.repeat(original, 3, axis=-1)
+    colours = class_colours(task.num_classes)
+    rgb = np.round(overlay_mask(original, mask, colours) * 255).clip(0, 255).astype(np.uint8)
+    buf = BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    legend = [{"class": task.classes[k], "color": "#" + "".join(f"{round(255 * v):02x}" for v in colours[k])}
+              for k in range(1, task.num_classes)]
+    return {**result, "mask": None, "overlay": None, "mask_legend": legend,
+            "mask_overlay": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
 def predict_text(models: ModelCache, run_path: Path, text: str, top_k: int) -> dict[str, Any]:

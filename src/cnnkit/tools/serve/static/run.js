@@ -121,6 +121,17 @@ function topTable(top) {
     el("td", {class: "num", text: `${(100 * t.probability).toFixed(2)}%`})))));
 }
 
+/** The predicted mask over the image (grey, each foreground class tinted) and a legend of the tints. */
+function maskFigure(src, legend) {
+  const isColour = c => typeof c === "string" && /^#[0-9a-f]{6}$/i.test(c);  // only a colour reaches the CSS
+  return el("figure", {class: "mask"},
+    el("img", {id: "mask-overlay", src, alt: "predicted mask over the image"}),
+    el("figcaption", {}, "Predicted mask (background left grey): ",
+      el("ul", {class: "legend", id: "mask-legend"}, ...legend.filter(item => isColour(item.color)).map(item =>
+        el("li", {}, el("span", {class: "swatch", style: `background-color: ${item.color}`}),
+           el("span", {class: "class-name", text: item.class}))))));
+}
+
 function showPrediction(r) {
   const box = document.getElementById("prediction");
   if (r.top) {
@@ -145,7 +156,9 @@ function showPrediction(r) {
     const entries = Object.entries(r.shares).sort((a, b) => b[1] - a[1]);
     box.replaceChildren(el("p", {class: "top"}, "Largest class: ", el("strong", {class: "top-class", text: entries[0][0]})),
       topTable(entries.map(([c, v]) => ({class: c, probability: v}))),
-      el("p", {class: "muted", text: `share of the ${r.size[0]}×${r.size[1]} mask's pixels per class`}));
+      el("p", {class: "muted", text: `share of the ${r.size[0]}×${r.size[1]} mask's pixels per class`}),
+      ...(typeof r.mask_overlay === "string" && r.mask_overlay.startsWith("data:image/png;base64,")
+        ? [maskFigure(r.mask_overlay, r.mask_legend || [])] : []));
   } else if ("psnr" in r) {
     box.replaceChildren(el("p", {class: "top", text: `reconstruction: mse ${fmt(r.mse, 5)}, psnr ${fmt(r.psnr, 2)} dB`}));
   } else {
