@@ -341,6 +341,23 @@ def test_pages_and_report_are_served_with_a_strict_policy(lenet):
         (run / "report.html").unlink()
 
 
+def test_the_report_button_builds_the_runs_report(lenet, tmp_path):
+    """POST /api/runs/NAME/report writes the run's report.html (cnnkit report's own), served sandboxed."""
+    import shutil
+
+    root, run, _ = lenet
+    copy_root = tmp_path / "runs"
+    shutil.copytree(run, copy_root / run.name)  # the shared run stays without a report
+    client = TestClient(create_app(copy_root), raise_server_exceptions=False)
+    answer = client.post(f"/api/runs/{run.name}/report")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["report"] == f"/runs/{run.name}/report.html"
+    page = client.get(answer.json()["report"])
+    assert page.status_code == 200 and page.headers["content-security-policy"].startswith("sandbox")
+    assert page.text == (copy_root / run.name / "report.html").read_text()
+    assert '<section id="confusion">' in page.text and client.get(f"/api/runs/{run.name}").json()["report"] is True
+
+
 def test_other_host_names_are_refused_when_listening_on_loopback(lenet):
     app = create_app(lenet[0], allowed_hosts=["127.0.0.1", "localhost"])
     assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/runs").status_code == 200

@@ -9,7 +9,7 @@ glass box stepped window by window. API (every answer JSON; every error ``{"erro
     GET  /api/runs/{name}/metrics       metrics.jsonl, one row per epoch so far
     POST /api/runs/{name}/predict       multipart: field ``file`` (an image) or ``text``; ?top_k=5; a
                                         segmentation run adds mask_overlay (PNG data URI) and mask_legend
-    POST /api/runs/{name}/report        build report.html (cnnkit.tools.report), when installed
+    POST /api/runs/{name}/report        build the run's report.html (cnnkit report)
     GET  /api/explain/{op}              the course example of conv, maxpool, avgpool or l2pool
 
 A POST that a browser sends from another site (``Sec-Fetch-Site: cross-site``, or an ``Origin`` other than
@@ -19,7 +19,6 @@ anything unexpected 500, both as JSON.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from pathlib import Path
 from typing import Any, Sequence
@@ -241,7 +240,6 @@ def create_app(runs_dir: str | Path, allowed_hosts: Sequence[str] | None = None)
         config = run_file(path, "config.yaml").read_text(errors="replace")
         return json_response({**summary, "config": config,
                               "final": final, "classes": meta.get("classes"),
-                              "report_buildable": importlib.util.find_spec("cnnkit.tools.report") is not None,
                               "max_upload_bytes": MAX_UPLOAD_BYTES, "max_text_chars": MAX_TEXT_CHARS})
 
     @app.get("/api/runs/{name}/metrics")
@@ -269,12 +267,9 @@ def create_app(runs_dir: str | Path, allowed_hosts: Sequence[str] | None = None)
 
     @app.post("/api/runs/{name}/report")
     def api_build_report(name: str) -> Response:
+        from cnnkit.tools.report import build_report
+
         path = resolve_run(root, name)
-        try:
-            from cnnkit.tools.report import build_report
-        except ImportError as e:
-            raise HTTPException(501, f"building a report needs cnnkit.tools.report, which this installation "
-                                     f"cannot import ({e})") from None
         with report_lock:
             built = Path(build_report(path))
         return json_response({"report": f"/runs/{path.name}/report.html", "path": str(built)})

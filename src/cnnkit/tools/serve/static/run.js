@@ -39,11 +39,11 @@ function showReport(run) {
     frame.replaceChildren(el("iframe", {class: "report", src: `${url}?t=${Date.now()}`, title: "run report",
                                         sandbox: "allow-scripts allow-popups"}));
   } else {
-    line.textContent = run.report_buildable ? "No report.html yet." : "No report.html yet: make one with 'cnnkit report RUN'.";
+    line.textContent = "No report.html yet.";
     frame.replaceChildren();
   }
   const button = document.getElementById("build-report");
-  button.hidden = !run.report_buildable;
+  button.hidden = false;
   button.textContent = run.report ? "Rebuild report" : "Build report";
 }
 
