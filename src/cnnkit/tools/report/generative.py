@@ -18,7 +18,7 @@ from cnnkit.inference import sample_grid
 from cnnkit.tools.report.common import plt
 from cnnkit.tools.report.context import ReportContext
 from cnnkit.tools.report.html import Section, figure, key_values, note, png, table
-from cnnkit.tools.report.pages import task_pages
+from cnnkit.tools.report.pages import guarded, task_pages
 from cnnkit.tools.report.shared import (classification_sections, held_out_batches, image_png, n_scored,
                                         pick_examples, predicted_labels, spread)
 
@@ -71,7 +71,7 @@ def clip_strips(ctx: ReportContext) -> Section:
 def video_pages(ctx: ReportContext) -> list[Section]:
     if n_scored(ctx) == 0:
         return [Section("Clips", note("the run has no held-out clip"), id="clips")]
-    return [clip_strips(ctx), *classification_sections(ctx)]
+    return guarded("Clips", lambda: clip_strips(ctx), ctx.strict) + classification_sections(ctx)
 
 
 # --------------------------------------------------------------------------- frames
@@ -116,8 +116,10 @@ def frames_pages(ctx: ReportContext) -> list[Section]:
         return [Section("Predicted frames", note("the run has no held-out clip"), id="predicted-frames")]
     figures = _final(ctx, ("val_mse", "val_psnr", "val_ssim", "val_baseline_mse", "val_baseline_psnr",
                            "val_blank_mse"), "frames-metrics")
-    return [Section("Predicted frames", frame_strips(ctx), id="predicted-frames"),
-            Section("Error per step ahead", figures + error_per_step(ctx), id="mse-per-step-section")]
+    return (guarded("Predicted frames", lambda: Section("Predicted frames", frame_strips(ctx), id="predicted-frames"),
+                    ctx.strict)
+            + guarded("Error per step ahead", lambda: Section("Error per step ahead", figures + error_per_step(ctx),
+                                                              id="mse-per-step-section"), ctx.strict))
 
 
 # --------------------------------------------------------------------------- reconstruction, gan

@@ -15,7 +15,7 @@ import numpy as np
 from cnnkit.tools.report.common import plt
 from cnnkit.tools.report.context import ReportContext
 from cnnkit.tools.report.html import Section, esc, figure, note, png, table
-from cnnkit.tools.report.pages import task_pages
+from cnnkit.tools.report.pages import guarded, task_pages
 from cnnkit.tools.report.shared import (PALETTE, classification_sections, n_scored, pick_examples, predicted_labels,
                                         spread)
 
@@ -76,7 +76,7 @@ def text_examples(ctx: ReportContext) -> Section:
 
 @task_pages("text")
 def text_pages(ctx: ReportContext) -> list[Section]:
-    return [text_examples(ctx), *classification_sections(ctx)]
+    return guarded("Highlighted n-grams", lambda: text_examples(ctx), ctx.strict) + classification_sections(ctx)
 
 
 # --------------------------------------------------------------------------- timeseries
@@ -113,7 +113,7 @@ def series_examples(ctx: ReportContext) -> Section:
 
 @task_pages("timeseries")
 def timeseries_pages(ctx: ReportContext) -> list[Section]:
-    return [series_examples(ctx), *classification_sections(ctx)]
+    return guarded("Held-out series", lambda: series_examples(ctx), ctx.strict) + classification_sections(ctx)
 
 
 # --------------------------------------------------------------------------- forecast

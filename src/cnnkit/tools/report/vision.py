@@ -17,7 +17,7 @@ import torch
 from cnnkit.tools.report.common import plt
 from cnnkit.tools.report.context import ReportContext
 from cnnkit.tools.report.html import Section, figure, key_values, note, table
-from cnnkit.tools.report.pages import task_pages
+from cnnkit.tools.report.pages import guarded, task_pages
 from cnnkit.tools.report.shared import PALETTE, n_scored, show_image, spread
 
 #: Held-out images drawn per gallery.
@@ -106,7 +106,8 @@ def detection_scores(ctx: ReportContext) -> Section:
 def detection_pages(ctx: ReportContext) -> list[Section]:
     if n_scored(ctx) == 0:
         return [Section("Detections", note("the run has no held-out image"), id="detections")]
-    return [detection_gallery(ctx), detection_scores(ctx)]
+    return (guarded("Detections", lambda: detection_gallery(ctx), ctx.strict)
+            + guarded("Average precision per class", lambda: detection_scores(ctx), ctx.strict))
 
 
 # --------------------------------------------------------------------------- segmentation
@@ -204,15 +205,15 @@ def segmentation_pages(ctx: ReportContext) -> list[Section]:
     k = len(ctx.classes)
     ious = [image_iou(p, t, k) for p, t in zip(preds, truths)]
     sample = spread(len(preds), 4)
-    sections = [mask_gallery(ctx, sample, ious, "Masks", "masks",
-                             f"{len(sample)} of {len(preds)} held-out images: the image, its true mask, the predicted "
-                             f"one (tinted over the image in grey)"),
-                segmentation_scores(ctx, preds, truths)]
+    sections = guarded("Masks", lambda: mask_gallery(
+        ctx, sample, ious, "Masks", "masks", f"{len(sample)} of {len(preds)} held-out images: the image, its true "
+        f"mask, the predicted one (tinted over the image in grey)"), ctx.strict)
+    sections += guarded("IoU and Dice per class", lambda: segmentation_scores(ctx, preds, truths), ctx.strict)
     if len(preds) > len(sample):  # else the worst are the images just drawn
         worst = [int(i) for i in np.argsort(ious, kind="stable")[:4]]
-        sections.append(mask_gallery(ctx, worst, ious, "Worst images by IoU", "worst-masks",
-                                     "the held-out images of lowest mean IoU (over the classes in the truth or the "
-                                     "prediction)"))
+        sections += guarded("Worst images by IoU", lambda: mask_gallery(
+            ctx, worst, ious, "Worst images by IoU", "worst-masks", "the held-out images of lowest mean IoU (over the "
+            "classes in the truth or the prediction)"), ctx.strict)
     return sections
 
 
