@@ -632,3 +632,34 @@ def check_mask_overlay(got: dict, model, info: dict, path: Path) -> None:
     classes = info["classes"]
     assert [e["class"] for e in got["mask_legend"]] == list(classes[1:])
     assert all(len(e["color"]) == 7 and e["color"].startswith("#") for e in got["mask_legend"])
+
+
+def test_a_detection_run_predicts_the_boxes_of_predict_files(tmp_path):
+    """A detector through the web app: the same boxes, classes and scores as ``predict_files`` at the same
+    ``conf`` (low, so that a detector trained for one epoch has boxes to compare)."""
+    from cnnkit.inference import load_run_model, predict_files
+
+    root = tmp_path / "runs"
+    assert main(["train", str(REPO / "configs" / "detect_shapes.yaml"), "data.image_size=64", "data.subset=32",
+                 "train.epochs=1", "data.batch_size=16", "train.device=cpu", "train.report=false",
+                 f"train.runs_dir={root}", "--quiet"]) == 0
+    (run,) = [p for p in root.iterdir() if p.is_dir()]
+    path = tmp_path / "scene.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (80, 72, 3), dtype=np.uint8)).save(path)
+    client = TestClient(create_app(root), raise_server_exceptions=False)
+    got = client.post(f"/api/runs/{run.name}/predict?conf=0.01",
+                      files={"file": ("s.png", path.read_bytes(), "image/png")})
+    assert got.status_code == 200, got.text
+    got = got.json()
+    model, info = load_run_model(run, device="cpu")
+    want = predict_files(model, info, [str(path)], conf=0.01)[0]
+    assert got["task"] == "detection" and got["image_size"] == [72, 80]
+    assert len(want["detections"]) > 0
+    assert [d["class"] for d in got["detections"]] == [d["class"] for d in want["detections"]]
+    for a, b in zip(got["detections"], want["detections"]):
+        np.testing.assert_allclose(a["box"], b["box"], atol=1e-4)
+        assert a["score"] == pytest.approx(b["score"], abs=1e-6)
+    for bad in ("0", "1.5", "-1"):
+        answer = client.post(f"/api/runs/{run.name}/predict?conf={bad}",
+                             files={"file": ("s.png", path.read_bytes(), "image/png")})
+        assert answer.status_code == 400 and "conf" in answer.json()["error"]

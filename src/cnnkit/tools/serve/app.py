@@ -8,6 +8,7 @@ glass box stepped window by window. API (every answer JSON; every error ``{"erro
     GET  /api/runs/{name}               one run: the same, with its config, final.json and classes
     GET  /api/runs/{name}/metrics       metrics.jsonl, one row per epoch so far
     POST /api/runs/{name}/predict       multipart: field ``file`` (an image) or ``text``; ?top_k=5; a
+                                        detector's ?conf=0.25 (the lowest score kept); a
                                         segmentation run adds mask_overlay (PNG data URI) and mask_legend
     POST /api/runs/{name}/report        build the run's report.html (cnnkit report)
     GET  /api/explain/{op}              the course example of conv, maxpool, avgpool or l2pool
@@ -39,7 +40,7 @@ from cnnkit.explain.ops import course_example, to_json
 from cnnkit.runs import RunFolder, dumps
 from cnnkit.tools.serve.listing import RunNotFound, list_runs, metric_rows, resolve_run, run_file, run_summary
 from cnnkit.tools.serve.predict import (MAX_TEXT_CHARS, MAX_UPLOAD_BYTES, ModelCache, UploadRejected, check_image,
-                                        check_text, check_top_k, predict_image, predict_text)
+                                        check_conf, check_text, check_top_k, predict_image, predict_text)
 
 STATIC = Path(__file__).resolve().parent / "static"
 
@@ -249,15 +250,16 @@ def create_app(runs_dir: str | Path, allowed_hosts: Sequence[str] | None = None)
         return json_response({"name": path.name, "rows": metric_rows(path)})
 
     @app.post("/api/runs/{name}/predict")
-    async def api_predict(name: str, request: Request, top_k: int = 5) -> Response:
+    async def api_predict(name: str, request: Request, top_k: int = 5, conf: float = 0.25) -> Response:
         path = resolve_run(root, name)
         check_top_k(top_k)
+        check_conf(conf)
         async with request.form(max_files=1, max_fields=4, max_part_size=MAX_TEXT_CHARS * 4 + 1024) as form:
             upload, text = form.get("file"), form.get("text")
             image = check_image(await upload.read(MAX_UPLOAD_BYTES + 1)) if isinstance(upload, UploadFile) else None
         if image is not None:
             filename = Path(upload.filename or "upload").name
-            result = await run_in_threadpool(predict_image, models, path, image, filename, top_k)
+            result = await run_in_threadpool(predict_image, models, path, image, filename, top_k, conf)
         elif isinstance(text, str):
             result = await run_in_threadpool(predict_text, models, path, check_text(text), top_k)
         else:

@@ -90,6 +90,13 @@ def check_text(text: str) -> str:
     return text.strip()
 
 
+def check_conf(conf: float) -> float:
+    """A detector's lowest score kept (``cnnkit predict --conf``): in (0, 1]."""
+    if not 0.0 < conf <= 1.0:
+        raise UserError(f"conf must be a score above 0 and at most 1, got {conf}")
+    return conf
+
+
 def check_top_k(top_k: int) -> int:
     if not 1 <= top_k <= MAX_TOP_K:
         raise UserError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
@@ -128,7 +135,7 @@ class ModelCache:
 
 
 def predict_image(models: ModelCache, run_path: Path, image: CheckedImage, filename: str,
-                  top_k: int) -> dict[str, Any]:
+                  top_k: int, conf: float = 0.25) -> dict[str, Any]:
     """The run's prediction for one checked image, as ``cnnkit predict --format json`` gives it, plus the
     image's ``size`` (W, H) for drawing boxes; a classification run adds Grad-CAM, a segmentation run its
     mask drawn over the image (see :func:`mask_overlay`)."""
@@ -149,7 +156,7 @@ def predict_image(models: ModelCache, run_path: Path, image: CheckedImage, filen
             if task.name == "segmentation":
                 result = mask_overlay(model, info, tmp)
             else:
-                result = predict_files(model, info, [tmp], top_k=top_k)[0]
+                result = predict_files(model, info, [tmp], top_k=top_k, conf=conf)[0]  # conf: detectors
             if task.name == "classification":
                 result.update(gradcam_for(model, info, tmp, result["top"][0]["label"]))
         finally:
