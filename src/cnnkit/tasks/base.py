@@ -138,7 +138,10 @@ class Task:
         """Fresh validation metrics (torchmetrics, reduced across DDP ranks by ``compute``)."""
         return MetricCollection({"loss": Ratio()})
 
-    def update_metrics(self, metrics: MetricCollection, outputs: Any, targets: Any, loss: torch.Tensor) -> None:
+    def update_metrics(self, metrics: MetricCollection, outputs: Any, targets: Any, loss: torch.Tensor,
+                       inputs: Any = None) -> None:
+        """Add one batch to ``metrics``; ``inputs`` for a metric that needs them (a frame predictor's
+        copy-the-last-frame baseline)."""
         n = self.batch_len(targets)
         metrics["loss"].update(loss.detach().double() * n, n)
 
@@ -160,7 +163,7 @@ class Task:
             with autocast(device, precision):
                 out = self.eval_forward(model, x)
             out = self.to_float(out)
-            self.update_metrics(metrics, out, y, loss_fn(out, y))
+            self.update_metrics(metrics, out, y, loss_fn(out, y), inputs=x)
         model.train(was_training)
         result = {k: float(v) for k, v in metrics.compute().items() if v.ndim == 0}
         result["n"] = int(round(float(metrics["loss"].den)))

@@ -64,7 +64,7 @@ class ClassificationTask(Task):
         return MetricCollection({"loss": Ratio(), "accuracy": Ratio()})
 
     def update_metrics(self, metrics: MetricCollection, logits: torch.Tensor, y: torch.Tensor,
-                       loss: torch.Tensor) -> None:
+                       loss: torch.Tensor, inputs: Any = None) -> None:
         n = len(y)
         metrics["loss"].update(loss.detach().double() * n, n)
         metrics["accuracy"].update((logits.argmax(1) == y).sum(), n)

@@ -38,7 +38,6 @@ from torch import nn
 from torchmetrics import MetricCollection
 
 from cnnkit.errors import UserError
-from cnnkit.nn.runtime import autocast
 from cnnkit.tasks.base import Task, fmt_metric, register_task
 from cnnkit.tasks.image_metrics import ssim
 from cnnkit.tasks.metrics import Ratio
@@ -123,34 +122,27 @@ class FramesTask(Task):
     def metrics(self) -> MetricCollection:
         return MetricCollection({k: Ratio() for k in ("loss", "mse", "ssim", "baseline_mse", "blank_mse")})
 
-    @torch.no_grad()
+    def update_metrics(self, metrics: MetricCollection, outputs: torch.Tensor, targets: torch.Tensor,
+                       loss: torch.Tensor, inputs: Any = None) -> None:
+        """The batch's loss, MSE and SSIM, and the MSE of its two baselines: copying the last input frame
+        (``inputs``) and an empty frame."""
+        _check_output(outputs, targets)
+        n, pixels = len(targets), targets.numel()
+        metrics["loss"].update(loss.detach().double() * n, n)
+        metrics["mse"].update((outputs - targets).double().pow(2).sum(), pixels)
+        metrics["baseline_mse"].update((copy_last(inputs, targets.shape[1]) - targets).double().pow(2).sum(), pixels)
+        metrics["blank_mse"].update(targets.double().pow(2).sum(), pixels)
+        frames = outputs.reshape(-1, *outputs.shape[2:])
+        metrics["ssim"].update(ssim(frames.clamp(0, 1), targets.reshape(-1, *targets.shape[2:]),
+                                    reduction="none").double().sum(), len(frames))
+
     def evaluate(self, model: nn.Module, loader, device: torch.device, precision: str = "fp32",
                  loss_fn: Callable | None = None) -> dict[str, float]:
-        loss_fn = loss_fn or self.make_loss()
-        was_training = model.training
-        model.eval()
-        m = self.metrics().to(device)
-        for x, y in loader:
-            n = len(y)
-            if n == 0:
-                continue
-            with autocast(device, precision):
-                out = model(x)
-            out = out.float()
-            _check_output(out, y)
-            pixels = y.numel()
-            m["loss"].update(loss_fn(out, y).detach().double() * n, n)
-            m["mse"].update((out - y).double().pow(2).sum(), pixels)
-            m["baseline_mse"].update((copy_last(x, y.shape[1]) - y).double().pow(2).sum(), pixels)
-            m["blank_mse"].update(y.double().pow(2).sum(), pixels)
-            frames = out.reshape(-1, *out.shape[2:])
-            m["ssim"].update(ssim(frames.clamp(0, 1), y.reshape(-1, *y.shape[2:]), reduction="none").double().sum(),
-                             len(frames))
-        model.train(was_training)
-        result: dict[str, Any] = {k: float(v) for k, v in m.compute().items()}
+        """The shared loop's figures, with PSNR from the pooled MSE (a perfectly predicted empty frame would
+        otherwise be infinite)."""
+        result: dict[str, Any] = super().evaluate(model, loader, device, precision, loss_fn)
         result["psnr"] = psnr_of(result["mse"])
         result["baseline_psnr"] = psnr_of(result["baseline_mse"])
-        result["n"] = int(round(float(m["loss"].den)))
         return result
 
     @torch.no_grad()
