@@ -36,10 +36,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchmetrics import MetricCollection
 
 from cnnkit.data.timeseries.forecast import ForecastLayout, read_forecast, window_offset
 from cnnkit.errors import UserError
 from cnnkit.tasks.base import Task, fmt_metric, register_task
+from cnnkit.tasks.metrics import Ratio
 from cnnkit.tasks.timeseries import refuse_image_augment
 
 MEASURES = ("mae", "rmse", "smape", "mase")
@@ -91,7 +93,12 @@ def error_sums(y: np.ndarray, f: np.ndarray, scale: np.ndarray) -> dict[str, flo
             "scaled": float((np.abs(e) / scale[None, :, None]).sum()), "n": float(e.size)}
 
 
+#: The sums of :func:`error_sums` each forecaster (the model, each baseline) accumulates over its values.
+TERMS = ("abs", "sq", "smape", "scaled")
+
+
 def measures(sums: dict[str, float]) -> dict[str, float]:
+    """MAE, RMSE, sMAPE and MASE from the sums of :data:`TERMS` over ``sums["n"]`` forecast values."""
     n = max(sums["n"], 1.0)
     return {"mae": sums["abs"] / n, "rmse": math.sqrt(sums["sq"] / n), "smape": sums["smape"] / n,
             "mase": sums["scaled"] / n}
@@ -187,37 +194,46 @@ class ForecastTask(Task):
 
     # -- evaluation
 
-    @torch.no_grad()
+    def _forecasters(self) -> tuple[str, ...]:
+        """The model and the baselines this series has (seasonal naive only with a season)."""
+        season = self.layout.get("season") if self.layout else None
+        return ("model", "naive") + (("snaive",) if season else ())
+
+    def metrics(self) -> MetricCollection:
+        """The loss, and each forecaster's mean of each error term (torchmetrics: summed over DDP ranks)."""
+        return MetricCollection({"loss": Ratio(), **{f"{name}_{t}": Ratio() for name in self._forecasters()
+                                                     for t in TERMS}})
+
+    def update_metrics(self, metrics: MetricCollection, outputs: torch.Tensor, targets: torch.Tensor,
+                       loss: torch.Tensor, inputs: Any = None) -> None:
+        """The batch's errors in the series' units: the model's, and those of the naive forecasts made from
+        its input windows (``inputs``)."""
+        n = len(targets)
+        metrics["loss"].update(loss.detach().double() * n, n)
+        scale = np.asarray(self._need("mase_scale"), np.float64)
+        truth = self.unscale(targets.double().cpu().numpy())
+        hist = self.history(inputs.double().cpu().numpy())
+        forecasts = {"model": self.unscale(self.shaped(outputs).double().cpu().numpy()),
+                     "naive": naive_forecast(hist, self.horizon)}
+        if "snaive" in self._forecasters():
+            forecasts["snaive"] = seasonal_naive_forecast(hist, self.horizon, self.layout["season"])
+        for name, f in forecasts.items():
+            sums = error_sums(truth, f, scale)
+            for t in TERMS:
+                metrics[f"{name}_{t}"].update(sums[t], sums["n"])
+
     def evaluate(self, model: nn.Module, loader, device: torch.device, precision: str = "fp32",
                  loss_fn: Callable | None = None) -> dict[str, float]:
-        loss_fn = loss_fn or self.make_loss()
-        was_training = model.training
-        model.eval()
-        season = self.layout.get("season") if self.layout else None
-        scale = np.asarray(self._need("mase_scale"), np.float64)
-        sums = {name: {"abs": 0.0, "sq": 0.0, "smape": 0.0, "scaled": 0.0, "n": 0.0} for name in ("model",) + BASELINES}
-        loss_sum, n = 0.0, 0
-        for x, y in loader:
-            if len(y) == 0:
-                continue
-            out = self.forward(model, x).float()
-            loss_sum += float(loss_fn(out, y)) * len(y)
-            n += len(y)
-            truth = self.unscale(y.double().cpu().numpy())
-            hist = self.history(x.double().cpu().numpy())
-            forecasts = {"model": self.unscale(self.shaped(out).double().cpu().numpy()),
-                         "naive": naive_forecast(hist, self.horizon)}
-            if season:
-                forecasts["snaive"] = seasonal_naive_forecast(hist, self.horizon, season)
-            for name, f in forecasts.items():
-                for k, v in error_sums(truth, f, scale).items():
-                    sums[name][k] += v
-        model.train(was_training)
-        result: dict[str, float] = {"loss": loss_sum / max(n, 1), "n": n}
-        for name, s in sums.items():
+        """The shared loop's sums turned into the four measures per forecaster (None where a baseline does
+        not apply, or there was nothing to score)."""
+        raw = super().evaluate(model, loader, device, precision, loss_fn)
+        result: dict[str, Any] = {"loss": raw["loss"], "n": raw["n"]}
+        for name in ("model",) + BASELINES:
             prefix = "" if name == "model" else f"{name}_"
-            for k, v in measures(s).items():
-                result[prefix + k] = v if s["n"] else None  # type: ignore[assignment]
+            scored = raw["n"] > 0 and f"{name}_abs" in raw
+            means = {t: raw[f"{name}_{t}"] for t in TERMS}  # each term's mean: its sum over one value
+            values = measures({**means, "n": 1.0}) if scored else dict.fromkeys(MEASURES)
+            result.update({prefix + k: v for k, v in values.items()})
         return result
 
     def eval_report(self, model: nn.Module, loader, device: torch.device) -> dict[str, Any]:
